@@ -1,0 +1,1 @@
+"""Engine: training and evaluation loops, metrics, checkpoints, export orchestration, loggers."""

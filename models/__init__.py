@@ -1,0 +1,1 @@
+"""Models: the timm backbone factory, the Detector base class, and tensor-level export."""
