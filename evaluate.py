@@ -1,0 +1,18 @@
+"""Evaluate a checkpoint: `python evaluate.py ckpt_path=... [data=...] [split=test]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    from faketrace.engine.evaluate import evaluate_checkpoint, format_table
+
+    result = evaluate_checkpoint(cfg)
+    print(format_table(result))
+    print(f"metrics: {cfg.paths.output_dir}/metrics.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Backbone factory: the only caller of `timm.create_model` in faketrace.
+
+Local weight files go through timm's own path (`pretrained_cfg_overlay=dict(file=...)`). timm
+silently drops a classifier whose shape does not match, so we compare the file's keys with the
+model's ourselves and report (or refuse) what is missing, unexpected or mismatched.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# Weight files we accept. A TorchScript archive or an arbitrary pickle is not one of them:
+# loading those can run code.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass
+class KeyReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    head_reinitialised: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a plain state dict from safetensors or a `torch.save` file, never running code."""
+    path = Path(path)
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"weight file {path} must be one of {WEIGHT_SUFFIXES} (safetensors or a plain state dict)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a plain state dict of tensors")
+    return obj
+
+
+def check_weight_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> KeyReport:
+    """Compare a weight file with a model: what timm would keep quietly, we list."""
+    own = model.state_dict()
+    head_names = set()
+    if hasattr(model, "default_cfg"):
+        clf = model.pretrained_cfg.get("classifier")
+        if clf:
+            head_names = {k for k in own if k.startswith(clf + ".")}
+    report = KeyReport()
+    for k, v in own.items():
+        if k not in state:
+            (report.head_reinitialised if k in head_names else report.missing).append(k)
+        elif tuple(state[k].shape) != tuple(v.shape):
+            (report.head_reinitialised if k in head_names else report.mismatched).append(k)
+    report.unexpected = [k for k in state if k not in own and not any(
+        k.startswith(h.rsplit(".", 1)[0] + ".") for h in head_names)]
+    return report
+
+
+def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, weights_file: str | None = None,
+                    strict: bool = True, **kwargs) -> tuple[nn.Module, KeyReport | None]:
+    """Build a timm model; load hub or local weights; return it with the key report.
+
+    `strict` refuses a weight file with missing, unexpected or mismatched keys outside the head.
+    """
+    report = None
+    if weights_file:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"weight file not found: {path}")
+        state = load_state_dict_file(path)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        report = check_weight_keys(model, state)
+        problems = report.missing + report.unexpected + report.mismatched
+        if problems and strict:
+            raise ValueError(f"weight file {path} does not fit {name}: missing {report.missing[:5]}, unexpected "
+                             f"{report.unexpected[:5]}, mismatched {report.mismatched[:5]} (strict loading)")
+        # Load through timm's own pretrained path so its filters/adapters apply as for hub weights.
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                  pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        if report.head_reinitialised:
+            log.warning("%s: classifier %s initialised fresh (the file's head does not fit num_classes=%d)",
+                        name, report.head_reinitialised, num_classes)
+        if problems:
+            log.warning("%s: non-strict load from %s: %s", name, path, report.as_dict())
+    elif pretrained:
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    else:
+        warnings.warn(f"{name}: random initialisation (no pretrained weights). Fine for the demo and tests; "
+                      "real training wants model.backbone.weights_file=... or hub weights.", stacklevel=2)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    return model, report
+
+
+def data_config(model: nn.Module) -> dict:
+    """Input size, mean, std and interpolation from the model's pretrained config."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return {"input_size": list(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+            "interpolation": cfg.get("interpolation", "bilinear"), "crop_pct": cfg.get("crop_pct")}

@@ -1,0 +1,17 @@
+"""Train a detector: `python train.py experiment=demo` (see configs/train.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from faketrace.engine.train import train
+
+    result = train(cfg)
+    print(f"best checkpoint: {result['best_ckpt']} ({result['monitor']} = {result['best_score']:.4f})")
+    return result["best_score"]
+
+
+if __name__ == "__main__":
+    main()
