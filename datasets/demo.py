@@ -201,7 +201,8 @@ def apply_operator(op: str, frame: np.ndarray, mask: np.ndarray, donor: np.ndarr
     """Manipulate the inner face region of a float RGB frame; `mask` is the soft region."""
     if op == "face_swap":
         assert donor is not None
-        gain = 1.0 + rng.uniform(-1, 1, 3) * gen["swap_colour_mismatch"]
+        # Every channel is off by at least the lower bound, in a random direction.
+        gain = 1.0 + rng.choice([-1.0, 1.0], 3) * rng.uniform(*gen["swap_colour_mismatch"], 3)
         source = donor * gain
     elif op == "local_resample":
         s = frame.shape[0]

@@ -1,0 +1,20 @@
+"""Generate the embedded demo media and its index: `python scripts/make_demo_data.py`.
+
+Settings (difficulty, sizes, seed) live in configs/data/demo.yaml.
+"""
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="demo_data")
+def main(cfg: DictConfig) -> None:
+    from faketrace.datasets.demo import generate_demo
+
+    gen = OmegaConf.to_container(cfg.data.generator, resolve=True)
+    index = generate_demo(cfg.data.root, cfg.data.index_path, int(cfg.data.seed), gen)
+    print(f"demo media: {len(index)} items under {cfg.data.root}; index {cfg.data.index_path}")
+
+
+if __name__ == "__main__":
+    main()
