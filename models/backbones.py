@@ -12,9 +12,35 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
+
+
+def _import_timm_without_wandb():
+    """Import timm without letting it import wandb.
+
+    timm.utils tries `import wandb` at import time; wandb must only load when the `logger`
+    group asks for it (and never on the offline analyst path). A None entry in sys.modules makes
+    that import fail, which timm handles; the entry is removed again so our own logger can still
+    import wandb when configured.
+    """
+    import sys
+
+    if "timm" in sys.modules:
+        return sys.modules["timm"]
+    block = "wandb" not in sys.modules
+    if block:
+        sys.modules["wandb"] = None  # type: ignore[assignment]
+    try:
+        import timm
+        import timm.data  # noqa: F401
+    finally:
+        if block and sys.modules.get("wandb", 0) is None:
+            del sys.modules["wandb"]
+    return timm
+
+
+timm = _import_timm_without_wandb()
 
 log = logging.getLogger(__name__)
 
