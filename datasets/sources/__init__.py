@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from faketrace.datasets.schema import write_index
+from faketrace.datasets.schema import SPLITS, write_index
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,10 @@ ADAPTERS = ("ffpp", "dfd", "celebdf", "dfdc", "dfdc_preview", "deeperforensics",
 
 def summarize_index(index: pd.DataFrame) -> pd.DataFrame:
     """Item counts per split, label and method (the table scripts/index.py prints)."""
-    return (index.groupby(["split", "label", "method"]).size().rename("items").reset_index()
-            .sort_values(["split", "label", "method"], kind="stable").reset_index(drop=True))
+    table = index.groupby(["split", "label", "method"]).size().rename("items").reset_index()
+    order = table["split"].map({s: i for i, s in enumerate(SPLITS)})
+    return (table.assign(_order=order).sort_values(["_order", "label", "method"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
 
 
 def index_dataset(build_index: Callable[..., tuple[pd.DataFrame, dict]], root: str | Path,

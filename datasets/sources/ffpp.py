@@ -149,7 +149,8 @@ def build_index(root: str | Path, compression: str = "c23", methods: list[str] |
     lists = find_split_lists(root, splits_dir)
     if lists is not None:
         split_of = read_pair_lists(lists)
-        findings.note(f"official split from {lists}")
+        where = lists.relative_to(root).as_posix() if lists.is_relative_to(root) else str(lists)
+        findings.note(f"official split from train/val/test.json in {where}")
         first, second = table["source_identity"].map(split_of), table["target_identity"].map(split_of)
         second = second.where(table["target_identity"].notna(), first)
         unlisted = first.isna() | second.isna() | (first != second)
