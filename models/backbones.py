@@ -116,8 +116,24 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
             raise ValueError(f"weight file {path} does not fit {name}: missing {report.missing[:5]}, unexpected "
                              f"{report.unexpected[:5]}, mismatched {report.mismatched[:5]} (strict loading)")
         # Load through timm's own pretrained path so its filters/adapters apply as for hub weights.
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes,
-                                  pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        # timm keeps the file's classifier only when the overlay's num_classes matches the model's;
+        # otherwise it drops it without a word, which the report above has already named.
+        overlay = dict(file=str(path))
+        if not report.head_reinitialised:
+            overlay["num_classes"] = num_classes
+        if problems:
+            # Non-strict by request: load what fits by name and shape, keep the rest as initialised.
+            fits = {k: v for k, v in state.items() if k in model.state_dict() and k not in report.mismatched
+                    and k not in report.head_reinitialised}
+            model.load_state_dict(fits, strict=False)
+        else:
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                                      pretrained_cfg_overlay=overlay, **kwargs)
+        loaded = model.state_dict()
+        not_loaded = [k for k, v in state.items() if k in loaded and k not in report.head_reinitialised
+                      and k not in report.mismatched and not torch.equal(loaded[k], v.to(loaded[k].dtype))]
+        if not_loaded:
+            raise RuntimeError(f"timm did not load {len(not_loaded)} tensors from {path}, e.g. {not_loaded[:3]}")
         if report.head_reinitialised:
             log.warning("%s: classifier %s initialised fresh (the file's head does not fit num_classes=%d)",
                         name, report.head_reinitialised, num_classes)
@@ -127,7 +143,7 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
     else:
         warnings.warn(f"{name}: random initialisation (no pretrained weights). Fine for the demo and tests; "
-                      "real training wants model.backbone.weights_file=... or hub weights.", stacklevel=2)
+                      "real training wants model.weights_file=PATH or model.pretrained=true (hub).", stacklevel=2)
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     return model, report
 
