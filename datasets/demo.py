@@ -280,6 +280,9 @@ def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict
     by_split: dict[str, list[Identity]] = {}
     for ident in identities:
         by_split.setdefault(split_of[ident.name], []).append(ident)
+    if "face_swap" in gen["operators"] and min(len(v) for v in by_split.values()) < 2:
+        raise ValueError(f"face_swap needs 2 identities in every split; {gen['identities']} identities give "
+                         f"{ {k: len(v) for k, v in by_split.items()} }: raise data.generator.identities")
 
     rows, truth = [], []
     rng = np.random.default_rng(seed + 1)

@@ -1,0 +1,72 @@
+"""The demo generator: deterministic, identity-disjoint splits, faces the real detector finds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from faketrace.datasets.demo import OPERATORS, generate_demo
+from faketrace.datasets.io import sha256_file
+from faketrace.datasets.schema import read_index
+
+from .conftest import SMALL_DEMO, compose_config, resolved
+
+
+def test_splits_are_disjoint_by_identity_and_operators_recorded(demo_data):
+    index = demo_data["index"]
+    ids = {s: set(index.loc[index.split == s, "source_identity"]) for s in ("train", "val", "test")}
+    assert ids["train"] and ids["val"] and ids["test"]
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    fakes = index[index.label == 1]
+    assert set(fakes.method) == set(OPERATORS)
+    assert (index.loc[index.label == 0, "method"] == "real").all()
+    swaps = fakes[fakes.method == "face_swap"]
+    # Donors come from the same split, so a test fake never shows a training face.
+    split_of = dict(zip(index.source_identity, index.split, strict=False))
+    assert all(split_of[d] == s for d, s in zip(swaps.target_identity, swaps.split, strict=True))
+    for split in ("train", "val", "test"):
+        part = index[index.split == split]
+        assert set(part.method) == {"real", *OPERATORS}, split
+
+
+def test_same_seed_gives_identical_media(demo_data, tmp_path):
+    overrides = [f"paths.data_dir={tmp_path}"] + SMALL_DEMO
+    cfg = resolved(compose_config("demo_data", overrides))
+    gen = OmegaConf.to_container(cfg.data.generator)
+    a = generate_demo(tmp_path / "a", tmp_path / "a.parquet", int(cfg.data.seed), gen)
+    b = generate_demo(tmp_path / "b", tmp_path / "b.parquet", int(cfg.data.seed), gen)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.split) == {"train", "val", "test"}
+    for rel in a.path:
+        assert sha256_file(tmp_path / "a" / rel) == sha256_file(tmp_path / "b" / rel), rel
+    c = generate_demo(tmp_path / "c", tmp_path / "c.parquet", int(cfg.data.seed) + 1, gen)
+    assert any(sha256_file(tmp_path / "a" / r) != sha256_file(tmp_path / "c" / r) for r in c.path)
+
+
+def test_real_detector_finds_every_demo_face_near_the_truth(demo_data):
+    manifest = demo_data["manifest"]
+    _, meta = read_index(demo_data["cfg"].data.index_path)
+    assert meta["synthetic"] is True
+    truth = pd.read_parquet(demo_data["root"] / "demo" / "truth.parquet")
+    assert (manifest.status == "face").all()
+    joined = manifest.merge(truth, on=["video_id", "frame_index"], suffixes=("", "_true"))
+    assert len(joined) == len(manifest)
+    # Box sides within 15% of the face height and landmarks within 8% (RetinaFace vs geometry).
+    height = joined.y1_true - joined.y0_true
+    for c in ("x0", "y0", "x1", "y1"):
+        assert ((joined[c] - joined[f"{c}_true"]).abs() / height).median() < 0.15, c
+    lm = np.stack(joined.landmarks.to_numpy())
+    lm_true = np.stack(joined.landmarks_true.to_numpy())
+    assert (np.abs(lm - lm_true).max(axis=1) / height).median() < 0.08
+
+
+def test_every_sampled_frame_has_one_manifest_row(demo_data):
+    index, manifest = demo_data["index"], demo_data["manifest"]
+    per_item = manifest.groupby("video_id").size()
+    assert set(per_item.index) == set(index.id)
+    videos = index[index.media_type == "video"].id
+    images = index[index.media_type == "image"].id
+    assert (per_item[videos] == 4).all()  # face.frames_per_video=4 in the fixture
+    assert (per_item[images] == 1).all()
+    assert not manifest.duplicated(["video_id", "frame_index"]).any()

