@@ -53,6 +53,16 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device(accelerator)
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """'auto' is full precision on CPU and mixed precision (AMP) on a GPU: bf16 where supported."""
+    precision = str(precision)
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32"
+
+
 def autocast_context(device: torch.device, precision: str):
     """bf16 autocast on CPU or GPU, fp16 AMP on GPU; '32' runs in full precision."""
     precision = str(precision)
@@ -207,7 +217,8 @@ class Trainer:
                              OmegaConf.to_container(cfg, resolve=True))
         if cfg.ckpt_path:
             self.resume(cfg.ckpt_path)
-        scaler = torch.amp.GradScaler("cuda") if str(cfg.trainer.precision).startswith("16") else None
+        self.precision = resolve_precision(self.device, cfg.trainer.precision)
+        scaler = torch.amp.GradScaler("cuda") if self.precision.startswith("16") else None
         val_report: dict = {}
         for epoch in range(self.epoch, int(cfg.trainer.max_epochs)):
             self.model.train()
@@ -224,7 +235,7 @@ class Trainer:
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                with autocast_context(self.device, cfg.trainer.precision):
+                with autocast_context(self.device, self.precision):
                     logits = self.model(images)
                 loss = self.model.loss(logits, batch)
                 self.optimizer.zero_grad(set_to_none=True)

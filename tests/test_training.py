@@ -109,3 +109,12 @@ def test_logger_none_does_not_import_wandb(demo_data, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_precision_auto_is_full_precision_on_cpu_and_amp_on_gpu():
+    from faketrace.engine.train import resolve_precision
+
+    assert resolve_precision(torch.device("cpu"), "auto") == "32"
+    assert resolve_precision(torch.device("cpu"), "bf16") == "bf16"
+    if torch.cuda.is_available():
+        assert resolve_precision(torch.device("cuda"), "auto") in ("bf16", "16-mixed")
