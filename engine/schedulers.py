@@ -29,6 +29,39 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int = 0, min_lr_rat
     return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr_ratio))
 
 
+class WarmupStep:
+    """Linear warm-up, then the lr times `gamma` every `step_size` steps."""
+
+    def __init__(self, total_steps: int, step_size: int, gamma: float = 0.1, warmup_steps: int = 0):
+        self.step_size, self.gamma, self.warmup_steps = int(step_size), float(gamma), int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return self.gamma ** ((step - self.warmup_steps) // self.step_size)
+
+
+class WarmupPoly:
+    """Linear warm-up, then (1 - progress) ** power down to zero at the last step."""
+
+    def __init__(self, total_steps: int, power: float = 0.9, warmup_steps: int = 0):
+        self.total_steps, self.power, self.warmup_steps = int(total_steps), float(power), int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return (1 - progress) ** self.power
+
+
+def warmup_step(optimizer, total_steps: int, step_size: int, gamma: float = 0.1, warmup_steps: int = 0) -> LambdaLR:
+    return LambdaLR(optimizer, WarmupStep(total_steps, step_size, gamma, warmup_steps))
+
+
+def warmup_poly(optimizer, total_steps: int, power: float = 0.9, warmup_steps: int = 0) -> LambdaLR:
+    return LambdaLR(optimizer, WarmupPoly(total_steps, power, warmup_steps))
+
+
 def constant(optimizer, total_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, _Constant())
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
@@ -37,6 +37,7 @@ from faketrace.engine.checkpoint import (
     versions,
 )
 from faketrace.engine.loggers import MetricsFile
+from faketrace.engine.optim import SAM, build_param_groups
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,48 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None,
+                balanced: bool = False) -> DataLoader:
+    """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+    sampler = None
+    if balanced:
+        labels = np.asarray(dataset.labels())
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        weights = 1.0 / counts[labels]
+        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels),
+                                        replacement=True, generator=generator)
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_worker_init, generator=generator, drop_last=False,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+class ModelEma:
+    """Exponential moving average of a model's weights (buffers copied), updated per step.
+
+    The decay is warmed up as min(decay, (1 + n) / (10 + n)) so early averages are not
+    dominated by the random initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if ema_v.dtype.is_floating_point:
+                ema_v.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                ema_v.copy_(v)
 
 
 @torch.no_grad()
@@ -132,6 +170,7 @@ class Trainer:
         self.run_dir = Path(cfg.paths.output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.trainer.accelerator)
+        self.precision = resolve_precision(self.device, cfg.trainer.precision)
         if cfg.trainer.get("threads"):
             torch.set_num_threads(int(cfg.trainer.threads))
         if cfg.trainer.deterministic:
@@ -155,13 +194,22 @@ class Trainer:
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"need face crops in both train and val splits; found {len(self.train_set)} train and "
                              f"{len(self.val_set)} val crops in {cfg.data.manifest_path}")
-        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.loader.batch_size)
+        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.loader.batch_size)
         if cfg.trainer.limit_train_batches:
-            self.steps_per_epoch = min(self.steps_per_epoch, int(cfg.trainer.limit_train_batches))
+            self.batches_per_epoch = min(self.batches_per_epoch, int(cfg.trainer.limit_train_batches))
+        self.accumulate = max(1, int(cfg.trainer.accumulate_grad_batches))
+        # Optimiser steps; a last partial accumulation window still steps.
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.accumulate)
         self.total_steps = self.steps_per_epoch * int(cfg.trainer.max_epochs)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = instantiate(cfg.optim)(params=params)
+        pg = cfg.param_groups
+        groups = build_param_groups(self.model, float(cfg.optim.lr), float(pg.backbone_lr_mult),
+                                    float(pg.head_lr_mult), bool(pg.freeze_backbone))
+        self.optimizer = instantiate(cfg.optim)(params=groups)
         self.scheduler = instantiate(cfg.scheduler)(optimizer=self.optimizer, total_steps=self.total_steps)
+        # EMA of the weights: when on, the EMA model is the one validated and saved.
+        self.ema = ModelEma(self.model, float(cfg.trainer.ema_decay)) if cfg.trainer.ema_decay else None
+        self.epochs_without_improvement = 0
+        self.stopped_early = False
         self.epoch = 0
         self.global_step = 0
         self.best_score = -math.inf
@@ -171,8 +219,14 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self, val_report: dict) -> dict:
         cfg_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+        evaluated = self.ema.module if self.ema is not None else self.model
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.backbone.state_dict().items()},
+            # The weights that were validated (the EMA weights when EMA is on), plain timm keys.
+            "model": {k: v.detach().cpu() for k, v in evaluated.backbone.state_dict().items()},
+            "model_raw": None if self.ema is None else
+            {k: v.detach().cpu() for k, v in self.model.backbone.state_dict().items()},
+            "ema": None if self.ema is None else {"decay": self.ema.decay, "updates": self.ema.updates},
+            "epochs_without_improvement": self.epochs_without_improvement,
             "model_spec": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
                            "family": self.model.family, "backbone": self.model.backbone_name,
                            "init": OmegaConf.to_container(self.cfg.model, resolve=True),
@@ -196,7 +250,15 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)
-        self.model.backbone.load_state_dict(ckpt["model"], strict=True)
+        if self.ema is not None:
+            if ckpt.get("model_raw") is None:
+                raise ValueError(f"{path} was trained without EMA; resume it with trainer.ema_decay=null")
+            self.model.backbone.load_state_dict(ckpt["model_raw"], strict=True)
+            self.ema.module.backbone.load_state_dict(ckpt["model"], strict=True)
+            self.ema.updates = int(ckpt["ema"]["updates"])
+        else:
+            self.model.backbone.load_state_dict(ckpt["model"], strict=True)
+        self.epochs_without_improvement = int(ckpt.get("epochs_without_improvement", 0))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
@@ -206,8 +268,59 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
 
     # -- loop ----------------------------------------------------------------------------------
+    def _forward_loss(self, batch: dict, scale: float) -> torch.Tensor:
+        images = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast_context(self.device, self.precision):
+            logits = self.model(images)
+        return self.model.loss(logits, batch) * scale
+
+    def _backward(self, window: list[dict], scaler) -> float:
+        """Gradients of the mean loss over all samples of the window (equal to one big batch)."""
+        total = sum(len(w["image"]) for w in window)
+        loss_sum = 0.0
+        for w in window:
+            loss = self._forward_loss(w, len(w["image"]) / total)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            loss_sum += float(loss.detach())
+        return loss_sum
+
+    def optimizer_step(self, window: list[dict], scaler=None) -> float:
+        """One optimiser step over a window of micro-batches (gradient accumulation), SAM-aware."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._backward(window, scaler)
+        clip = self.cfg.trainer.grad_clip
+        if isinstance(self.optimizer, SAM):
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.optimizer.first_step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._backward(window, scaler)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.optimizer.second_step()
+        else:
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            if scaler is not None:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.global_step += 1
+        return loss
+
     def validate(self) -> tuple[dict, pd.DataFrame]:
-        table = predict(self.model, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
+        evaluated = self.ema.module if self.ema is not None else self.model
+        table = predict(evaluated, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
                         self.device, self.cfg.trainer.limit_val_batches, self.channels_last)
         return M.report_levels(table, self.cfg.aggregation), table
 
@@ -217,48 +330,31 @@ class Trainer:
                              OmegaConf.to_container(cfg, resolve=True))
         if cfg.ckpt_path:
             self.resume(cfg.ckpt_path)
-        self.precision = resolve_precision(self.device, cfg.trainer.precision)
         scaler = torch.amp.GradScaler("cuda") if self.precision.startswith("16") else None
         val_report: dict = {}
         for epoch in range(self.epoch, int(cfg.trainer.max_epochs)):
             self.model.train()
             self.train_set.set_epoch(epoch)
             loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
-                                 seed=int(cfg.seed) * 100_003 + epoch)
-            bar = tqdm(loader, total=self.steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
-                       disable=not cfg.trainer.progress_bar)
+                                 seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced))
+            bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
+                       disable=not cfg.trainer.progress_bar, mininterval=1.0)
             t0, seen, losses = time.perf_counter(), 0, []
+            window: list[dict] = []
             for b, batch in enumerate(bar):
-                if b >= self.steps_per_epoch:
+                if b >= self.batches_per_epoch:
                     break
-                images = batch["image"].to(self.device, non_blocking=True)
-                if self.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with autocast_context(self.device, self.precision):
-                    logits = self.model(images)
-                loss = self.model.loss(logits, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(self.optimizer)
-                else:
-                    loss.backward()
-                if cfg.trainer.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.trainer.grad_clip))
-                if scaler is not None:
-                    scaler.step(self.optimizer)
-                    scaler.update()
-                else:
-                    self.optimizer.step()
-                self.scheduler.step()
-                self.global_step += 1
-                seen += len(images)
-                losses.append(float(loss.detach()))
+                window.append(batch)
+                if len(window) < self.accumulate and b + 1 < self.batches_per_epoch:
+                    continue
+                loss = self.optimizer_step(window, scaler)
+                seen += sum(len(w["image"]) for w in window)
+                window = []
+                losses.append(loss)
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}", refresh=False)
                 if self.global_step % int(cfg.trainer.log_every_n_steps) == 0:
-                    logger.log({"step": self.global_step, "epoch": epoch, "train/loss": float(loss.detach()),
+                    logger.log({"step": self.global_step, "epoch": epoch, "train/loss": loss,
                                 "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
             self.epoch = epoch + 1
             val_report, _ = self.validate()
@@ -267,6 +363,10 @@ class Trainer:
             row = {"step": self.global_step, "epoch": epoch, "train/loss_epoch": float(np.mean(losses)) if losses
                    else None, "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
                    **_flat_val(val_report)}
+            if improved and score > self.best_score + float(cfg.trainer.early_stopping.min_delta):
+                self.epochs_without_improvement = 0
+            else:
+                self.epochs_without_improvement += 1
             if improved:
                 self.best_score = float(score)
                 self.best_metrics = val_report
@@ -277,12 +377,19 @@ class Trainer:
             save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
             if improved:
                 save_checkpoint(payload, self.ckpt_dir / "best.ckpt")
+            patience = cfg.trainer.early_stopping.patience
+            if patience is not None and self.epochs_without_improvement >= int(patience):
+                log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, cfg.monitor,
+                         self.epochs_without_improvement)
+                self.stopped_early = True
+                break
         logger.close()
         if not (self.ckpt_dir / "best.ckpt").exists() and (self.ckpt_dir / "last.ckpt").exists():
             # No epoch improved on a single-class validation set: keep last as best, and say so.
             log.warning("validation %s was never defined; best.ckpt is the last epoch", cfg.monitor)
             os.link(self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt")
-        return {"best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
+        return {"stopped_early": self.stopped_early, "epochs_run": self.epoch,
+                "best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
                 "best_score": self.best_score, "monitor": cfg.monitor, "val": val_report, "run_dir": str(self.run_dir)}
 
 

@@ -1,0 +1,154 @@
+"""Each training feature changes what training does (every test here fails if the feature is inert)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from faketrace.engine.checkpoint import load_checkpoint
+from faketrace.engine.optim import SAM
+from faketrace.engine.schedulers import warmup_cosine, warmup_poly, warmup_step
+from faketrace.engine.train import Trainer, make_loader, train
+
+from .conftest import compose_config, resolved
+
+TINY = ["model=tiny", "trainer.progress_bar=false", "loader.batch_size=8", "loader.num_workers=0",
+        "trainer.log_every_n_steps=1"]
+
+
+def _trainer(demo_data, tmp_path, extra) -> Trainer:
+    return Trainer(resolved(compose_config("train", demo_data["overrides"] + TINY + extra, output_dir=tmp_path)))
+
+
+def _lrs(factory, steps, **kw):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = factory(opt, **kw)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_follow_their_formulas():
+    total, warm = 50, 5
+    cos = _lrs(warmup_cosine, total, total_steps=total, warmup_steps=warm, min_lr_ratio=0.1)
+    for t in (0, 4, 5, 20, 49):
+        want = 0.1 * ((t + 1) / warm if t < warm else
+                      0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm))))
+        assert cos[t] == pytest.approx(want, rel=1e-12), t
+    step = _lrs(warmup_step, total, total_steps=total, step_size=10, gamma=0.5, warmup_steps=0)
+    assert [step[t] for t in (0, 9, 10, 25, 49)] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.00625])
+    poly = _lrs(warmup_poly, total, total_steps=total, power=2.0, warmup_steps=0)
+    for t in (0, 10, 49):
+        assert poly[t] == pytest.approx(0.1 * (1 - t / total) ** 2)
+
+
+def test_layerwise_learning_rates_and_freezing(demo_data, tmp_path):
+    tr = _trainer(demo_data, tmp_path, ["optim.lr=0.01", "param_groups.backbone_lr_mult=0.1",
+                                        "param_groups.head_lr_mult=10"])
+    lrs = {g["name"]: g["initial_lr"] if "initial_lr" in g else g["lr"] for g in tr.optimizer.param_groups}
+    assert lrs["backbone"] == pytest.approx(0.001) and lrs["head"] == pytest.approx(0.1)
+    head_params = {id(p) for g in tr.optimizer.param_groups if g["name"].startswith("head") for p in g["params"]}
+    assert {id(p) for p in tr.model.backbone.get_classifier().parameters()} <= head_params
+    frozen = _trainer(demo_data, tmp_path / "f", ["param_groups.freeze_backbone=true"])
+    classifier = {id(p) for p in frozen.model.backbone.get_classifier().parameters()}
+    for p in frozen.model.parameters():
+        assert p.requires_grad == (id(p) in classifier)
+    assert {g["name"] for g in frozen.optimizer.param_groups} <= {"head", "head_no_decay"}
+
+
+def test_gradient_accumulation_equals_one_big_batch(demo_data, tmp_path):
+    # BN-free tiny ViT so that batch statistics cannot differ between the two ways.
+    common = ["model.backbone=test_vit", "model.input_size=160", "optim=sgd", "optim.momentum=0", "optim.nesterov=false",
+              "optim.weight_decay=0", "scheduler=constant", "model.drop_rate=0"]
+    big = _trainer(demo_data, tmp_path / "a", common + ["loader.batch_size=8"])
+    acc = _trainer(demo_data, tmp_path / "b", common + ["loader.batch_size=4", "trainer.accumulate_grad_batches=2"])
+    acc.model.load_state_dict(big.model.state_dict())
+    batch = next(iter(make_loader(big.train_set, 8, 0, shuffle=False)))
+    halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+    before = {k: v.clone() for k, v in big.model.state_dict().items()}
+    big.optimizer_step([batch])
+    acc.optimizer_step(halves)
+    changed = False
+    for k, v in big.model.state_dict().items():
+        torch.testing.assert_close(acc.model.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+        changed |= not torch.equal(v, before[k])
+    assert changed
+
+
+def test_ema_weights_are_the_ones_validated_and_saved(demo_data, tmp_path):
+    result = train(resolved(compose_config("train", demo_data["overrides"] + TINY + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.ema_decay=0.9"], output_dir=tmp_path)))
+    ckpt = load_checkpoint(result["last_ckpt"])
+    assert ckpt["ema"]["updates"] == 4 and ckpt["model_raw"] is not None
+    assert any(not torch.equal(ckpt["model"][k], ckpt["model_raw"][k]) for k in ckpt["model"])
+    # Evaluating the saved weights reproduces the logged validation: the EMA weights were validated.
+    from faketrace.engine.evaluate import evaluate_checkpoint
+
+    cfg = compose_config("evaluate", demo_data["overrides"] + [f"ckpt_path={result['last_ckpt']}", "split=val",
+                                                              "num_workers=0", "baseline=false"],
+                         output_dir=tmp_path / "eval")
+    report = evaluate_checkpoint(resolved(cfg))
+    assert report["detector"]["frame"]["log_loss"] == pytest.approx(ckpt["metrics"]["val"]["frame"]["log_loss"],
+                                                                    abs=1e-9)
+
+
+def test_early_stopping_stops_on_a_plateau(demo_data, tmp_path):
+    # lr 0: validation can never improve after the first epoch.
+    result = train(resolved(compose_config("train", demo_data["overrides"] + TINY + [
+        "trainer.max_epochs=10", "trainer.limit_train_batches=1", "optim.lr=0", "scheduler=constant",
+        "trainer.early_stopping.patience=2"], output_dir=tmp_path)))
+    assert result["stopped_early"] and result["epochs_run"] == 3
+
+
+def test_balanced_sampling_draws_classes_equally(demo_data, tmp_path):
+    tr = _trainer(demo_data, tmp_path, [])
+    labels = tr.train_set.labels()
+    assert labels.mean() > 0.6  # the demo's training crops are mostly fake
+    drawn = torch.cat([b["label"] for b in make_loader(tr.train_set, 64, 0, True, seed=0, balanced=True)])
+    plain = torch.cat([b["label"] for b in make_loader(tr.train_set, 64, 0, True, seed=0)])
+    assert abs(drawn.float().mean().item() - 0.5) < 0.1
+    assert abs(plain.float().mean().item() - labels.mean()) < 1e-9
+
+
+def test_sam_takes_a_different_step_than_its_base_optimizer(demo_data, tmp_path):
+    sam = _trainer(demo_data, tmp_path / "sam", ["optim=sam", "optim.lr=0.05"])
+    sgd = _trainer(demo_data, tmp_path / "sgd", ["optim=sgd", "optim.lr=0.05", "optim.nesterov=false",
+                                                 "optim.weight_decay=0"])
+    assert isinstance(sam.optimizer, SAM)
+    sgd.model.load_state_dict(sam.model.state_dict())
+    batch = next(iter(make_loader(sam.train_set, 8, 0, shuffle=False)))
+    start = {k: v.clone() for k, v in sam.model.state_dict().items()}
+    sam.optimizer_step([batch])
+    sgd.optimizer_step([batch])
+    moved = [k for k, v in sam.model.state_dict().items() if v.is_floating_point() and not torch.equal(v, start[k])]
+    differs = [k for k in moved if not torch.allclose(sam.model.state_dict()[k], sgd.model.state_dict()[k])]
+    assert moved and differs
+
+
+def test_gradient_clipping_bounds_the_update(demo_data, tmp_path):
+    common = ["optim=sgd", "optim.momentum=0", "optim.weight_decay=0", "optim.lr=1.0", "scheduler=constant",
+              "optim.nesterov=false"]
+    clipped = _trainer(demo_data, tmp_path / "c", common + ["trainer.grad_clip=0.001"])
+    free = _trainer(demo_data, tmp_path / "f", common)
+    free.model.load_state_dict(clipped.model.state_dict())
+    batch = next(iter(make_loader(free.train_set, 8, 0, shuffle=False)))
+    start = torch.cat([p.detach().flatten().clone() for p in free.model.parameters()])
+    clipped.optimizer_step([batch])
+    free.optimizer_step([batch])
+    step_clipped = (torch.cat([p.detach().flatten() for p in clipped.model.parameters()]) - start).norm()
+    step_free = (torch.cat([p.detach().flatten() for p in free.model.parameters()]) - start).norm()
+    assert step_clipped <= 0.001 + 1e-6 < step_free
+
+
+def test_label_smoothing_changes_the_loss_target(demo_data, tmp_path):
+    tr = _trainer(demo_data, tmp_path, ["model.label_smoothing=0.2"])
+    logits = torch.tensor([10.0, -10.0])
+    batch = {"label": torch.tensor([1, 0])}
+    smoothed = tr.model.loss(logits, batch)
+    tr.model.label_smoothing = 0.0
+    assert smoothed > tr.model.loss(logits, batch) + 0.5
