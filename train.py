@@ -3,6 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:

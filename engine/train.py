@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 from tqdm import tqdm
 
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
@@ -36,6 +37,7 @@ from faketrace.engine.checkpoint import (
     set_rng_state,
     versions,
 )
+from faketrace.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
 
@@ -87,16 +89,26 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None,
-                balanced: bool = False) -> DataLoader:
-    """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often."""
+                balanced: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often.
+
+    Shuffled training order comes from one permutation of the seed, split across ranks, so N
+    processes with batch b see, step by step, the same samples as one process with batch N*b.
+    """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     sampler = None
     if balanced:
         labels = np.asarray(dataset.labels())
         counts = np.bincount(labels, minlength=2).astype(np.float64)
         weights = 1.0 / counts[labels]
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels),
-                                        replacement=True, generator=generator)
+        rank_gen = torch.Generator().manual_seed((seed or 0) + rank)
+        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                        num_samples=math.ceil(len(labels) / world_size), replacement=True,
+                                        generator=rank_gen)
+        shuffle = False
+    elif shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed or 0,
+                                     drop_last=False)
         shuffle = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=_worker_init, generator=generator, drop_last=False,
@@ -132,14 +144,19 @@ class ModelEma:
 
 @torch.no_grad()
 def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, device: torch.device,
-            limit_batches: int | None = None, channels_last: bool = False) -> pd.DataFrame:
+            limit_batches: int | None = None, channels_last: bool = False,
+            dist_ctx: DistContext | None = None) -> pd.DataFrame:
     """Frame table of a dataset: its manifest/index columns plus logit and score (probability).
 
     Always full precision, so training-time validation and evaluate.py give the same numbers.
+    Under DDP each rank scores every world_size-th sample (no padding, so no duplicates) and the
+    ranks' results are gathered and put back in dataset order on every rank.
     """
+    ctx = dist_ctx or DistContext()
     model.eval()
     logits, rows = [], []
-    loader = make_loader(dataset, batch_size, num_workers, shuffle=False)
+    shard = dataset if not ctx.enabled else Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    loader = make_loader(shard, batch_size, num_workers, shuffle=False)
     for b, batch in enumerate(loader):
         if limit_batches is not None and b >= limit_batches:
             break
@@ -149,8 +166,14 @@ def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, 
         logits.append(model(images).float().cpu())
         rows.append(batch["index"])
     idx = torch.cat(rows).numpy() if rows else np.zeros(0, dtype=np.int64)
-    table = dataset.table.iloc[idx][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
     logit = torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
+    if ctx.enabled:
+        parts = ctx.all_gather((idx, logit))
+        idx = np.concatenate([p[0] for p in parts])
+        logit = np.concatenate([p[1] for p in parts])
+        order = np.argsort(idx, kind="stable")
+        idx, logit = idx[order], logit[order]
+    table = dataset.table.iloc[idx][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
     table["logit"] = logit
     table["score"] = M.sigmoid(logit)
     return table
@@ -170,6 +193,9 @@ class Trainer:
         self.run_dir = Path(cfg.paths.output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.trainer.accelerator)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.precision = resolve_precision(self.device, cfg.trainer.precision)
         if cfg.trainer.get("threads"):
             torch.set_num_threads(int(cfg.trainer.threads))
@@ -181,6 +207,8 @@ class Trainer:
         self.preprocess_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
         self.detector_info = manifest_meta.get("detector", {})
         self.model = instantiate(cfg.model).to(self.device)
+        # Same initial weights everywhere (seed), then a different stream per rank (seed + rank).
+        seed_everything(int(cfg.seed) + self.dist.rank)
         spec = self.model.input_spec()
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in (True, "auto")
         if self.channels_last:
@@ -194,7 +222,7 @@ class Trainer:
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"need face crops in both train and val splits; found {len(self.train_set)} train and "
                              f"{len(self.val_set)} val crops in {cfg.data.manifest_path}")
-        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.loader.batch_size)
+        self.batches_per_epoch = math.ceil(len(self.train_set) / self.dist.world_size / cfg.loader.batch_size)
         if cfg.trainer.limit_train_batches:
             self.batches_per_epoch = min(self.batches_per_epoch, int(cfg.trainer.limit_train_batches))
         self.accumulate = max(1, int(cfg.trainer.accumulate_grad_batches))
@@ -208,6 +236,10 @@ class Trainer:
         self.scheduler = instantiate(cfg.scheduler)(optimizer=self.optimizer, total_steps=self.total_steps)
         # EMA of the weights: when on, the EMA model is the one validated and saved.
         self.ema = ModelEma(self.model, float(cfg.trainer.ema_decay)) if cfg.trainer.ema_decay else None
+        self.forward_model = self.model
+        if self.dist.enabled:
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
         self.epochs_without_improvement = 0
         self.stopped_early = False
         self.epoch = 0
@@ -274,16 +306,19 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast_context(self.device, self.precision):
-            logits = self.model(images)
+            logits = self.forward_model(images)
         return self.model.loss(logits, batch) * scale
 
     def _backward(self, window: list[dict], scaler) -> float:
         """Gradients of the mean loss over all samples of the window (equal to one big batch)."""
         total = sum(len(w["image"]) for w in window)
         loss_sum = 0.0
-        for w in window:
-            loss = self._forward_loss(w, len(w["image"]) / total)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+        for i, w in enumerate(window):
+            # Under DDP, gradients are averaged across ranks once, on the window's last micro-batch.
+            sync = not self.dist.enabled or i == len(window) - 1
+            with nullcontext() if sync else self.forward_model.no_sync():
+                loss = self._forward_loss(w, len(w["image"]) / total)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             loss_sum += float(loss.detach())
         return loss_sum
 
@@ -321,13 +356,13 @@ class Trainer:
     def validate(self) -> tuple[dict, pd.DataFrame]:
         evaluated = self.ema.module if self.ema is not None else self.model
         table = predict(evaluated, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
-                        self.device, self.cfg.trainer.limit_val_batches, self.channels_last)
+                        self.device, self.cfg.trainer.limit_val_batches, self.channels_last, self.dist)
         return M.report_levels(table, self.cfg.aggregation), table
 
     def fit_loop(self) -> dict:
         cfg = self.cfg
         logger = MetricsFile(self.run_dir, OmegaConf.to_container(cfg.logger, resolve=True).get("wandb"),
-                             OmegaConf.to_container(cfg, resolve=True))
+                             OmegaConf.to_container(cfg, resolve=True)) if self.dist.is_main else _NoLogger()
         if cfg.ckpt_path:
             self.resume(cfg.ckpt_path)
         scaler = torch.amp.GradScaler("cuda") if self.precision.startswith("16") else None
@@ -336,7 +371,8 @@ class Trainer:
             self.model.train()
             self.train_set.set_epoch(epoch)
             loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
-                                 seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced))
+                                 seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced),
+                                 rank=self.dist.rank, world_size=self.dist.world_size)
             bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
                        disable=not cfg.trainer.progress_bar, mininterval=1.0)
             t0, seen, losses = time.perf_counter(), 0, []
@@ -373,10 +409,12 @@ class Trainer:
             logger.log(row)
             log.info("epoch %d: loss %.4f, val video AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0,
                      _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
-            payload = self._payload(val_report)
-            save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
-            if improved:
-                save_checkpoint(payload, self.ckpt_dir / "best.ckpt")
+            if self.dist.is_main:
+                payload = self._payload(val_report)
+                save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
+                if improved:
+                    save_checkpoint(payload, self.ckpt_dir / "best.ckpt")
+            self.dist.barrier()
             patience = cfg.trainer.early_stopping.patience
             if patience is not None and self.epochs_without_improvement >= int(patience):
                 log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, cfg.monitor,
@@ -384,13 +422,23 @@ class Trainer:
                 self.stopped_early = True
                 break
         logger.close()
-        if not (self.ckpt_dir / "best.ckpt").exists() and (self.ckpt_dir / "last.ckpt").exists():
+        if self.dist.is_main and not (self.ckpt_dir / "best.ckpt").exists() and (self.ckpt_dir / "last.ckpt").exists():
             # No epoch improved on a single-class validation set: keep last as best, and say so.
             log.warning("validation %s was never defined; best.ckpt is the last epoch", cfg.monitor)
             os.link(self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt")
         return {"stopped_early": self.stopped_early, "epochs_run": self.epoch,
                 "best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
                 "best_score": self.best_score, "monitor": cfg.monitor, "val": val_report, "run_dir": str(self.run_dir)}
+
+
+class _NoLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _monitor_value(report: dict, monitor: str) -> float | None:
@@ -415,4 +463,7 @@ def _fmt(x) -> str:
 def train(cfg: DictConfig) -> dict:
     """Entry point used by train.py: build everything from the config and run the loop."""
     trainer = Trainer(cfg)
-    return trainer.fit_loop()
+    try:
+        return trainer.fit_loop()
+    finally:
+        shutdown_distributed()

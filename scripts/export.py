@@ -6,6 +6,10 @@ Writes model.onnx (verified against PyTorch on real crops), weights.safetensors 
 import hydra
 from omegaconf import DictConfig
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:

@@ -11,6 +11,9 @@ import hydra
 from omegaconf import DictConfig
 
 from faketrace.datasets.sources import index_from_config, summarize_index
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="index")

@@ -6,6 +6,10 @@ Settings (difficulty, sizes, seed) live in configs/data/demo.yaml.
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="demo_data")
 def main(cfg: DictConfig) -> None:

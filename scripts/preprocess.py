@@ -6,6 +6,10 @@ Reads the data set's index, writes face crops and the manifest under data.faces_
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="preprocess")
 def main(cfg: DictConfig) -> None:

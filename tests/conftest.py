@@ -13,6 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
