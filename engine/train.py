@@ -237,9 +237,12 @@ class Trainer:
         # EMA of the weights: when on, the EMA model is the one validated and saved.
         self.ema = ModelEma(self.model, float(cfg.trainer.ema_decay)) if cfg.trainer.ema_decay else None
         self.forward_model = self.model
+        if cfg.trainer.compile:
+            # Compiles the forward pass (inductor); weights stay shared with self.model.
+            self.forward_model = torch.compile(self.model)
         if self.dist.enabled:
             self.forward_model = DistributedDataParallel(
-                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+                self.forward_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
         self.epochs_without_improvement = 0
         self.stopped_early = False
         self.epoch = 0

@@ -152,3 +152,37 @@ def test_label_smoothing_changes_the_loss_target(demo_data, tmp_path):
     smoothed = tr.model.loss(logits, batch)
     tr.model.label_smoothing = 0.0
     assert smoothed > tr.model.loss(logits, batch) + 0.5
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager(demo_data, tmp_path):
+    common = ["optim=sgd", "optim.momentum=0", "optim.nesterov=false", "scheduler=constant"]
+    eager = _trainer(demo_data, tmp_path / "e", common)
+    compiled = _trainer(demo_data, tmp_path / "c", common + ["trainer.compile=true"])
+    assert compiled.forward_model is not compiled.model  # really wrapped
+    compiled.model.load_state_dict(eager.model.state_dict())
+    batch = next(iter(make_loader(eager.train_set, 8, 0, shuffle=False)))
+    loss_e = eager.optimizer_step([batch])
+    loss_c = compiled.optimizer_step([batch])
+    assert loss_c == pytest.approx(loss_e, rel=1e-4, abs=1e-5)
+    for k, v in eager.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[k], v, atol=1e-4, rtol=1e-4)
+
+
+def test_train_benchmark_reports_all_three_figures(demo_data):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "train", "--steps", "2", "--warmup", "1",
+                          "--repeats", "1", *demo_data["overrides"], "model=tiny", "loader.num_workers=0",
+                          "loader.batch_size=8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert set(result["median"]) == {"model_only", "end_to_end", "loader_only"}
+    assert all(v > 0 for v in result["median"].values())
+    assert result["ratio_end_to_end_over_model"] == pytest.approx(
+        result["median"]["end_to_end"] / result["median"]["model_only"])
