@@ -41,7 +41,19 @@ class DistContext:
         return out
 
 
+def _export_slurm_environment() -> None:
+    """Inside a multi-task SLURM job launched by submitit, set the variables torchrun would set."""
+    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        return
+    TorchDistributedEnvironment().export()
+
+
 def init_distributed(device_type: str) -> DistContext:
+    _export_slurm_environment()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
