@@ -118,6 +118,20 @@ def _deadline_check(deadline: float | None, what: str, limit: float | None) -> N
         raise DecodeTimeout(f"time limit of {limit:g}s exceeded {what}")
 
 
+def _decoded_frames(container, stream, bad_packets: list[str]):
+    """Frames of a stream, decoding packet by packet: a packet the decoder rejects (a torn last
+    packet, a damaged one) is noted in `bad_packets` and skipped instead of ending the video."""
+    import av
+
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            bad_packets.append(str(exc))
+            continue
+        yield from frames
+
+
 def _scan_video(path: str | Path, deadline: float | None, limit: float | None) -> _Scan:
     """Decode every frame once (pixels stay in the decoder's format) and record pts and key frames."""
     import av
@@ -129,14 +143,17 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None) -
         stream = container.streams.video[0]
         scan.claimed = stream.frames or None
         scan.fps = float(stream.average_rate) if stream.average_rate else None
+        bad_packets: list[str] = []
         try:
-            for frame in container.decode(stream):
+            for frame in _decoded_frames(container, stream, bad_packets):
                 scan.pts.append(frame.pts)
                 scan.keyframe.append(bool(frame.key_frame))
                 if len(scan.pts) % 16 == 0:
                     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
         except av.error.FFmpegError as exc:
             scan.error = f"decoding stopped after {len(scan.pts)} frames: {exc}"
+        if bad_packets and not scan.error:
+            scan.error = f"{len(bad_packets)} packets could not be decoded (first: {bad_packets[0]})"
     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
     return scan
 
@@ -163,14 +180,14 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
         key_before.append(last_key)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        decoded = container.decode(stream)
+        decoded = _decoded_frames(container, stream, [])
         current = -1
         try:
             for target in targets:
                 position = -1 if current is None else current
                 if seekable and key_before[target] > position + 1:
                     container.seek(pts[target], stream=stream, backward=True, any_frame=False)
-                    decoded = container.decode(stream)
+                    decoded = _decoded_frames(container, stream, [])
                     out.seeks += 1
                     current = None  # unknown until the first frame after the seek
                 for frame in decoded:

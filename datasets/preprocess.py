@@ -315,6 +315,9 @@ class VideoProcessor:
             return [_error_row(video_id, 0 if media_type == "image" else -1, problem)], video
         decoded = read_video_frames(path, self.spec.frames_per_video, sampling=self.spec.sampling,
                                     every_k=self.spec.every_k, time_limit_s=self.options.video_time_limit_s)
+        if decoded.error:
+            # Decoder messages name the file; the manifest names it relative to the root, as the index does.
+            decoded.error = decoded.error.replace(str(path), item["path"])
         video.update(frames_claimed=decoded.expected_frames, frames_decoded=decoded.decoded_frames,
                      frames_sampled=len(decoded.sampled), frames_read=len(decoded.frames))
         if decoded.timed_out:

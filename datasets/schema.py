@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,7 +107,11 @@ def _conform(df: pd.DataFrame, columns: dict[str, tuple[pa.DataType, bool, str]]
     for c in columns:
         if c not in df.columns:
             df[c] = None
-    for c, (_, nullable, _) in columns.items():
+    for c, (typ, nullable, _) in columns.items():
+        if pa.types.is_list(typ):
+            # A column of only missing lists comes out of pandas as float NaN; arrow wants None.
+            df[c] = pd.Series([v if isinstance(v, (list, tuple, np.ndarray)) else None for v in df[c]],
+                              index=df.index, dtype=object)
         if not nullable and df[c].isna().any():
             raise ValueError(f"{kind} column {c!r} has empty values")
     return df[list(columns)]
