@@ -8,6 +8,7 @@ with how many were expected.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class _Scan:
     claimed: int | None = None
     fps: float | None = None
     error: str | None = None
+    kept: dict[int, np.ndarray] = field(default_factory=dict)  # frames converted during the count
 
 
 def _deadline_check(deadline: float | None, what: str, limit: float | None) -> None:
@@ -132,8 +134,13 @@ def _decoded_frames(container, stream, bad_packets: list[str]):
         yield from frames
 
 
-def _scan_video(path: str | Path, deadline: float | None, limit: float | None) -> _Scan:
-    """Decode every frame once (pixels stay in the decoder's format) and record pts and key frames."""
+def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
+                keep: Callable[[int | None], set[int]] | None = None) -> _Scan:
+    """Decode every frame once and record pts and key frames.
+
+    `keep(claimed)` names the frames worth converting to RGB on the way (the sample the container's
+    claimed count would give); other frames stay in the decoder's format.
+    """
     import av
 
     scan = _Scan()
@@ -143,11 +150,14 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None) -
         stream = container.streams.video[0]
         scan.claimed = stream.frames or None
         scan.fps = float(stream.average_rate) if stream.average_rate else None
+        wanted = keep(scan.claimed) if keep else set()
         bad_packets: list[str] = []
         try:
             for frame in _decoded_frames(container, stream, bad_packets):
                 scan.pts.append(frame.pts)
                 scan.keyframe.append(bool(frame.key_frame))
+                if len(scan.pts) - 1 in wanted:
+                    scan.kept[len(scan.pts) - 1] = frame.to_ndarray(format="rgb24")
                 if len(scan.pts) % 16 == 0:
                     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
         except av.error.FFmpegError as exc:
@@ -219,7 +229,7 @@ def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]
 
 
 def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = "uniform", every_k: int = 1,
-                      time_limit_s: float | None = None) -> DecodedVideo:
+                      time_limit_s: float | None = None, single_pass: bool = True) -> DecodedVideo:
     """Decode a video and keep the sampled frames among those that actually decode.
 
     Two passes: the first counts decodable frames (the container count is not trusted: a
@@ -227,13 +237,18 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
     frames; the second seeks to the sampled frames and checks by pts that each is the one asked
     for. Sampled frames that do not come out are listed in `failed` with the reason. The whole
     video is given `time_limit_s` seconds; past it, `timed_out` is set and what was read is kept.
+
+    With `single_pass` (the default) the counting pass already keeps the frames that the
+    container's claimed count would sample; when the count it then finds gives the same sample
+    (the container told the truth, or every-k sampling of a prefix), the second pass is skipped.
     """
     import av
 
     out = DecodedVideo()
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
     try:
-        scan = _scan_video(path, deadline, time_limit_s)
+        keep = (lambda claimed: set(sample_indices(claimed or 0, sampling, n_samples, every_k))) if single_pass else None
+        scan = _scan_video(path, deadline, time_limit_s, keep)
     except DecodeTimeout as exc:
         out.error, out.timed_out = str(exc), True
         return out
@@ -253,6 +268,10 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
     elif scan.error:
         out.error = scan.error
     out.sampled = sample_indices(decoded, sampling, n_samples, every_k)
+    if set(out.sampled) <= scan.kept.keys():
+        out.frames = {i: scan.kept[i] for i in out.sampled}
+        return out
+    scan.kept.clear()
     try:
         consistent = _read_sampled(path, out.sampled, scan, out, deadline, time_limit_s)
         if not consistent:

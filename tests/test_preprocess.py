@@ -251,11 +251,13 @@ def test_seeking_delivers_exactly_the_sampled_frames(tmp_path):
         frames.append(f)
     _encode(tmp_path / "gop.mp4", frames, gop=4)
     reference = _all_frames(tmp_path / "gop.mp4")
-    out = read_video_frames(tmp_path / "gop.mp4", 5)
+    out = read_video_frames(tmp_path / "gop.mp4", 5, single_pass=False)
     assert out.decoded_frames == 40 and out.sampled == [0, 10, 20, 29, 39] and not out.failed
     assert out.seeks > 0  # key frames every 4 frames: the second pass skipped ahead
+    once = read_video_frames(tmp_path / "gop.mp4", 5)  # the container's count is right: one pass
+    assert once.sampled == out.sampled and once.seeks == 0
     for i in out.sampled:
-        assert np.array_equal(out.frames[i], reference[i]), i
+        assert np.array_equal(out.frames[i], reference[i]) and np.array_equal(once.frames[i], reference[i]), i
     timed = read_video_frames(tmp_path / "gop.mp4", 5, time_limit_s=1e-9)
     assert timed.timed_out and "time limit" in timed.error and not timed.frames
 
