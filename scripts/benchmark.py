@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     pre = commands.add_parser("preprocess", help="face pipeline vs detector alone, by video size and workers")
     pre.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=sorted(SIZES))
-    pre.add_argument("--videos", type=int, default=4, help="videos per size")
+    pre.add_argument("--videos", type=int, default=16, help="videos per size")
     pre.add_argument("--frames", type=int, default=60, help="frames per generated video")
     pre.add_argument("--frames-per-video", type=int, default=16, help="frames the pipeline samples per video")
     pre.add_argument("--crop-size", type=int, default=128)
