@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -287,6 +287,10 @@ class VideoProcessor:
     def process(self, item: dict) -> dict:
         """Process one item and write its part; return its videos-table row."""
         start = time.perf_counter()
+        id_parts = PurePosixPath(item["id"]).parts
+        if not id_parts or PurePosixPath(item["id"]).is_absolute() or ".." in id_parts or "\\" in item["id"]:
+            # Crops go to crops/<id>/: an id must not lead out of faces_dir.
+            raise ValueError(f"index id {item['id']!r} cannot name a folder inside faces_dir")
         _clear_video_leftovers(self.faces_dir, item["id"])
         rows, video = self.rows(item)
         for status in ("face", "no_face", "decode_error"):
