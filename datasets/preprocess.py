@@ -435,7 +435,8 @@ def _run_pending(pending: list[dict], root: Path, faces_dir: Path, spec: Preproc
     failed: dict[str, str] = {}
     start = time.perf_counter()
     frames = 0
-    bar = tqdm(total=len(pending), desc="preprocess", unit="video", disable=not options.progress, file=sys.stderr)
+    bar = tqdm(total=len(pending), desc="preprocess", unit="video", disable=not options.progress, file=sys.stderr,
+               mininterval=1.0)  # a redirected log gets a line a second, not one per video
 
     def finished(video: dict) -> None:
         nonlocal frames
