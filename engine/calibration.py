@@ -1,8 +1,13 @@
 """Temperature scaling and operating thresholds, fitted on validation data only.
 
-Probability = sigmoid(logit / T), with one T fitted by minimising the frame-level log loss. T
-rescales confidence without changing the order of frame scores, so frame AUC is unchanged; the
-video score averages calibrated probabilities, so video AUC may move a little. Next to T the
+Frame probability = sigmoid(logit / T), with T fitted by minimising the frame-level log loss.
+A frame-calibrated model is not a video-calibrated one: a video's frames are several pieces of
+evidence for one label, so the mean of calibrated frame probabilities is under-confident about
+the video (the tests show ECE getting worse at video level with a frame temperature alone). So a
+second temperature T_video is fitted on the aggregated scores: video probability =
+sigmoid(logit(aggregate of frame probabilities) / T_video). Both rescale confidence without
+changing the order of scores at their level; the video mean of rescaled frame probabilities may
+move video AUC a little. Next to the temperatures the
 calibration stores the EER threshold and the threshold for a target FPR, at both levels, on the
 calibrated scale. By default half of the validation videos (stratified by class) fit everything
 and the other half measure the effect (ECE, log loss, Brier before and after), so the
@@ -40,6 +45,14 @@ def fit_temperature(logits, labels) -> float:
     return float(math.exp(res.x))
 
 
+def calibrated_videos(frames: pd.DataFrame, rule: str, calibration: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrated frame table and video table of a frame table with logits."""
+    calibrated = apply_temperature(frames, float(calibration["temperature"]))
+    videos = M.aggregate_videos(calibrated, rule)
+    videos["score"] = M.temperature_scaled(videos["score"].to_numpy(), float(calibration.get("video_temperature", 1.0)))
+    return calibrated, videos
+
+
 def apply_temperature(frames: pd.DataFrame, temperature: float) -> pd.DataFrame:
     """A copy of a frame table whose `score` is sigmoid(logit / T)."""
     out = frames.copy()
@@ -61,8 +74,7 @@ def split_videos(frames: pd.DataFrame, seed: int) -> tuple[set, set]:
     return fit, held
 
 
-def _quality(frames: pd.DataFrame, rule: str) -> dict:
-    videos = M.aggregate_videos(frames, rule)
+def _quality(frames: pd.DataFrame, videos: pd.DataFrame) -> dict:
     out = {}
     for level, table in (("frame", frames), ("video", videos)):
         y, s = table["label"].to_numpy(), table["score"].to_numpy()
@@ -71,9 +83,8 @@ def _quality(frames: pd.DataFrame, rule: str) -> dict:
     return out
 
 
-def thresholds(frames: pd.DataFrame, rule: str, target_fpr: float) -> dict:
+def thresholds(frames: pd.DataFrame, videos: pd.DataFrame, target_fpr: float) -> dict:
     """EER and target-FPR thresholds at frame and video level, on the scores given."""
-    videos = M.aggregate_videos(frames, rule)
     out = {}
     for level, table in (("frame", frames), ("video", videos)):
         y, s = table["label"].to_numpy(), table["score"].to_numpy()
@@ -95,22 +106,28 @@ def fit_calibration(frames: pd.DataFrame, rule: str, split: str, fit_on: str = "
     else:
         fit_frames, held_frames = frames, frames.iloc[0:0]
     temperature = fit_temperature(fit_frames["logit"], fit_frames["label"])
-    calibrated_fit = apply_temperature(fit_frames, temperature)
+    fit_videos = M.aggregate_videos(apply_temperature(fit_frames, temperature), rule)
+    video_temperature = fit_temperature(M.logit(fit_videos["score"]), fit_videos["label"])
+    calibration = {"temperature": temperature, "video_temperature": video_temperature}
+    calibrated_fit, calibrated_fit_videos = calibrated_videos(fit_frames, rule, calibration)
     result = {
-        "version": CALIBRATION_VERSION, "method": "temperature", "temperature": temperature,
-        "probability": "sigmoid(logit / temperature)", "aggregation": rule,
+        "version": CALIBRATION_VERSION, "method": "temperature", **calibration,
+        "probability": {"frame": "sigmoid(logit / temperature)",
+                        "video": f"sigmoid(logit({rule} of frame probabilities) / video_temperature)"},
+        "aggregation": rule,
         "fitted_on": {"split": split, "part": "a class-stratified half of its videos" if fit_on == "half" else "all",
                       "seed": int(seed), "n_videos": int(fit_frames["video_id"].nunique()),
                       "n_frames": int(len(fit_frames)), "objective": "frame-level log loss"},
-        "thresholds": thresholds(calibrated_fit, rule, target_fpr),
+        "thresholds": thresholds(calibrated_fit, calibrated_fit_videos, target_fpr),
         "ece_bins": M.ECE_BINS,
     }
     if len(held_frames) and held_frames["label"].nunique() == 2:
-        before, after = held_frames.copy(), apply_temperature(held_frames, temperature)
+        before = held_frames.copy()
         before["score"] = M.sigmoid(before["logit"].to_numpy())
         result["held_out"] = {"split": split, "n_videos": int(held_frames["video_id"].nunique()),
                               "n_frames": int(len(held_frames)),
-                              "before": _quality(before, rule), "after": _quality(after, rule)}
+                              "before": _quality(before, M.aggregate_videos(before, rule)),
+                              "after": _quality(*calibrated_videos(held_frames, rule, calibration))}
     else:
         result["held_out"] = None
         result["note"] = "fitted on all validation videos: no held-out measurement of the effect"

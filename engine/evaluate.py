@@ -30,7 +30,7 @@ from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.baseline import NAME as BASELINE_NAME
 from faketrace.engine.baseline import colour_baseline_scores
-from faketrace.engine.calibration import apply_temperature, fit_calibration
+from faketrace.engine.calibration import apply_temperature, calibrated_videos, fit_calibration
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
 from faketrace.engine.train import predict, resolve_device
 
@@ -141,9 +141,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     if calibration.get("method") == "temperature":
         calibrated = apply_temperature(frames, float(calibration["temperature"]))
         operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
-        result["detector_calibrated"] = {"temperature": calibration["temperature"],
+        video_t = float(calibration.get("video_temperature", 1.0))
+        result["detector_calibrated"] = {"temperature": calibration["temperature"], "video_temperature": video_t,
                                          **M.report_levels(calibrated, rule, by=by, operating_thresholds=operating,
-                                                           bootstrap=boot)}
+                                                           bootstrap=boot, video_temperature=video_t)}
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
     if cfg.baseline:
@@ -317,9 +318,9 @@ def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) ->
     curves = {"frames, raw": frames, "videos, raw": videos}
     cal = result["checkpoint"]["calibration"]
     if cal.get("method") == "temperature":
-        calibrated = apply_temperature(frames, float(cal["temperature"]))
+        calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
         curves.update({f"frames, T={cal['temperature']:.2f}": calibrated,
-                       f"videos, T={cal['temperature']:.2f}": M.aggregate_videos(calibrated, rule)})
+                       f"videos, T_video={cal.get('video_temperature', 1.0):.2f}": calibrated_videos_table})
     figs["reliability"] = P.reliability_figure(curves, warning=warning)
     figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
     figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)

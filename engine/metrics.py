@@ -479,14 +479,18 @@ def breakdown(videos: pd.DataFrame, column: str, bootstrap: dict | None = None) 
 
 
 def report_levels(frames: pd.DataFrame, rule: str = "mean", by: str | list[str] | None = "method",
-                  operating_thresholds: dict | None = None, bootstrap: dict | None = None) -> dict:
+                  operating_thresholds: dict | None = None, bootstrap: dict | None = None,
+                  video_temperature: float | None = None) -> dict:
     """Frame-level and video-level reports, plus per-column breakdowns of video AUC.
 
     `frames` has video_id, label, score (probability), and optionally the `by` columns.
     `operating_thresholds` maps level -> threshold chosen on validation data. `bootstrap`
     (n_resamples, seed, level) adds intervals: frame AUC resampling videos, video metrics.
+    `video_temperature` rescales the aggregated video scores (see engine/calibration.py).
     """
     videos = aggregate_videos(frames, rule)
+    if video_temperature is not None:
+        videos["score"] = temperature_scaled(videos["score"].to_numpy(), video_temperature)
     thr = operating_thresholds or {}
     out = {
         "frame": {"level": "frame", **binary_report(frames["label"], frames["score"],
@@ -508,6 +512,16 @@ def report_levels(frames: pd.DataFrame, rule: str = "mean", by: str | list[str] 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def logit(p, eps: float = LOG_LOSS_EPS) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def temperature_scaled(probs, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): the probabilities of a score rescaled by a temperature."""
+    return sigmoid(logit(probs) / temperature)
 
 
 def sklearn_reference(labels, scores) -> dict:

@@ -43,6 +43,12 @@ def test_temperature_scaling_lowers_ece_on_held_out_videos():
     for level in ("frame", "video"):
         assert held["after"][level]["ece"] < held["before"][level]["ece"], level
         assert held["after"][level]["log_loss"] < held["before"][level]["log_loss"], level
+    # The frame temperature alone leaves the video mean under-confident (worse than raw): hence T_video.
+    from faketrace.engine.calibration import apply_temperature, split_videos
+
+    held_frames = frames[frames["video_id"].isin(split_videos(frames, 0)[1])]
+    frame_t_only = M.aggregate_videos(apply_temperature(held_frames, cal["temperature"]), "mean")
+    assert M.expected_calibration_error(frame_t_only["label"], frame_t_only["score"]) > held["before"]["video"]["ece"]
     # Frame AUC does not move: T is monotone.
     assert held["after"]["frame"]["auc"] == pytest.approx(held["before"]["frame"]["auc"], abs=1e-12)
     thr = cal["thresholds"]["video"]
@@ -234,3 +240,17 @@ def test_robustness_sweep_2x2_writes_table_and_curves(demo_data, trained, tmp_pa
     fig = P.robustness_figure(table)
     _axes_labelled(fig)
     P.plt.close(fig)
+
+
+def test_benchmark_metrics_subcommand_runs_and_reports_both_costs(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "metrics", "--frames", "20000", "--resamples", "50",
+                          "--json", str(tmp_path / "bench.json")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds = json.loads((tmp_path / "bench.json").read_text())["seconds"]
+    assert len(seconds) == 3 and all(v > 0 for v in seconds.values())
