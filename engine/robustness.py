@@ -57,7 +57,8 @@ def score_condition(ckpt: dict, index: pd.DataFrame, src_root: Path, work: Path,
     rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
     frames = score_split(ckpt, data, cfg.split, cfg.batch_size, cfg.num_workers, resolve_device(cfg.device), faces)
     videos = M.aggregate_videos(frames, rule)
-    row = {"distortion": distortion, "level": level, "n_items": int(len(index)), "n_videos_scored": int(len(videos)),
+    # Levels mix numbers and names (telegram); as text they survive the CSV round trip unchanged.
+    row = {"distortion": distortion, "level": "-" if level is None else str(level), "n_items": int(len(index)), "n_videos_scored": int(len(videos)),
            "face_rate": float((manifest["status"] == "face").mean()) if len(manifest) else 0.0,
            "video_auc": M.roc_auc(videos["label"], videos["score"]),
            "frame_auc": M.roc_auc(frames["label"], frames["score"]), "video_auc_low": None, "video_auc_high": None}
