@@ -16,6 +16,7 @@ improvement is reported on data the fit never saw. The test split is refused.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ from scipy.optimize import minimize_scalar
 
 from faketrace.engine import metrics as M
 
+log = logging.getLogger(__name__)
 CALIBRATION_VERSION = 1
 UNCALIBRATED = {"method": "none", "temperature": 1.0, "note": "uncalibrated: probabilities are sigmoid(logit)"}
 
@@ -128,6 +130,15 @@ def fit_calibration(frames: pd.DataFrame, rule: str, split: str, fit_on: str = "
                               "n_frames": int(len(held_frames)),
                               "before": _quality(before, M.aggregate_videos(before, rule)),
                               "after": _quality(*calibrated_videos(held_frames, rule, calibration))}
+        held = result["held_out"]
+        # Said, not hidden: with few validation videos a temperature can overfit its half.
+        held["ece_improved"] = {level: held["after"][level]["ece"] < held["before"][level]["ece"]
+                                for level in ("frame", "video")}
+        for level, better in held["ece_improved"].items():
+            if not better:
+                log.warning("calibration raised held-out %s ECE (%.4f -> %.4f) on %d videos: too few validation "
+                            "videos or a model near chance", level, held["before"][level]["ece"],
+                            held["after"][level]["ece"], held["n_videos"])
     else:
         result["held_out"] = None
         result["note"] = "fitted on all validation videos: no held-out measurement of the effect"

@@ -43,6 +43,7 @@ def test_temperature_scaling_lowers_ece_on_held_out_videos():
     for level in ("frame", "video"):
         assert held["after"][level]["ece"] < held["before"][level]["ece"], level
         assert held["after"][level]["log_loss"] < held["before"][level]["log_loss"], level
+    assert held["ece_improved"] == {"frame": True, "video": True}
     # The frame temperature alone leaves the video mean under-confident (worse than raw): hence T_video.
     from faketrace.engine.calibration import apply_temperature, split_videos
 
