@@ -255,8 +255,9 @@ def markdown_summary(result: dict) -> str:
               f"- test set: {ts['n_items_scored']} of {ts['n_items']} items scored; "
               f"{ts['items_without_face']['n']} without a face ({ts['items_without_face']['handling']})",
               f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
-              + (f" (T = {ck['calibration']['temperature']:.4f})" if ck["calibration"].get("method") == "temperature"
-                 else ""),
+              + (f" (T = {ck['calibration']['temperature']:.4f}, T_video = "
+                 f"{ck['calibration'].get('video_temperature', 1.0):.4f})"
+                 if ck["calibration"].get("method") == "temperature" else ""),
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
                                  f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)"), "",
               "| model | level | n (real/fake) | AUC [CI] | AP | EER (interp.) | EER (nearest) | acc@0.5 | "

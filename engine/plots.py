@@ -106,7 +106,9 @@ def score_histogram_figure(table: pd.DataFrame, level: str, threshold: float | N
 
 def matrix_heatmap_figure(matrix: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, title: str):
     """Heatmap of video AUC (rows: checkpoints, columns: test sets), cells annotated with intervals."""
-    fig, ax = plt.subplots(figsize=(1.9 * matrix.shape[1] + 3, 0.9 * matrix.shape[0] + 2))
+    # Row labels name the checkpoint and its training data: leave room for them and the colour bar.
+    label_width = 0.075 * max((len(str(r)) for r in matrix.index), default=10)
+    fig, ax = plt.subplots(figsize=(1.9 * matrix.shape[1] + label_width + 2.5, 0.9 * matrix.shape[0] + 2))
     image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
