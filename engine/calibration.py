@@ -136,9 +136,9 @@ def fit_calibration(frames: pd.DataFrame, rule: str, split: str, fit_on: str = "
                                 for level in ("frame", "video")}
         for level, better in held["ece_improved"].items():
             if not better:
-                log.warning("calibration raised held-out %s ECE (%.4f -> %.4f) on %d videos: too few validation "
-                            "videos or a model near chance", level, held["before"][level]["ece"],
-                            held["after"][level]["ece"], held["n_videos"])
+                log.warning("calibration did not lower held-out %s ECE (%.4f -> %.4f) on %d videos; ECE over few "
+                            "items is noisy: compare log loss and Brier in held_out too", level,
+                            held["before"][level]["ece"], held["after"][level]["ece"], held["n_videos"])
     else:
         result["held_out"] = None
         result["note"] = "fitted on all validation videos: no held-out measurement of the effect"
