@@ -1,4 +1,7 @@
-"""Evaluate a checkpoint: `python evaluate.py ckpt_path=... [data=...] [split=test]`."""
+"""Evaluate a checkpoint: `python evaluate.py ckpt_path=... [data=...] [split=test] [compare_with=...]`.
+
+Metrics, intervals and plots are defined in docs/evaluation.md; settings in configs/evaluate.yaml.
+"""
 
 import hydra
 from omegaconf import DictConfig
@@ -14,7 +17,7 @@ def main(cfg: DictConfig) -> dict:
 
     result = evaluate_checkpoint(cfg)
     print(format_table(result))
-    print(f"metrics: {cfg.paths.output_dir}/metrics.json")
+    print(f"metrics: {cfg.paths.output_dir}/metrics.json (summary.md, metrics.csv, plots)")
     return result
 
 

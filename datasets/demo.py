@@ -272,8 +272,11 @@ def split_identities(identities: list[Identity], fractions: dict) -> dict[str, s
     return out
 
 
-def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict) -> pd.DataFrame:
-    """Write the demo media under `root` and the index at `index_path`; return the index."""
+def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict, dataset: str = "demo") -> pd.DataFrame:
+    """Write the demo media under `root` and the index at `index_path`; return the index.
+
+    `dataset` names the domain in the index (demo, demo_shifted: the same generator, other settings).
+    """
     root = Path(root)
     renderer = DemoRenderer(gen["frame_size"], tuple(gen["face_fraction"]))
     identities = make_identities(gen["identities"], seed, gen)
@@ -312,7 +315,7 @@ def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict
                 else:
                     _write_image(root / rel, frames[0], gen["image_quality"])
                 rows.append(dict(
-                    id=item_id, dataset="demo", split=split, label=0 if method == "real" else 1, method=method,
+                    id=item_id, dataset=dataset, split=split, label=0 if method == "real" else 1, method=method,
                     compression=f"crf{gen['video_crf']}" if kind == "video" else f"q{gen['image_quality']}",
                     media_type=kind, path=rel, source_identity=ident.name,
                     target_identity=donor.name if donor else None, original_id=None, mask_path=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import tempfile
 import time
@@ -165,4 +166,48 @@ def bench_preprocess(args: argparse.Namespace) -> dict:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+def _timed_fastest(fn, repeats: int, warmup: int):
+    for _ in range(warmup):  # untimed runs first (imports, allocation), as timm's benchmark does
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def bench_metrics(args: argparse.Namespace) -> dict:
+    """Cost of the full metric set over N frame scores, without and with the bootstrap."""
+    import numpy as np
+    import pandas as pd
+
+    from faketrace.engine import metrics as M
+
+    rng = np.random.default_rng(args.seed)
+    n_videos = args.frames // args.frames_per_video
+    video_label = rng.integers(0, 2, n_videos)
+    video_effect = rng.normal(0, 1, n_videos) + 1.2 * video_label
+    vid = np.repeat(np.arange(n_videos), args.frames_per_video)
+    frames = pd.DataFrame({"video_id": vid, "frame_index": np.tile(np.arange(args.frames_per_video), n_videos),
+                           "label": video_label[vid], "method": np.where(video_label[vid] == 1, "fake", "real")})
+    frames["score"] = M.sigmoid(video_effect[vid] + rng.normal(0, 1, len(vid)) - 0.6)
+    boot = {"n_resamples": args.resamples, "seed": args.seed, "level": 0.95}
+    results = {"frames": int(len(frames)), "videos": int(n_videos), "resamples": args.resamples,
+               "python": platform.python_version(), "machine": platform.machine(), "seconds": {}}
+    plan = {
+        "report_levels (frame + video, no bootstrap)": lambda: M.report_levels(frames, "mean"),
+        "report_levels with bootstrap": lambda: M.report_levels(frames, "mean", bootstrap=boot),
+        "bootstrap frame AUC only (resampling videos)": lambda: M.bootstrap_auc(
+            frames["label"], frames["score"], frames["video_id"], args.resamples, args.seed),
+    }
+    for name, fn in plan.items():
+        seconds, _ = _timed_fastest(fn, args.repeats, args.warmup)
+        results["seconds"][name] = round(seconds, 3)
+        print(f"{name:<48} {seconds:8.3f} s")
     return results

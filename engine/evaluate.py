@@ -1,7 +1,12 @@
-"""Evaluation of a checkpoint on a split: metrics.json (source of truth), metrics.csv, ROC plot.
+"""Evaluation of a checkpoint on a split: metrics.json (source of truth), CSV, Markdown, plots.
 
 The preprocessing is the checkpoint's own: its input size, mean and std, and the face pipeline
 spec, which is compared with the manifest's so that a mismatch is reported, not hidden.
+
+`detector` holds the raw numbers (probability = sigmoid(logit)), the same definitions training
+validation uses, so evaluating on val reproduces it. When the checkpoint carries a temperature
+(scripts/calibrate.py), `detector_calibrated` adds the numbers on sigmoid(logit / T) and at the
+EER threshold chosen on validation data. `calibrate_checkpoint` fits that calibration.
 """
 
 from __future__ import annotations
@@ -22,13 +27,27 @@ from faketrace.datasets.io import atomic_write_text, sha256_file
 from faketrace.datasets.schema import read_index
 from faketrace.datasets.transforms import eval_transform
 from faketrace.engine import metrics as M
+from faketrace.engine import plots as P
 from faketrace.engine.baseline import NAME as BASELINE_NAME
 from faketrace.engine.baseline import colour_baseline_scores
-from faketrace.engine.checkpoint import load_checkpoint, versions
+from faketrace.engine.calibration import apply_temperature, calibrated_videos, fit_calibration
+from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
 from faketrace.engine.train import predict, resolve_device
 
 log = logging.getLogger(__name__)
-METRICS_SCHEMA_VERSION = 1
+METRICS_SCHEMA_VERSION = 2
+DEFINITIONS = {
+    "auc": "area under the ROC curve, ties counted half (Mann-Whitney U)",
+    "ap": "average precision, step-wise as scikit-learn (sum of recall increments x precision)",
+    "eer": "equal error rate interpolated linearly where FPR crosses FNR on the ROC curve",
+    "eer_nearest_point": "(FPR + FNR) / 2 at the ROC point where |FPR - FNR| is smallest",
+    "ece": "expected calibration error of the fake probability over ece_bins equal-width bins",
+    "brier": "mean squared difference between probability and label",
+    "log_loss": f"binary cross-entropy with probabilities clipped to [{M.LOG_LOSS_EPS:g}, 1 - {M.LOG_LOSS_EPS:g}]",
+    "tpr@fpr=x": "highest TPR among ROC points with FPR <= x; null when there are fewer than 1/x reals",
+    "@0.5": "at probability threshold 0.5", "@operating": "at the EER threshold fitted on validation data",
+    "intervals": "percentile bootstrap, resampling videos within each class (frame level: whole videos)",
+}
 
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
@@ -50,113 +69,273 @@ def check_preprocessing(ckpt: dict, manifest_meta: dict) -> list[str]:
             for k in sorted(set(trained) | set(given)) if k != "frames_per_video" and trained.get(k) != given.get(k)]
 
 
+def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, num_workers: int,
+                device: torch.device, faces: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Frame table (video_id, frame_index, label, method, split, logit, score) of a checkpoint on a split."""
+    model = model_from_checkpoint(ckpt).to(device)
+    if faces is None:
+        faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
+    spec = ckpt["preprocessing"]["input"]
+    dataset = FaceCropDataset(faces, data_cfg.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
+                              split=split)
+    if len(dataset) == 0:
+        raise ValueError(f"no face crops in split {split!r} of {data_cfg.manifest_path}")
+    return predict(model, dataset, batch_size, num_workers, device)
+
+
+def with_index_columns(frames: pd.DataFrame, index: pd.DataFrame, columns) -> pd.DataFrame:
+    """Attach the index columns a breakdown needs (compression, media_type, attributes) to frames."""
+    extra = [c for c in columns if c in index.columns and c not in frames.columns]
+    if not extra:
+        return frames
+    return frames.merge(index[["id", *extra]], left_on="video_id", right_on="id", how="left").drop(columns="id")
+
+
+def _bootstrap_cfg(cfg: DictConfig) -> dict | None:
+    b = cfg.get("bootstrap")
+    if not b or not int(b.get("n_resamples", 0)):
+        return None
+    return {"n_resamples": int(b.n_resamples), "seed": int(b.seed), "level": float(b.level)}
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    model = model_from_checkpoint(ckpt).to(device)
     faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
     mismatch = check_preprocessing(ckpt, manifest_meta)
     if mismatch:
         log.warning("face preprocessing differs from the checkpoint's: %s", "; ".join(mismatch))
-    spec = ckpt["preprocessing"]["input"]
-    dataset = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
-                              split=cfg.split)
-    if len(dataset) == 0:
-        raise ValueError(f"no face crops in split {cfg.split!r} of {cfg.data.manifest_path}")
     rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
-    frames = predict(model, dataset, cfg.batch_size, cfg.num_workers, device)
-    report = M.report_levels(frames, rule)
-
     index, _ = read_index(cfg.data.index_path)
+    by = list(cfg.get("breakdown_by") or ["method"])
+    boot = _bootstrap_cfg(cfg)
+    frames = with_index_columns(score_split(ckpt, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device, faces),
+                                index, by)
+    report = M.report_levels(frames, rule, by=by, bootstrap=boot)
+
     in_split = index[index["split"] == cfg.split]
     scored = set(frames["video_id"])
     unscored = in_split[~in_split["id"].isin(scored)]
+    calibration = ckpt["calibration"]
     result = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "checkpoint": {"path": str(cfg.ckpt_path), "sha256": sha256_file(cfg.ckpt_path), "epoch": ckpt["epoch"],
                        "backbone": ckpt["model_spec"]["backbone"], "family": ckpt["model_spec"]["family"],
                        "trained_on": ckpt["data"]["name"], "fit_for_casework": ckpt["fit_for_casework"],
-                       "casework_note": ckpt["casework_note"], "calibration": ckpt["calibration"]},
+                       "casework_note": ckpt["casework_note"], "calibration": calibration},
         "test_set": {"dataset": cfg.data.name, "split": cfg.split, "index": str(cfg.data.index_path),
+                     "index_sha256": sha256_file(cfg.data.index_path),
                      "synthetic": bool(index_meta.get("synthetic")), "n_items": int(len(in_split)),
                      "n_items_scored": int(len(scored)),
                      "items_without_face": {"n": int(len(unscored)), "handling": "excluded from metrics",
                                             "ids": unscored["id"].tolist()[:50]}},
         "preprocessing": {**ckpt["preprocessing"], "mismatch_with_manifest": mismatch},
         "aggregation": rule,
+        "breakdown_by": by,
+        "bootstrap": boot,
+        "definitions": DEFINITIONS,
         "detector": report,
         "versions": versions(),
     }
+    if calibration.get("method") == "temperature":
+        calibrated = apply_temperature(frames, float(calibration["temperature"]))
+        operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
+        video_t = float(calibration.get("video_temperature", 1.0))
+        result["detector_calibrated"] = {"temperature": calibration["temperature"], "video_temperature": video_t,
+                                         **M.report_levels(calibrated, rule, by=by, operating_thresholds=operating,
+                                                           bootstrap=boot, video_temperature=video_t)}
+    if cfg.get("compare_with"):
+        result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
     if cfg.baseline:
         base = colour_baseline_scores(faces, cfg.data.faces_dir, cfg.split, seed=int(cfg.seed))
-        result["baseline"] = {"name": BASELINE_NAME, **M.report_levels(base, rule)}
+        base = with_index_columns(base, index, by)
+        result["baseline"] = {"name": BASELINE_NAME, **M.report_levels(base, rule, by=by, bootstrap=boot)}
     if ckpt["data"]["name"] == "demo" or not ckpt["fit_for_casework"]:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
-    _write_outputs(run_dir, result, frames)
+    _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
     return result
+
+
+def compare_checkpoints(cfg: DictConfig, frames_a: pd.DataFrame, rule: str, device, faces, boot: dict | None) -> dict:
+    """Paired comparison of the evaluated checkpoint (A) with `compare_with` (B) on the same items."""
+    ckpt_b = load_checkpoint(cfg.compare_with)
+    frames_b = score_split(ckpt_b, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device, faces)
+    keys = ["video_id", "frame_index"]
+    frames = frames_a[[*keys, "label", "score"]].merge(frames_b[[*keys, "score"]], on=keys, suffixes=("_a", "_b"),
+                                                       validate="one_to_one")
+    n_resamples = boot["n_resamples"] if boot else 2000
+    seed, level = (boot["seed"], boot["level"]) if boot else (0, 0.95)
+    va = M.aggregate_videos(frames.rename(columns={"score_a": "score"}).drop(columns="score_b"), rule)
+    vb = M.aggregate_videos(frames.rename(columns={"score_b": "score"}).drop(columns="score_a"), rule)
+    return {
+        "a": str(cfg.ckpt_path), "b": str(cfg.compare_with), "b_sha256": sha256_file(cfg.compare_with),
+        "question": "is B better than A? difference = AUC(B) - AUC(A)",
+        "video": M.compare_auc(va["label"], va["score"], vb["score"], None, n_resamples, seed, level),
+        "frame": M.compare_auc(frames["label"], frames["score_a"], frames["score_b"], frames["video_id"],
+                               n_resamples, seed, level),
+    }
+
+
+# -- calibration ---------------------------------------------------------------------------
+
+def calibrate_checkpoint(cfg: DictConfig) -> dict:
+    """Fit temperature and thresholds on the validation split; write a calibrated copy atomically."""
+    if cfg.split == "test":
+        raise ValueError("calibration is never fitted on the test split; use split=val")
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    device = resolve_device(cfg.device)
+    rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
+    frames = score_split(ckpt, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device)
+    calibration = fit_calibration(frames, rule, cfg.split, cfg.fit_on, int(cfg.seed), float(cfg.target_fpr))
+    calibration["fitted_on"].update(dataset=cfg.data.name, index=str(cfg.data.index_path),
+                                    source_checkpoint_sha256=sha256_file(cfg.ckpt_path))
+    src = Path(cfg.ckpt_path)
+    out = Path(cfg.out_path) if cfg.get("out_path") else src.with_name(f"{src.stem}.calibrated{src.suffix}")
+    save_checkpoint({**ckpt, "calibration": calibration}, out)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "calibration.json", json.dumps({"checkpoint": str(out), **calibration}, indent=2))
+    log.info("temperature %.4f fitted on %s; calibrated checkpoint %s", calibration["temperature"], cfg.split, out)
+    return {"checkpoint": str(out), "calibration": calibration}
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+ROW_METRICS = ("n", "n_real", "n_fake", "auc", "ap", "eer", "eer_nearest_point", "accuracy@0.5",
+               "balanced_accuracy@0.5", "accuracy@operating", "balanced_accuracy@operating", "log_loss", "brier",
+               "ece", "tpr@fpr=0.01", "tpr@fpr=0.001")
+MODELS = ("detector", "detector_calibrated", "baseline")
 
 
 def _rows(result: dict) -> list[dict]:
     rows = []
-    for who in ("detector", "baseline"):
+    common = {"checkpoint": result["checkpoint"]["path"],
+              "test_set": f"{result['test_set']['dataset']}/{result['test_set']['split']}",
+              "preprocessing": result["preprocessing"]["face"]["detector"]}
+    for who in MODELS:
         if who not in result:
             continue
         for level in ("frame", "video"):
             r = result[who][level]
-            rows.append({"model": who, "checkpoint": result["checkpoint"]["path"],
-                         "test_set": f"{result['test_set']['dataset']}/{result['test_set']['split']}",
-                         "level": level, "aggregation": result["aggregation"] if level == "video" else "",
-                         "preprocessing": result["preprocessing"]["face"]["detector"], "subset": "all",
-                         **{k: r[k] for k in ("n", "n_real", "n_fake", "auc", "ap", "eer", "accuracy@0.5", "log_loss")}})
-        for method, r in result[who].get("video_auc_by_method", {}).items():
-            rows.append({"model": who, "checkpoint": result["checkpoint"]["path"],
-                         "test_set": f"{result['test_set']['dataset']}/{result['test_set']['split']}",
-                         "level": "video", "aggregation": result["aggregation"],
-                         "preprocessing": result["preprocessing"]["face"]["detector"], "subset": f"method={method}",
-                         "n": r["n_fake"] + r["n_real"], "n_real": r["n_real"], "n_fake": r["n_fake"],
-                         "auc": r["video_auc"]})
+            ci = (r.get("intervals") or {}).get("auc") or {}
+            rows.append({"model": who, **common, "level": level,
+                         "aggregation": result["aggregation"] if level == "video" else "", "subset": "all",
+                         **{k: r.get(k) for k in ROW_METRICS}, "auc_low": ci.get("low"), "auc_high": ci.get("high")})
+        for key, values in result[who].items():
+            if not key.startswith("video_auc_by_"):
+                continue
+            column = key.removeprefix("video_auc_by_")
+            for value, r in values.items():
+                ci = r.get("video_auc_interval") or {}
+                rows.append({"model": who, **common, "level": "video", "aggregation": result["aggregation"],
+                             "subset": f"{column}={value}", "n": r["n_fake"] + r["n_real"], "n_real": r["n_real"],
+                             "n_fake": r["n_fake"], "auc": r["video_auc"], "auc_low": ci.get("low"),
+                             "auc_high": ci.get("high")})
     return rows
 
 
-def _write_outputs(run_dir: Path, result: dict, frames: pd.DataFrame) -> None:
+def _fmt(x, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _auc_cell(r: dict) -> str:
+    ci = (r.get("intervals") or {}).get("auc") or {}
+    return _fmt(r["auc"]) + (f" [{_fmt(ci['low'])}, {_fmt(ci['high'])}]" if ci else "")
+
+
+def markdown_summary(result: dict) -> str:
+    """A human summary rendered from metrics.json (which stays the source of truth)."""
+    ts, ck = result["test_set"], result["checkpoint"]
+    lines = [f"# Evaluation: {Path(ck['path']).name} on {ts['dataset']}/{ts['split']}", ""]
+    if result.get("warning"):
+        lines += [f"**{result['warning']}**", ""]
+    boot = result.get("bootstrap")
+    lines += [f"- checkpoint sha256 `{ck['sha256'][:16]}…`, trained on `{ck['trained_on']}`, epoch {ck['epoch']}",
+              f"- test set: {ts['n_items_scored']} of {ts['n_items']} items scored; "
+              f"{ts['items_without_face']['n']} without a face ({ts['items_without_face']['handling']})",
+              f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
+              + (f" (T = {ck['calibration']['temperature']:.4f}, T_video = "
+                 f"{ck['calibration'].get('video_temperature', 1.0):.4f})"
+                 if ck["calibration"].get("method") == "temperature" else ""),
+              "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
+                                 f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)"), "",
+              "| model | level | n (real/fake) | AUC [CI] | AP | EER (interp.) | EER (nearest) | acc@0.5 | "
+              "bal. acc@0.5 | bal. acc@operating | log loss | Brier | ECE | TPR@FPR 1% | TPR@FPR 0.1% |",
+              "|" + "---|" * 15]
+    for who in MODELS:
+        if who not in result:
+            continue
+        for level in ("frame", "video"):
+            r = result[who][level]
+            lines.append(f"| {who} | {level} | {r['n']} ({r['n_real']}/{r['n_fake']}) | {_auc_cell(r)} | "
+                         f"{_fmt(r['ap'])} | {_fmt(r['eer'])} | {_fmt(r['eer_nearest_point'])} | "
+                         f"{_fmt(r['accuracy@0.5'])} | {_fmt(r['balanced_accuracy@0.5'])} | "
+                         f"{_fmt(r.get('balanced_accuracy@operating'))} | {_fmt(r['log_loss'])} | {_fmt(r['brier'])} | "
+                         f"{_fmt(r['ece'])} | {_fmt(r['tpr@fpr=0.01'])} | {_fmt(r['tpr@fpr=0.001'])} |")
+    reasons = {f"{who}/{level}/{k}": v for who in MODELS if who in result for level in ("frame", "video")
+               for k, v in result[who][level].get("null_reasons", {}).items()}
+    if reasons:
+        lines += ["", "n/a: " + "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))]
+    breakdown_rows = [r for r in _rows(result) if r["subset"] != "all" and r["model"] == "detector"]
+    if breakdown_rows:
+        lines += ["", "## Video AUC by subset (detector)", "", "| subset | n (real/fake) | AUC [CI] |", "|---|---|---|"]
+        for r in breakdown_rows:
+            ci = f" [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" if r.get("auc_low") is not None else ""
+            lines.append(f"| {r['subset']} | {r['n']} ({r['n_real']}/{r['n_fake']}) | {_fmt(r['auc'])}{ci} |")
+    comp = result.get("comparison")
+    if comp:
+        lines += ["", "## Paired comparison", "", f"A = `{comp['a']}`, B = `{comp['b']}`; {comp['question']}", "",
+                  "| level | AUC A | AUC B | difference | bootstrap CI | bootstrap p | DeLong p |", "|---|---|---|---|---|---|---|"]
+        for level in ("video", "frame"):
+            c = comp[level]
+            pb, dl = c["paired_bootstrap"], c.get("delong")
+            lines.append(f"| {level} | {_fmt(c['auc_a'])} | {_fmt(c['auc_b'])} | {_fmt(c['difference'])} | "
+                         f"[{_fmt(pb['low'])}, {_fmt(pb['high'])}] | {_fmt(pb['p_value'], 3)} | "
+                         f"{_fmt(dl['p_value'], 4) if dl else 'n/a (frames are not independent)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(run_dir: Path, result: dict, frames: pd.DataFrame, boot: dict | None, plots: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, sort_keys=False, default=str))
     pd.DataFrame(_rows(result)).to_csv(run_dir / "metrics.csv", index=False)
+    atomic_write_text(run_dir / "summary.md", markdown_summary(result))
     frames.to_csv(run_dir / "frame_scores.csv", index=False)
-    plot_roc(frames, result["aggregation"], run_dir / "roc.png", result.get("warning"))
+    if plots:
+        for name, fig in evaluation_figures(result, frames, boot).items():
+            P.save(fig, run_dir / f"{name}.png")
 
 
-def plot_roc(frames: pd.DataFrame, rule: str, path: Path, warning: str | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) -> dict:
+    """ROC with interval band, DET, reliability diagram and score histograms, as Figures."""
+    rule, warning = result["aggregation"], result.get("warning")
     videos = M.aggregate_videos(frames, rule)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, table in (("frame level", frames), (f"video level ({rule})", videos)):
-        if table["label"].nunique() < 2:
-            continue
-        fpr, tpr, _ = M.roc_points(table["label"], table["score"])
-        ax.plot(fpr, tpr, label=f"{name}, AUC {M.roc_auc(table['label'], table['score']):.3f}")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", label="chance")
-    ax.set_xlabel("false positive rate (real called fake)")
-    ax.set_ylabel("true positive rate (fake called fake)")
-    ax.set_title("ROC" + ("\n" + warning[:60] if warning else ""), fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    band = None
+    if boot and videos["label"].nunique() == 2:
+        band = M.roc_band(videos["label"], videos["score"], **boot)
+    figs = {"roc": P.roc_figure(frames, videos, rule, band, warning),
+            "det": P.det_figure({"frame level": frames, f"video level ({rule})": videos}, warning)}
+    curves = {"frames, raw": frames, "videos, raw": videos}
+    cal = result["checkpoint"]["calibration"]
+    if cal.get("method") == "temperature":
+        calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
+        curves.update({f"frames, T={cal['temperature']:.2f}": calibrated,
+                       f"videos, T_video={cal.get('video_temperature', 1.0):.2f}": calibrated_videos_table})
+    figs["reliability"] = P.reliability_figure(curves, warning=warning)
+    figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
+    figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)
+    return figs
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'model':<10}{'level':<8}{'subset':<26}{'n':>6}{'AUC':>8}{'AP':>8}{'EER':>8}{'acc@.5':>8}"]
+    lines = [f"{'model':<20}{'level':<8}{'subset':<26}{'n':>6}{'AUC':>8}{'AP':>8}{'EER':>8}{'acc@.5':>8}"]
     for r in _rows(result):
         def f(x):
             return "   n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:8.4f}"
-        lines.append(f"{r['model']:<10}{r['level']:<8}{r['subset']:<26}{r['n']:>6}{f(r['auc'])}{f(r.get('ap'))}"
+        lines.append(f"{r['model']:<20}{r['level']:<8}{r['subset']:<26}{r['n']:>6}{f(r['auc'])}{f(r.get('ap'))}"
                      f"{f(r.get('eer'))}{f(r.get('accuracy@0.5'))}")
     if result.get("warning"):
         lines.append(result["warning"])
     return "\n".join(lines)
+

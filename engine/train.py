@@ -180,7 +180,7 @@ def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, 
 
 
 def casework_fitness(cfg: DictConfig) -> tuple[bool, str]:
-    if cfg.data.name == "demo":
+    if str(cfg.data.name).startswith("demo"):  # demo and its shifted domain: both synthetic
         return False, NOT_FIT_REASON_DEMO
     if not cfg.get("casework", {}).get("validated_on_real_data", False):
         return False, "not validated on real data (set casework.validated_on_real_data after a documented validation)"

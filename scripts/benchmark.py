@@ -6,6 +6,7 @@ repeats (timm's protocol).
 - `preprocess`: frames/s and videos/s of the whole face pipeline on generated 720p and 1080p
   videos beside the detector's own frames/s on the same frames (the ratio is the pipeline's
   efficiency), for each number of worker processes.
+- `metrics`: the full metric set over N frame scores, without and with the bootstrap.
 - `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
   loader-only training throughput, and the ratios (b)/(a), (c)/(a).
 """
@@ -42,6 +43,17 @@ def run_preprocess(args, extra: list[str]) -> dict:
     return bench_preprocess(args)
 
 
+def run_metrics(args, extra: list[str]) -> dict:
+    from faketrace.engine.benchmarks import bench_metrics
+
+    if extra:
+        raise SystemExit(f"metrics takes no overrides, got {extra}")
+    results = bench_metrics(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
 def run_train(args, overrides: list[str]) -> dict:
     from faketrace.engine.benchmarks import train_throughput
 
@@ -68,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--work-dir", default=None, help="where videos and crops go (default: a new temp folder)")
     pre.add_argument("--json", default=None, help="also write the results here")
     pre.set_defaults(run=run_preprocess)
+    metrics = commands.add_parser("metrics", help="metric set over N frame scores, with and without the bootstrap")
+    metrics.add_argument("--frames", type=int, default=1_000_000)
+    metrics.add_argument("--frames-per-video", type=int, default=32)
+    metrics.add_argument("--resamples", type=int, default=1000)
+    metrics.add_argument("--warmup", type=int, default=0, help="untimed runs before timing")
+    metrics.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest is reported")
+    metrics.add_argument("--seed", type=int, default=0)
+    metrics.add_argument("--json", help="also write the results here")
+    metrics.set_defaults(run=run_metrics)
     train = commands.add_parser("train", help="model-only, end-to-end and loader-only training throughput")
     train.add_argument("--steps", type=int, default=20)
     train.add_argument("--warmup", type=int, default=5)

@@ -1,6 +1,7 @@
 """Generate the embedded demo media and its index: `python scripts/make_demo_data.py`.
 
-Settings (difficulty, sizes, seed) live in configs/data/demo.yaml.
+Settings (difficulty, sizes, seed) live in configs/data/demo.yaml; `data=demo_shifted` makes the
+second domain (configs/data/demo_shifted.yaml) for cross-data-set evaluation.
 """
 
 import hydra
@@ -16,7 +17,7 @@ def main(cfg: DictConfig) -> None:
     from faketrace.datasets.demo import generate_demo
 
     gen = OmegaConf.to_container(cfg.data.generator, resolve=True)
-    index = generate_demo(cfg.data.root, cfg.data.index_path, int(cfg.data.seed), gen)
+    index = generate_demo(cfg.data.root, cfg.data.index_path, int(cfg.data.seed), gen, dataset=cfg.data.name)
     print(f"demo media: {len(index)} items under {cfg.data.root}; index {cfg.data.index_path}")
 
 

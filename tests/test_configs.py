@@ -15,7 +15,7 @@ from .conftest import CONFIGS, REPO, compose_config, resolved
 
 GROUPS = ["data", "model", "optim", "scheduler", "trainer", "logger", "paths", "hydra", "debug"]
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-APPS = ["train", "evaluate", "export", "preprocess", "demo_data", "index"]
+APPS = ["train", "evaluate", "export", "preprocess", "demo_data", "index", "calibrate", "cross_eval", "robustness"]
 
 
 def _options(group):
@@ -34,7 +34,8 @@ def test_every_group_option_composes_into_train(group, option, tmp_path):
 
 @pytest.mark.parametrize("app", [a for a in APPS if (CONFIGS / f"{a}.yaml").exists()])
 def test_every_app_config_composes(app, tmp_path):
-    overrides = ["ckpt_path=x.ckpt"] if app in ("evaluate", "export") else []
+    overrides = (["ckpt_path=x.ckpt"] if app in ("evaluate", "export", "calibrate", "robustness")
+                 else ["checkpoints=[x.ckpt]"] if app == "cross_eval" else [])
     resolved(compose_config(app, overrides, output_dir=tmp_path))
 
 
@@ -59,7 +60,8 @@ def test_every_experiment_runs_one_batch_with_validation_and_checkpoint(experime
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "scripts/preprocess.py", "scripts/export.py",
-                                    "scripts/make_demo_data.py"])
+                                    "scripts/make_demo_data.py", "scripts/calibrate.py", "scripts/cross_eval.py",
+                                    "scripts/robustness.py"])
 def test_entry_points_show_hydra_help(script):
     out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,0 +1,20 @@
+"""Robustness sweep: `python scripts/robustness.py ckpt_path=... [distortions=...]`.
+
+Writes robustness.csv, .json, .md and robustness.png in the run directory (configs/robustness.yaml).
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="robustness")
+def main(cfg: DictConfig) -> None:
+    from faketrace.engine.robustness import robustness_markdown, robustness_sweep
+
+    table = robustness_sweep(cfg)
+    print(robustness_markdown(table))
+    print(f"sweep: {cfg.paths.output_dir}/robustness.csv (.json, .md, .png)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Calibration, evaluation outputs and plots, paired comparison, and the cross-data-set matrix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from faketrace.engine import metrics as M
+from faketrace.engine import plots as P
+from faketrace.engine.calibration import fit_calibration, fit_temperature
+from faketrace.engine.checkpoint import load_checkpoint
+
+from .conftest import SMALL_DEMO, compose_config, resolved
+
+TINY = ["model=tiny", "trainer.progress_bar=false", "loader.batch_size=8", "loader.num_workers=0",
+        "trainer.max_epochs=1"]
+FAST_BOOT = ["bootstrap.n_resamples=200", "num_workers=0"]
+
+
+def _overconfident_frames(seed: int, n_videos: int = 600, frames_per_video: int = 4, overconfidence: float = 3.0):
+    """Frames whose true fake probability is sigmoid(z) but whose model reports logit = 3 z."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, n_videos * frames_per_video)
+    label = (rng.random(len(z)) < M.sigmoid(z)).astype(int)
+    vid = np.repeat(np.arange(n_videos), frames_per_video)
+    # Each video takes the label of its first frame so that a video has one label.
+    label = label[vid * frames_per_video]
+    z = z + 0.8 * (2 * label - 1)
+    return pd.DataFrame({"video_id": vid, "frame_index": np.tile(np.arange(frames_per_video), n_videos),
+                         "label": label, "logit": overconfidence * z})
+
+
+def test_temperature_scaling_lowers_ece_on_held_out_videos():
+    frames = _overconfident_frames(0)
+    cal = fit_calibration(frames, "mean", split="val", fit_on="half", seed=0, target_fpr=0.05)
+    assert cal["temperature"] > 1.5  # an overconfident model is cooled down
+    held = cal["held_out"]
+    assert held["n_videos"] + cal["fitted_on"]["n_videos"] == frames["video_id"].nunique()
+    for level in ("frame", "video"):
+        assert held["after"][level]["ece"] < held["before"][level]["ece"], level
+        assert held["after"][level]["log_loss"] < held["before"][level]["log_loss"], level
+    assert held["ece_improved"] == {"frame": True, "video": True}
+    # The frame temperature alone leaves the video mean under-confident (worse than raw): hence T_video.
+    from faketrace.engine.calibration import apply_temperature, split_videos
+
+    held_frames = frames[frames["video_id"].isin(split_videos(frames, 0)[1])]
+    frame_t_only = M.aggregate_videos(apply_temperature(held_frames, cal["temperature"]), "mean")
+    assert M.expected_calibration_error(frame_t_only["label"], frame_t_only["score"]) > held["before"]["video"]["ece"]
+    # Frame AUC does not move: T is monotone.
+    assert held["after"]["frame"]["auc"] == pytest.approx(held["before"]["frame"]["auc"], abs=1e-12)
+    thr = cal["thresholds"]["video"]
+    assert 0 < thr["eer"] < 1 and thr["target_fpr"] == 0.05 and thr["at_target_fpr"] is not None
+
+
+def test_fitted_temperature_minimises_the_log_loss():
+    frames = _overconfident_frames(1, n_videos=200)
+    t = fit_temperature(frames["logit"], frames["label"])
+    grid = np.exp(np.linspace(np.log(t) - 0.3, np.log(t) + 0.3, 61))
+    losses = [M.log_loss(frames["label"], M.sigmoid(frames["logit"] / g), eps=1e-15) for g in grid]
+    assert abs(grid[int(np.argmin(losses))] - t) <= t * 0.011
+
+
+def test_calibration_refuses_the_test_split():
+    with pytest.raises(ValueError, match="test"):
+        fit_calibration(_overconfident_frames(2, n_videos=20), "mean", split="test")
+
+
+def _axes_labelled(fig):
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+        assert ax.get_legend() is not None and ax.get_legend().get_texts(), ax.get_title()
+
+
+def test_every_evaluation_plot_has_axis_labels_and_a_legend():
+    from faketrace.engine.evaluate import evaluation_figures
+
+    frames = _overconfident_frames(3, n_videos=80)
+    frames["score"] = M.sigmoid(frames["logit"])
+    result = {"aggregation": "mean", "warning": "NOT FIT FOR CASEWORK: test",
+              "checkpoint": {"calibration": {"method": "temperature", "temperature": 3.0}}}
+    figs = evaluation_figures(result, frames, {"n_resamples": 50, "seed": 0, "level": 0.95})
+    assert set(figs) == {"roc", "det", "reliability", "scores_video", "scores_frame"}
+    for fig in figs.values():
+        _axes_labelled(fig)
+    # The ROC carries the interval band as a labelled artist.
+    assert any("bootstrap band" in t.get_text() for t in figs["roc"].axes[0].get_legend().get_texts())
+    heat = P.matrix_heatmap_figure(pd.DataFrame([[0.9, 0.7]], index=["a"], columns=["x", "y"]),
+                                   pd.DataFrame([[0.8, 0.6]], index=["a"], columns=["x", "y"]),
+                                   pd.DataFrame([[0.95, 0.8]], index=["a"], columns=["x", "y"]), "t")
+    main_ax = heat.axes[0]
+    assert main_ax.get_xlabel() == "test set" and main_ax.get_ylabel()
+    assert heat.axes[1].get_ylabel() == "video AUC"  # the colour bar says what the colours mean
+    for fig in [*figs.values(), heat]:
+        P.plt.close(fig)
+
+
+# -- through the real configs on demo data ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(demo_data, tmp_path_factory):
+    from faketrace.engine.train import train
+
+    out = tmp_path_factory.mktemp("train_demo")
+    cfg = compose_config("train", demo_data["overrides"] + TINY, output_dir=out)
+    train(resolved(cfg))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_calibrate_writes_a_calibrated_copy_and_evaluate_uses_it(demo_data, trained, tmp_path):
+    from faketrace.engine.evaluate import calibrate_checkpoint, evaluate_checkpoint
+
+    cfg = compose_config("calibrate", demo_data["overrides"] + [f"ckpt_path={trained}", "num_workers=0",
+                                                               f"out_path={tmp_path / 'cal.ckpt'}"],
+                         output_dir=tmp_path / "cal")
+    out = calibrate_checkpoint(resolved(cfg))
+    ckpt = load_checkpoint(tmp_path / "cal.ckpt")
+    torch.load(tmp_path / "cal.ckpt", weights_only=True)
+    cal = ckpt["calibration"]
+    assert cal["method"] == "temperature" and cal["temperature"] > 0 and cal["fitted_on"]["split"] == "val"
+    assert cal["held_out"]["n_videos"] > 0 and out["checkpoint"] == str(tmp_path / "cal.ckpt")
+    assert load_checkpoint(trained)["calibration"]["method"] == "none"  # the source is untouched
+    with pytest.raises(ValueError, match="test"):
+        calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+            f"ckpt_path={trained}", "split=test"], output_dir=tmp_path / "refused")))
+
+    ecfg = compose_config("evaluate", demo_data["overrides"] + FAST_BOOT + [
+        f"ckpt_path={tmp_path / 'cal.ckpt'}", f"compare_with={trained}"], output_dir=tmp_path / "eval")
+    result = evaluate_checkpoint(resolved(ecfg))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["schema_version"] == 2 and saved["test_set"]["split"] == "test"
+    assert saved["bootstrap"] == {"n_resamples": 200, "seed": 0, "level": 0.95}
+    raw, calibrated = saved["detector"], saved["detector_calibrated"]
+    assert calibrated["temperature"] == pytest.approx(cal["temperature"])
+    # Frame AUC is invariant to T; the raw numbers are the uncalibrated ones.
+    assert calibrated["frame"]["auc"] == pytest.approx(raw["frame"]["auc"], abs=1e-12)
+    assert calibrated["video"]["operating_threshold"] == pytest.approx(cal["thresholds"]["video"]["eer"])
+    for key in ("balanced_accuracy@operating", "confusion@operating"):
+        assert key in calibrated["video"]
+    iv = raw["video"]["intervals"]
+    assert iv["auc"]["low"] <= raw["video"]["auc"] <= iv["auc"]["high"] and iv["n_resamples"] == 200
+    assert {"method", "compression", "media_type"} <= {k.removeprefix("video_auc_by_") for k in raw
+                                                        if k.startswith("video_auc_by_")}
+    # Same weights, same test set: the paired difference is zero and DeLong says so.
+    comp = saved["comparison"]
+    assert comp["video"]["difference"] == pytest.approx(0, abs=1e-12) and comp["video"]["delong"]["p_value"] == 1.0
+    assert "delong" not in comp["frame"]  # frames of a video are not independent
+    for name in ("metrics.csv", "summary.md", "roc.png", "det.png", "reliability.png", "scores_video.png",
+                 "scores_frame.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 200, name
+    summary = (tmp_path / "eval" / "summary.md").read_text()
+    assert "NOT FIT FOR CASEWORK" in summary and "detector_calibrated" in summary and "Paired comparison" in summary
+    csv = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert {"auc_low", "auc_high", "eer_nearest_point", "ece", "tpr@fpr=0.01"} <= set(csv.columns)
+    assert result["detector"]["video"]["auc"] == saved["detector"]["video"]["auc"]
+
+
+@pytest.fixture(scope="module")
+def shifted_data(demo_data):
+    """The second demo domain, small, generated and preprocessed beside the first."""
+    from omegaconf import OmegaConf
+
+    from faketrace.datasets.demo import generate_demo
+    from faketrace.datasets.preprocess import PreprocessSpec, preprocess_index
+
+    overrides = demo_data["overrides"] + ["data=demo_shifted"]
+    cfg = resolved(compose_config("demo_data", overrides + SMALL_DEMO))
+    index = generate_demo(cfg.data.root, cfg.data.index_path, int(cfg.data.seed),
+                          OmegaConf.to_container(cfg.data.generator), dataset=cfg.data.name)
+    pcfg = resolved(compose_config("preprocess", overrides + ["face.frames_per_video=4", "face.crop_size=64"]))
+    preprocess_index(index, pcfg.data.root, pcfg.data.faces_dir,
+                     PreprocessSpec.from_dict(OmegaConf.to_container(pcfg.face)), pcfg.data.manifest_path)
+    return {"overrides": overrides, "index": index}
+
+
+def test_demo_shifted_is_a_second_domain(demo_data, shifted_data):
+    a, b = demo_data["index"], shifted_data["index"]
+    assert set(b["dataset"]) == {"demo_shifted"} and set(b["method"]) == {"real", "face_swap", "local_resample"}
+    assert set(b.loc[b["media_type"] == "video", "compression"]) == {"crf28"}
+    assert set(a.loc[a["media_type"] == "video", "compression"]) == {"crf10"}
+
+
+def test_cross_data_set_matrix_is_2x2_with_intervals(demo_data, shifted_data, trained, tmp_path):
+    from faketrace.engine.crosseval import cross_evaluate
+    from faketrace.engine.train import train
+
+    cfg = compose_config("train", shifted_data["overrides"] + TINY, output_dir=tmp_path / "train_shifted")
+    train(resolved(cfg))
+    shifted_ckpt = tmp_path / "train_shifted" / "checkpoints" / "last.ckpt"
+    test_sets = {name: resolved(compose_config("evaluate", demo_data["overrides"] + [f"data={name}", "ckpt_path=x"]))
+                 .data for name in ("demo", "demo_shifted")}
+    table = cross_evaluate([str(trained), str(shifted_ckpt)], test_sets, tmp_path / "matrix",
+                           bootstrap={"n_resamples": 200, "seed": 0, "level": 0.95}, num_workers=0)
+    assert len(table) == 4 and set(table["trained_on"]) == {"demo", "demo_shifted"}
+    assert table["video_auc"].notna().all() and (table["video_auc_low"] <= table["video_auc"]).all()
+    md = (tmp_path / "matrix" / "cross_eval.md").read_text()
+    assert "| checkpoint | demo | demo_shifted |" in md and md.count("trained on") == 2
+    assert (tmp_path / "matrix" / "cross_eval.png").stat().st_size > 1000
+    assert len(pd.read_csv(tmp_path / "matrix" / "cross_eval.csv")) == 4
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+def test_perturbation_levels_are_the_published_ones_and_act_as_described():
+    from faketrace.datasets import perturb as T
+
+    assert T.DEEPERFORENSICS_LEVELS == {
+        "colour_saturation": [0.4, 0.3, 0.2, 0.1, 0.0], "colour_contrast": [0.85, 0.725, 0.6, 0.475, 0.35],
+        "block_wise": [16, 32, 48, 64, 80], "gaussian_noise": [0.001, 0.002, 0.005, 0.01, 0.05],
+        "gaussian_blur": [7, 9, 13, 17, 21], "pixelation": [2, 3, 4, 5, 6], "h264_crf": [30, 32, 35, 38, 40]}
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    grey = T.colour_saturation(img, 0.0)
+    assert np.abs(grey.astype(int) - grey.mean(axis=2, keepdims=True)).max() <= 2  # no chroma left
+    assert T.colour_contrast(img, 0.35).std() < img.std() * 0.4
+    assert (T.block_wise(img, 16, rng) == 128).all(axis=2).sum() >= T.BLOCK_SIDE ** 2
+    assert T.pixelation(img, 4).shape == img.shape and len(np.unique(T.pixelation(img, 4)[:4, :4, 0])) == 1
+    assert T.downscale(img, 0.5).shape == (32, 24, 3)
+    big = np.zeros((1000, 3000, 3), np.uint8)
+    assert T.perturb_frame(big, "telegram", "photo", rng).shape == (427, 1280, 3)
+
+
+def test_robustness_sweep_2x2_writes_table_and_curves(demo_data, trained, tmp_path):
+    from faketrace.engine.robustness import robustness_sweep
+
+    cfg = compose_config("robustness", demo_data["overrides"] + [
+        f"ckpt_path={trained}", "distortions=[gaussian_blur,jpeg_quality]",
+        "levels={gaussian_blur: [7, 13], jpeg_quality: [70, 30]}",
+        "bootstrap.n_resamples=100", "num_workers=0"], output_dir=tmp_path)
+    table = robustness_sweep(resolved(cfg))
+    assert table["distortion"].tolist() == ["none", "gaussian_blur", "gaussian_blur", "jpeg_quality", "jpeg_quality"]
+    assert table["severity"].tolist() == [0, 1, 2, 1, 2] and table["video_auc"].notna().all()
+    assert (table["face_rate"] > 0.5).all()
+    assert "| gaussian_blur | 2 | 13 |" in (tmp_path / "robustness.md").read_text()
+    assert (tmp_path / "robustness.png").stat().st_size > 1000 and not (tmp_path / "work").exists()
+    fig = P.robustness_figure(table)
+    _axes_labelled(fig)
+    P.plt.close(fig)
+
+
+def test_benchmark_metrics_subcommand_runs_and_reports_both_costs(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "metrics", "--frames", "20000", "--resamples", "50",
+                          "--json", str(tmp_path / "bench.json")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds = json.loads((tmp_path / "bench.json").read_text())["seconds"]
+    assert len(seconds) == 3 and all(v > 0 for v in seconds.values())
