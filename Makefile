@@ -30,8 +30,8 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	$(PY) scripts/export.py ckpt_path=$(DEMO)/train/checkpoints/best.ckpt hydra.run.dir=$(DEMO)/export \
 		out_dir=$(DEMO)/export/model
 	@echo
-	@echo "metrics:        $(DEMO)/evaluate/metrics.json (and metrics.csv, frame_scores.csv)"
-	@echo "plots:          $(DEMO)/evaluate/roc.png"
+	@echo "metrics:        $(DEMO)/evaluate/metrics.json (and summary.md, metrics.csv, frame_scores.csv)"
+	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
 	@echo "checkpoint:     $(DEMO)/train/checkpoints/best.ckpt"
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, weights.safetensors, model_card.json)"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
