@@ -54,17 +54,21 @@ def roc_auc(labels, scores) -> float | None:
     return float(u / (len(pos) * len(neg)))
 
 
+def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when thresholding at each distinct score, highest first."""
+    order = np.argsort(-s, kind="mergesort")
+    y_sorted, s_sorted = y[order], s[order]
+    idx = np.r_[np.where(np.diff(s_sorted))[0], len(y_sorted) - 1]
+    tps = np.cumsum(y_sorted)[idx]
+    return tps, 1 + idx - tps, s_sorted[idx]
+
+
 def average_precision(labels, scores) -> float | None:
     """Step-wise AP as scikit-learn defines it (sum over thresholds of dRecall x precision)."""
     y, s = _check(labels, scores)
     if y.sum() == 0:
         return None
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted, s_sorted = y[order], s[order]
-    distinct = np.where(np.diff(s_sorted))[0]
-    thresh_idx = np.r_[distinct, len(y_sorted) - 1]
-    tps = np.cumsum(y_sorted)[thresh_idx]
-    fps = 1 + thresh_idx - tps
+    tps, fps, _ = _cumulative_counts(y, s)
     precision = tps / (tps + fps)
     recall = tps / tps[-1]
     recall_prev = np.r_[0.0, recall[:-1]]
@@ -74,16 +78,11 @@ def average_precision(labels, scores) -> float | None:
 def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FPR, TPR and thresholds at every distinct score, starting from (0, 0)."""
     y, s = _check(labels, scores)
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted, s_sorted = y[order], s[order]
-    distinct = np.where(np.diff(s_sorted))[0]
-    idx = np.r_[distinct, len(y_sorted) - 1]
-    tps = np.cumsum(y_sorted)[idx]
-    fps = 1 + idx - tps
+    tps, fps, distinct_scores = _cumulative_counts(y, s)
     n_pos, n_neg = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
     fpr = np.r_[0.0, fps / n_neg]
     tpr = np.r_[0.0, tps / n_pos]
-    thresholds = np.r_[np.inf, s_sorted[idx]]
+    thresholds = np.r_[np.inf, distinct_scores]
     return fpr, tpr, thresholds
 
 
