@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -32,16 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from faketrace.datasets.faces import (
-    Face,
-    aligned_crop,
-    build_detector,
-    describe_detector,
-    encode_crop,
-    main_track,
-    square_crop,
-    track_faces,
-)
+from faketrace.datasets.face_pipeline import ChosenFace, PreprocessSpec, choose_faces, crop_pixels
+from faketrace.datasets.faces import Face, build_detector, describe_detector, encode_crop
 from faketrace.datasets.io import atomic_path, atomic_write_bytes
 from faketrace.datasets.media import DecodeError, read_image, read_video_frames, sniff_media_type
 from faketrace.datasets.schema import (
@@ -57,40 +49,6 @@ from faketrace.datasets.schema import (
 log = logging.getLogger(__name__)
 
 MANIFEST_SORT = ["video_id", "frame_index", "face_index"]
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """Everything that decides what a crop looks like; stored in manifests and checkpoints."""
-
-    detector: str = "retinaface"
-    score_threshold: float = 0.8
-    nms_threshold: float = 0.4
-    detector_max_side: int = 640
-    margin: float = 1.3
-    crop_size: int = 128
-    frames_per_video: int = 32
-    face_policy: str = "largest"  # largest | all
-    image_format: str = "png"  # png | jpeg
-    sampling: str = "uniform"  # uniform | every_k
-    every_k: int = 10
-    align: bool = False  # 5-point similarity alignment instead of a box-centred square
-    jpeg_quality: int = 95
-    track_iou: float = 0.3
-
-    def __post_init__(self):
-        if self.face_policy not in ("largest", "all"):
-            raise ValueError(f"face_policy must be largest or all, got {self.face_policy!r}")
-        if self.sampling not in ("uniform", "every_k"):
-            raise ValueError(f"sampling must be uniform or every_k, got {self.sampling!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PreprocessSpec:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
 
 
 # -- injected faults ------------------------------------------------------------------------------
@@ -349,41 +307,26 @@ class VideoProcessor:
         return out
 
     def _face_rows(self, video_id: str, frames: dict[int, np.ndarray]) -> list[dict]:
-        spec = self.spec
         order = sorted(frames)
         detections = self._detect([frames[i] for i in order])
-        track_ids = track_faces(detections, spec.track_iou)
-        kept_track = main_track(detections, track_ids)
         rows = []
-        for fi, faces, ids in zip(order, detections, track_ids, strict=True):
-            frame = frames[fi]
-            h, w = frame.shape[:2]
+        for fi, faces, chosen in zip(order, detections, choose_faces(order, detections, self.spec), strict=True):
+            h, w = frames[fi].shape[:2]
             base = dict(video_id=video_id, frame_index=fi, n_faces=len(faces), frame_width=w, frame_height=h)
-            if not faces:
+            if not chosen:
                 rows.append(dict(base, status="no_face", reason="no face above the detector threshold"))
                 continue
-            by_area = sorted(range(len(faces)), key=lambda j: (-faces[j].area, j))
-            if spec.face_policy == "all":
-                chosen = by_area
-            else:
-                # The video's main person where present, so the crop does not jump between people;
-                # otherwise the largest face, whose different track id shows the switch.
-                chosen = [j for j in by_area if ids[j] == kept_track][:1] or by_area[:1]
-            for j in chosen:
-                rank = by_area.index(j)
-                rows.append(dict(base, **self._write_crop(video_id, fi, rank, frame, faces[j]), face_index=rank,
-                                 track_id=ids[j]))
+            for c in chosen:
+                rows.append(dict(base, **self._write_crop(video_id, frames[fi], c), face_index=c.rank,
+                                 track_id=c.track_id))
                 self.fault("after_crop_before_row")
         return rows
 
-    def _write_crop(self, video_id: str, frame_index: int, rank: int, frame: np.ndarray, face: Face) -> dict:
-        spec = self.spec
-        if spec.align:
-            crop = aligned_crop(frame, face.landmarks, spec.margin, spec.crop_size)
-        else:
-            crop = square_crop(frame, face.box, spec.margin, spec.crop_size)
-        ext, data = encode_crop(crop, spec.image_format, spec.jpeg_quality)
-        name = f"{frame_index:06d}" if spec.face_policy == "largest" else f"{frame_index:06d}_{rank}"
+    def _write_crop(self, video_id: str, frame: np.ndarray, chosen: ChosenFace) -> dict:
+        spec, face = self.spec, chosen.face
+        ext, data = encode_crop(crop_pixels(frame, face, spec), spec.image_format, spec.jpeg_quality)
+        name = f"{chosen.frame_index:06d}" if spec.face_policy == "largest" else \
+            f"{chosen.frame_index:06d}_{chosen.rank}"
         rel = f"crops/{video_id}/{name}.{ext}"
         atomic_write_bytes(self.faces_dir / rel, data)
         return dict(status="face", crop_path=rel, x0=face.box[0], y0=face.box[1], x1=face.box[2], y1=face.box[3],
