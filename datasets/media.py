@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from faketrace.datasets.io import open_readonly
+
 # Refuse decompression bombs before decoding pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -30,7 +32,7 @@ _IMAGE_MAGIC = (
 
 def sniff_media_type(path: str | Path) -> str:
     """'image', 'video' or 'unknown', decided from the first bytes, never from the extension."""
-    with open(path, "rb") as fh:
+    with open_readonly(path) as fh:
         head = fh.read(64)
     if not head:
         return "empty"
@@ -54,7 +56,7 @@ class DecodeError(RuntimeError):
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 array, EXIF orientation applied, size checked before pixels are decoded."""
     try:
-        with Image.open(path) as im:
+        with open_readonly(path) as fh, Image.open(fh) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise DecodeError(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
@@ -144,7 +146,7 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
     import av
 
     scan = _Scan()
-    with av.open(str(path)) as container:
+    with open_readonly(path) as fh, av.open(fh) as container:
         if not container.streams.video:
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
@@ -188,7 +190,7 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
     for k, is_key in enumerate(scan.keyframe):
         last_key = k if is_key else last_key
         key_before.append(last_key)
-    with av.open(str(path)) as container:
+    with open_readonly(path) as fh, av.open(fh) as container:
         stream = container.streams.video[0]
         decoded = _decoded_frames(container, stream, [])
         current = -1
