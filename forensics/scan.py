@@ -54,6 +54,33 @@ EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure s
                 EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)"}
 
 
+class _Offline:
+    """While a scan runs, Python-level network calls of the AF_INET families fail loudly.
+
+    A guard for code we do not control (a library that phones home); the proof that the scan
+    makes no connection at all, C libraries included, is the strace test in tests/test_scan.py.
+    """
+
+    active = False
+    installed = False
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if not cls.active:
+            return
+        if event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
+            raise ConnectionRefusedError(f"the evidence scan makes no network connection (attempted {args[1]})")
+        if event == "socket.getaddrinfo":
+            raise ConnectionRefusedError(f"the evidence scan makes no network lookup (attempted {args[0]})")
+
+    @classmethod
+    def enter(cls) -> None:
+        if not cls.installed:
+            sys.addaudithook(cls.hook)
+            cls.installed = True
+        cls.active = True
+
+
 class UnvalidatedModelError(RuntimeError):
     """A model not fit for casework, used without allow_unvalidated=true."""
 
@@ -172,6 +199,7 @@ class CaseScan:
                             "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
 
     def run(self) -> dict:
+        _Offline.enter()
         store = CaseStore(self.case_dir)
         try:
             known = store.get_meta("identity")
@@ -182,6 +210,7 @@ class CaseScan:
                                      f"({json.dumps(known)}); choose a new case.dir")
             return self._run(store)
         finally:
+            _Offline.active = False
             store.close()
 
     def _session_record(self) -> dict:
