@@ -129,6 +129,8 @@ def options_from_config(cfg: DictConfig, model: ScanModel) -> ScanOptions:
                        min_video_bits_per_pixel=float(s.min_video_bits_per_pixel),
                        max_file_bytes=int(s.max_file_bytes),
                        video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
+                       image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
+                       isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
                        bands_override=bands)
 
 
@@ -200,6 +202,10 @@ class CaseScan:
 
     def run(self) -> dict:
         _Offline.enter()
+        # The case holds derivatives of the evidence: only its owner may enter or read it.
+        self.case_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.case_dir, 0o700)
+        umask = os.umask(0o077)
         store = CaseStore(self.case_dir)
         try:
             known = store.get_meta("identity")
@@ -211,6 +217,8 @@ class CaseScan:
             return self._run(store)
         finally:
             _Offline.active = False
+            os.umask(umask)
+            self.scorer.close()
             store.close()
 
     def _session_record(self) -> dict:
