@@ -197,6 +197,17 @@ def test_calibrate_writes_a_calibrated_copy_and_evaluate_uses_it(demo_data, trai
     assert cal["method"] == "temperature" and cal["temperature"] > 0 and cal["fitted_on"]["split"] == "val"
     assert cal["held_out"]["n_videos"] > 0 and out["checkpoint"] == str(tmp_path / "cal.ckpt")
     assert load_checkpoint(trained)["calibration"]["method"] == "none"  # the source is untouched
+    # Training calibrated best.ckpt on the validation scores of its epoch: the same maps this fit
+    # finds from the checkpoint's weights (last.ckpt, to resume from, stays uncalibrated).
+    best = trained.with_name("best.ckpt")
+    at_training = load_checkpoint(best)["calibration"]
+    assert at_training["method"] == "temperature" and at_training["fitted_on"]["split"] == "val"
+    refit = calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+        f"ckpt_path={best}", "num_workers=0", f"out_path={tmp_path / 'best_cal.ckpt'}"],
+        output_dir=tmp_path / "cal_best")))["calibration"]
+    for key in ("temperature", "bias", "video_temperature", "video_bias"):
+        assert refit[key] == pytest.approx(at_training[key], rel=1e-6, abs=1e-9), key
+    assert refit["form"] == at_training["form"]
     with pytest.raises(ValueError, match="test"):
         calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
             f"ckpt_path={trained}", "split=test"], output_dir=tmp_path / "refused")))
