@@ -10,7 +10,9 @@ the video. An item with at least VIDEO_MIN_FRAMES frames therefore goes through 
 video probability = sigmoid(logit(v) / T_video + b_video), v being its frames' calibrated
 probabilities aggregated by the checkpoint's rule. An item with one frame (a still) keeps its
 frame probability: aggregating one frame changes nothing, so there is nothing to correct, and a
-T_video fitted on videos would over-sharpen it. Both maps are monotone at their level.
+T_video fitted on videos would over-sharpen it. The frame map is monotone, so frame AUC does not
+move; the video map is monotone among videos, but it moves videos and stills differently, so
+where a test set mixes both, their order, and the video AUC, can change.
 
 Which form each map takes (a temperature alone or with a bias; at video level also no map) is
 chosen by cross-fitted log loss: the fitting videos fall into K class-stratified folds, each
