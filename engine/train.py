@@ -441,7 +441,6 @@ class Trainer:
                 "best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
                 "best_score": self.best_score, "monitor": cfg.monitor, "val": val_report, "run_dir": str(self.run_dir)}
 
-
     def calibrate_best(self) -> dict | None:
         """Fit the calibration on the best epoch's validation scores and store it in best.ckpt."""
         settings = self.cfg.get("calibration") or {}
