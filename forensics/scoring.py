@@ -75,6 +75,31 @@ def video_rule(frame_probs: np.ndarray, rule: str) -> float:
     raise ValueError(f"unknown video rule {rule!r}; known: {VIDEO_RULES}")
 
 
+def frame_probabilities(logits, calibration: dict) -> np.ndarray:
+    """Calibrated frame (crop or tile) probabilities: sigmoid(logit / T + b), as engine/calibration.py."""
+    return sigmoid(np.asarray(logits, np.float64) / float(calibration.get("temperature", 1.0))
+                   + float(calibration.get("bias", 0.0)))
+
+
+def item_probability(aggregated: float, n_frames: int, calibration: dict) -> float:
+    """An item's probability from its aggregated frame probabilities, as evaluation computes it.
+
+    Items with at least `video_min_frames` scored frames go through the video map
+    sigmoid(logit(v) / T_video + b_video); a single frame keeps its probability (calibration
+    records of version 1 carry no video_min_frames and rescaled every item).
+    """
+    if n_frames >= int(calibration.get("video_min_frames", 1)):
+        return float(sigmoid(logit(aggregated) / float(calibration.get("video_temperature", 1.0))
+                             + float(calibration.get("video_bias", 0.0))))
+    return float(aggregated)
+
+
+def calibration_summary(calibration: dict) -> dict:
+    keys = ("method", "temperature", "bias", "video_temperature", "video_bias", "video_min_frames")
+    return {k: (r6(calibration[k]) if isinstance(calibration[k], float) else calibration[k])
+            for k in keys if k in calibration}
+
+
 # -- models ---------------------------------------------------------------------------------------
 @dataclass
 class ScanModel:
@@ -185,7 +210,7 @@ class Bands:
 
 
 def bands_for(calibration: dict, level: str, override: dict | None = None) -> Bands:
-    """Bands at `level` (frame for images, video for videos) from the model's fitted thresholds.
+    """Bands from the model's thresholds at `level` ("video": evaluation's item level, stills included).
 
     Upper: the threshold that kept the false-positive rate at or below the target on validation
     videos; lower: the equal-error-rate threshold. Both were fitted on validation data, never test.
@@ -248,15 +273,13 @@ class MediaScorer:
         if model is not None:
             # Every face is scored, with the crop geometry the model was trained on.
             self.spec = dataclasses.replace(model.face_spec, face_policy="all")
-            self.t_frame = float(model.calibration.get("temperature", 1.0))
-            self.t_video = float(model.calibration.get("video_temperature", 1.0))
-            self.bands = {lvl: bands_for(model.calibration, lvl, options.bands_override) for lvl in ("frame", "video")}
+            # Item-level thresholds (evaluation's video-level table holds videos and stills alike).
+            self.bands = {"item": bands_for(model.calibration, "video", options.bands_override)}
         else:
             self.spec = PreprocessSpec()  # frame sampling of videos only
             self.bands = {}
         if image_model is not None:
-            self.image_bands = {lvl: bands_for(image_model.calibration, lvl, options.bands_override)
-                                for lvl in ("frame", "video")}
+            self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
 
     def close(self) -> None:
@@ -344,7 +367,8 @@ class MediaScorer:
         x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
-        probs = sigmoid(logits / self.t_frame)
+        cal = self.model.calibration
+        probs = frame_probabilities(logits, cal)
         faces = []
         for c, lg, p in zip(chosen, logits, probs, strict=True):
             b = c.face.box
@@ -358,48 +382,49 @@ class MediaScorer:
         if animated:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
-            probability = float(sigmoid(logit(aggregated) / self.t_video))
-            how = f"{rule} over frames of each frame's highest face probability, then video temperature"
+            how = f"{rule} over frames of each frame's highest face probability, then the video map"
         else:
             level, rule = "frame", None
-            probability = float(probs.max())
+            aggregated = float(probs.max())
             how = "highest calibrated probability among the faces"
+        probability = item_probability(aggregated, len(per_frame), cal)
         top = int(np.argmax(probs))
         result.update(status="scanned", reason=None, faces=faces,
                       frame_scores=[{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
                       most_suspicious_face=faces[top],
                       score={"probability": r6(probability), "level": level, "rule": rule, "how": how,
-                             "temperature": r6(self.t_frame), "video_temperature": r6(self.t_video) if animated else None})
-        result.update(self._verdict(probability, level, faces, result))
+                             "calibration": calibration_summary(cal)})
+        result.update(self._verdict(probability, faces))
         return result
 
     def _score_image_level(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
         """Whole-image score: tiles at native resolution, tile rule per frame, then the video rule."""
         m, spec = self.image_model, self.image_model.image_spec
-        t_frame = float(m.calibration.get("temperature", 1.0))
+        cal = m.calibration
         per_frame, tiles_of = {}, {}
         for k in sorted(frames):
             x, boxes = image_model_input(frames[k], spec, m.input_spec)
             logits = np.concatenate([m.logits(x[i:i + self.options.batch_size])
                                      for i in range(0, len(x), self.options.batch_size)])
-            probs = sigmoid(logits / t_frame)
+            probs = frame_probabilities(logits, cal)
             per_frame[k] = aggregate_tiles(probs, spec.aggregation)
             tiles_of[k] = {"frame_index": int(k), "boxes": [list(map(int, b)) for b in boxes],
                            "probabilities": [r6(p) for p in probs]}
         if animated:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
-            probability = float(sigmoid(logit(aggregated) / float(m.calibration.get("video_temperature", 1.0))))
-            how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then video temperature"
+            how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
         else:
             level, rule = "frame", None
-            probability = per_frame[min(per_frame)]
+            aggregated = per_frame[min(per_frame)]
             how = f"{spec.aggregation} of the calibrated tile probabilities"
+        probability = item_probability(aggregated, len(per_frame), cal)
         top = max(per_frame, key=lambda k: (per_frame[k], -k))
-        bands = self.image_bands[level]
+        bands = self.image_bands["item"]
         verdict = bands.verdict(round(probability, DECIMALS))
         return {"status": "scanned", "score": {"probability": r6(probability), "level": level, "rule": rule,
-                                               "tile_rule": spec.aggregation, "how": how, "temperature": r6(t_frame)},
+                                               "tile_rule": spec.aggregation, "how": how,
+                                               "calibration": calibration_summary(cal)},
                 "score_band": verdict, "verdict": verdict, "out_of_scope": [],
                 "bands": {"lower": r6(bands.lower), "upper": r6(bands.upper), "source": bands.source},
                 "frame_scores": [{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
@@ -429,8 +454,8 @@ class MediaScorer:
         out["decided_by"] = decided
         return out
 
-    def _verdict(self, p: float, level: str, faces: list[dict], result: dict) -> dict:
-        bands = self.bands[level]
+    def _verdict(self, p: float, faces: list[dict]) -> dict:
+        bands = self.bands["item"]
         by_score = bands.verdict(round(p, DECIMALS))
         out_of_scope = []
         if all(f["size_px"] < self.options.min_face_px for f in faces):

@@ -79,7 +79,7 @@ def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_un
     # Scores are rounded to 6 decimals; bands come from the thresholds fitted on validation data.
     p = items["0/photo_real.jpg"]["score"]["probability"]
     assert p == round(p, 6)
-    assert "fitted on validation data" in header["model"]["bands"]["video"]["source"]
+    assert "fitted on validation data" in header["model"]["bands"]["item"]["source"]
 
     # Telegram JSON: each file tied to its message; placeholders missing; escaping paths refused.
     tg = {r["rel_path"]: r for r in items.values() if r["input_index"] == 1}
@@ -179,6 +179,13 @@ def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
     expected = frames[frames["video_id"] == video_id].set_index("frame_index")["logit"]
     assert sorted(largest) == sorted(expected.index)
     np.testing.assert_allclose([largest[i] for i in expected.index], expected.to_numpy(), atol=1e-5)
+    # ...and the item's calibrated probability is evaluation's calibrated video score.
+    from faketrace.engine.calibration import calibrated_videos
+
+    one = frames[frames["video_id"] == video_id]
+    if len(set(largest)) == len(item["faces"]):  # one face per frame: max over faces = the largest face
+        _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
+        assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
 
 
 def test_numpy_model_input_matches_the_evaluation_transform():
@@ -361,7 +368,8 @@ def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, 
         image = np.asarray(Image.open(faceless_and_face / r["rel_path"]).convert("RGB"))
         x, boxes = image_model_input(image, ImageSpec(tile_size=64), ckpt["preprocessing"]["input"])
         with torch.no_grad():
-            probs = torch.sigmoid(model(torch.from_numpy(x)) / ckpt["calibration"]["temperature"]).numpy()
+            cal = ckpt["calibration"]
+            probs = torch.sigmoid(model(torch.from_numpy(x)) / cal["temperature"] + cal.get("bias", 0.0)).numpy()
         assert level["tiles"]["boxes"] == [list(b) for b in boxes]
         np.testing.assert_allclose(level["tiles"]["probabilities"], probs, atol=1e-5)
         assert r["score"]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)  # the max rule
