@@ -183,9 +183,9 @@ def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
     from faketrace.engine.calibration import calibrated_videos
 
     one = frames[frames["video_id"] == video_id]
-    if len(set(largest)) == len(item["faces"]):  # one face per frame: max over faces = the largest face
-        _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
-        assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
+    assert len(set(largest)) == len(item["faces"])  # one face per frame: max over faces = the largest face
+    _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
+    assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
 
 
 def test_numpy_model_input_matches_the_evaluation_transform():
