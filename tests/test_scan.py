@@ -300,6 +300,7 @@ def test_memory_stays_flat_over_ten_thousand_items(scan_ckpt, tmp_path):
     window = items >= 2000
     assert items.max() == 10_000 and window.sum() >= 10
     slope = np.polyfit(items[window], rss[window], 1)[0]  # bytes per item
+    print(f"RSS slope {slope:.1f} B/item: {slope * 8000 / 1e6:.2f} MB from 2,000 to 10,000 items")
     assert slope * 8000 < 20e6, f"memory grows {slope * 8000 / 1e6:.1f} MB from 2,000 to 10,000 items"
     summary = json.loads((case / "scan_summary.json").read_text())
     assert summary["by_status"] == {"no_face": 10_000}
