@@ -7,6 +7,7 @@ killed runs must give the same manifest.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 
 from faketrace.datasets.demo import DemoRenderer, make_identities
 from faketrace.datasets.faces import similarity_transform
+from faketrace.datasets.faults import FAULT_ENV
 from faketrace.datasets.media import read_video_frames
 from faketrace.datasets.preprocess import (
     FaultPlan,
@@ -277,6 +279,30 @@ def test_resume_after_an_injected_failure_equals_an_uninterrupted_run(small, tmp
     _assert_same_run(faces, manifest, small)
     # Finished items were not redone.
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+
+
+@pytest.mark.parametrize("where", ["third item's part", "final manifest"])
+def test_a_full_disk_stops_the_run_keeps_finished_items_and_says_what_failed(small, tmp_path, monkeypatch, where):
+    faces = tmp_path / "faces"
+    ids = list(small["index"].id)
+    target = part_path(faces, ids[2]) if where == "third item's part" else faces / "manifest.parquet"
+    monkeypatch.setenv(FAULT_ENV, f"atomic_after_tmp_written/{target.name}:enospc")
+    with pytest.raises(OSError) as full:
+        preprocess_index(small["index"], small["root"], faces, small["spec"], faces / "manifest.parquet",
+                         options=QUIET)
+    assert full.value.errno == errno.ENOSPC
+    message = str(full.value)
+    assert f"while writing {target}" in message, message
+    finished = ids[:2] if where == "third item's part" else ids
+    if where == "third item's part":
+        assert f"{len(finished)} of the {len(ids)} items this run had to do were finished and are kept" in message
+    assert sorted(p.name for p in (faces / "parts").glob("*.parquet")) == sorted(part_path(faces, i).name
+                                                                                for i in finished)
+    assert not (faces / "manifest.parquet").exists()
+    monkeypatch.delenv(FAULT_ENV)
+    manifest = preprocess_index(small["index"], small["root"], faces, small["spec"], faces / "manifest.parquet",
+                                options=QUIET)
+    _assert_same_run(faces, manifest, small)
 
 
 def test_half_written_part_is_not_trusted(small, tmp_path):
