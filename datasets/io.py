@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import faketrace.datasets.offline  # noqa: F401 - no telemetry: set before any library that sends it is imported
 from faketrace.datasets.faults import atomic_write_fault
 
 # What a write to a full disk (or a full quota) fails with.
