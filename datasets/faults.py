@@ -27,7 +27,7 @@ ATOMIC_WRITE_POINTS = ("atomic_after_tmp_written", "atomic_after_fsync", "atomic
 # Every named point where a test may stop a run. Preprocessing's, then the evidence scan's.
 FAULT_POINTS = ("after_crop_before_row", "mid_manifest_flush", "before_merge",
                 "scan_before_item_stored", "scan_after_item_stored", "scan_before_outputs",
-                *ATOMIC_WRITE_POINTS)
+                "in_decoder_process", *ATOMIC_WRITE_POINTS)
 FAULT_ACTIONS = ("raise", "exit", "pause", "enospc")
 FAULT_EXIT_CODE = 77
 
