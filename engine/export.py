@@ -20,6 +20,7 @@ from faketrace.datasets.transforms import eval_transform
 from faketrace.engine.checkpoint import load_checkpoint, versions
 from faketrace.engine.evaluate import model_from_checkpoint
 from faketrace.models.export import export_onnx, export_safetensors
+from faketrace.models.onnx_safety import check_external_data
 
 log = logging.getLogger(__name__)
 MODEL_CARD_VERSION = 1
@@ -44,6 +45,7 @@ def verify_onnx(model: torch.nn.Module, onnx_path: Path, images: torch.Tensor, a
 
     with torch.no_grad():
         expected = model(images).numpy().astype(np.float64)
+    check_external_data(onnx_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     # Run in two uneven batches as well as whole, to exercise the dynamic batch dimension.
     got = session.run(["logit"], {"image": images.numpy()})[0].astype(np.float64)

@@ -30,6 +30,7 @@ from faketrace.datasets.media import (
     IsolatedDecoder,
     sniff_media_type,
 )
+from faketrace.models.onnx_safety import check_external_data
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
@@ -144,6 +145,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from faketrace.models.serialization import load_torch_file
+
 
 def _import_timm_without_wandb():
     """Import timm without letting it import wandb.
@@ -69,7 +71,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch_file(path, "weight file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -401,3 +401,45 @@ def test_face_and_image_models_together_report_both_and_the_deciding_one(scan_ck
         r = items[f"0/{name}"]
         assert r["status"] == "scanned" and r["decided_by"] == "image"
         assert r["face_level"]["status"] == "no_face" and r["score"] == r["image_level"]["score"]
+
+
+def test_a_full_disk_stops_the_scan_keeps_stored_items_and_a_rerun_completes(scan_ckpt, evidence, tmp_path,
+                                                                             monkeypatch):
+    """SQLite's own full-disk error (SQLITE_FULL, from a page limit on the store), then a full disk while
+    the results file is written (ENOSPC at an atomic-write fault point), then a run with space."""
+    import faketrace.forensics.scan as scan_module
+    from faketrace.datasets.faults import FAULT_ENV
+    from faketrace.forensics.case_store import CaseStore, CaseStoreError
+
+    class FillingStore(CaseStore):
+        def __init__(self, case_dir):
+            super().__init__(case_dir)
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+            self.db.execute(f"PRAGMA max_page_count = {pages + 3}")  # room for a few results only
+
+    inputs, model = [evidence["loose"]], [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]
+    scan_from_config(scan_cfg(inputs, tmp_path / "reference", model))
+    _, expected = results(tmp_path / "reference")
+
+    case = tmp_path / "case"
+    monkeypatch.setattr(scan_module, "CaseStore", FillingStore)
+    with pytest.raises(CaseStoreError) as full:
+        scan_from_config(scan_cfg(inputs, case, model))
+    monkeypatch.setattr(scan_module, "CaseStore", CaseStore)
+    store = CaseStore(case)
+    kept = sum(store.counts().values())
+    store.close()
+    assert 0 < kept < len(expected)
+    message = str(full.value)
+    assert "could not store the result of item 0/" in message and "(the disk is full)" in message, message
+    assert f"the {kept} item results stored before are kept" in message and "re-run the same command" in message
+
+    monkeypatch.setenv(FAULT_ENV, "atomic_after_tmp_written/scan_results.jsonl:enospc")
+    with pytest.raises(OSError, match=f"while writing {case / 'scan_results.jsonl'}"):
+        scan_from_config(scan_cfg(inputs, case, model))
+    monkeypatch.delenv(FAULT_ENV)
+    assert not (case / "scan_results.jsonl").exists()
+
+    summary = scan_from_config(scan_cfg(inputs, case, model))
+    assert summary["already_done"] == len(expected) and summary["scanned_this_session"] == 0
+    assert results(case)[1] == expected
