@@ -91,6 +91,7 @@ class ScanModel:
     card: dict  # what the custody record and the report say about the model
     logits: Callable[[np.ndarray], np.ndarray]
     device: str = "cpu"
+    module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
     def warning(self) -> str | None:
@@ -156,7 +157,8 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
                      face_spec=PreprocessSpec.from_dict(pre["face"]), input_spec=pre["input"],
                      aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
                      fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device)
+                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
+                     module=model)
 
 
 # -- bands ----------------------------------------------------------------------------------------
