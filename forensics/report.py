@@ -351,7 +351,7 @@ class ReportBuilder:
         from faketrace.forensics.scan import hash_evidence
 
         score = r.get("score") or {}
-        rec = {"seq": seq, "item_id": r["item_id"], "path": r.get("rel_path"), "input": r.get("input"),
+        rec = {"seq": seq, "item_id": r["item_id"], "rel_path": r.get("rel_path"), "input": r.get("input"),
                "source": r.get("source"), "status": r["status"], "reason": r.get("reason"),
                "media_type": r.get("media_type"), "size_bytes": r.get("size_bytes"), "sha256": r.get("sha256"),
                "md5": r.get("md5"), "verdict": r.get("verdict"), "verdict_reason": r.get("verdict_reason"),
@@ -518,7 +518,7 @@ def _cell(value) -> str:
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
 
-ITEM_COLUMNS = ("seq", "item_id", "path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
+ITEM_COLUMNS = ("seq", "item_id", "rel_path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
                 "verdict", "probability", "level", "n_faces", "verdict_reason", "duplicate_group", "known_hash_match",
                 "c2pa", "telegram_messages", "heatmap", "warning")
 
@@ -542,12 +542,12 @@ def write_hashes_csv(report: dict, path: Path) -> None:
     """Hashes for takedown requests: MD5 and SHA-256 per file, PDQ per image and sampled video frame."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["item_id", "path", "media_type", "algorithm", "hash", "frame_index", "pdq_quality",
+        w.writerow(["item_id", "rel_path", "media_type", "algorithm", "hash", "frame_index", "pdq_quality",
                     "pdq_usable_for_matching", "duplicate_group"])
         for r in report["items"]:
             if not r.get("sha256"):
                 continue
-            base = [_cell(r["item_id"]), _cell(r.get("path")), r.get("media_type") or ""]
+            base = [_cell(r["item_id"]), _cell(r.get("rel_path")), r.get("media_type") or ""]
             group = r.get("duplicate_group") or ""
             w.writerow([*base, "md5", r["md5"], "", "", "", group])
             w.writerow([*base, "sha256", r["sha256"], "", "", "", group])

@@ -41,7 +41,7 @@ table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(-
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{background:#eef0f3;position:sticky;top:62px;cursor:pointer;white-space:nowrap;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.hide{display:none}
 code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;word-break:break-all}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;background:var(--grey);white-space:nowrap}
@@ -54,7 +54,7 @@ article{background:#fff;border:1px solid var(--line);border-left:6px solid var(-
 article.likely_manipulated{border-left-color:var(--red)}article.inconclusive{border-left-color:var(--amber)}
 article.no_evidence_of_manipulation{border-left-color:var(--green)}
 .head{display:flex;gap:10px;align-items:baseline;flex-wrap:wrap;margin-bottom:8px}
-.cols{display:grid;grid-template-columns:minmax(280px,520px) 1fr;gap:18px}
+.cols{display:grid;grid-template-columns:minmax(300px,600px) 1fr;gap:18px}
 .pics{display:flex;flex-wrap:wrap;gap:8px;align-content:flex-start}
 figure{margin:0}figcaption{font-size:12px;color:var(--grey)}
 svg.pic{display:block;border-radius:4px;background:#ddd}
@@ -263,11 +263,19 @@ def _article(case_dir: Path, r: dict) -> str:
             f'<div>{facts}{_provenance(r.get("provenance"))}</div></div></article>')
 
 
+def _why(r: dict) -> str | None:
+    """The table's short reason: why there is no result, or why a result is inconclusive by scope."""
+    if r["status"] != "scanned":
+        return r.get("reason")
+    reason = r.get("verdict_reason") or ""
+    return reason if reason.startswith("outside") else ""
+
+
 def _row(r: dict) -> str:
     p = r.get("probability")
     bar = (f'<svg width="60" height="8" aria-hidden="true"><rect width="60" height="8" fill="#e3e5e8"/>'
            f'<rect width="{60 * p:.1f}" height="8" fill="#1f1f1f"/></svg> {p:.3f}' if p is not None else "")
-    link = f'<a href="#item-{r["seq"]}">{e(r["path"] or r["item_id"])}</a>' if r["status"] == "scanned" else e(r["path"] or r["item_id"])
+    link = f'<a href="#item-{r["seq"]}">{e(r["rel_path"] or r["item_id"])}</a>' if r["status"] == "scanned" else e(r["rel_path"] or r["item_id"])
     extra = ""
     if r.get("duplicate_group"):
         extra += f' <a href="#group-{e(r["duplicate_group"])}"><span class="badge group">{e(r["duplicate_group"])}</span></a>'
@@ -278,7 +286,7 @@ def _row(r: dict) -> str:
             f'<td><span class="mono">{link}</span>{extra}<div class="small">input {e(r["item_id"].split("/")[0])}, '
             f'{e(r.get("source"))}</div></td><td>{e(r.get("media_type"))}</td>'
             f'<td data-sort="{order}">{_badge(r)}</td><td class="num" data-sort="{"" if p is None else p}">{bar}</td>'
-            f'<td class="num">{e(r.get("n_faces") or "")}</td><td>{e(r.get("reason") or r.get("verdict_reason"))}</td></tr>')
+            f'<td class="num">{e(r.get("n_faces") or "")}</td><td>{e(_why(r))}</td></tr>')
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
