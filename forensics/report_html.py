@@ -155,8 +155,9 @@ def _timeline(r: dict) -> str:
 
     bands = r.get("bands") or {}
     lines = "".join(f'<line x1="{L}" x2="{W - 8}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="{c}" stroke-dasharray="4 3"/>'
-                    f'<text x="{W - 10}" y="{Y(v) - 3:.1f}" text-anchor="end" font-size="10" fill="{c}">{n} {v:.2f}</text>'
-                    for n, v, c in (("upper", bands.get("upper"), "#b3261e"), ("lower", bands.get("lower"), "#2e6b30"))
+                    f'<text x="{W - 10}" y="{Y(v) + dy:.1f}" text-anchor="end" font-size="10" fill="{c}">{n} {v:.2f}</text>'
+                    for n, v, c, dy in (("upper", bands.get("upper"), "#b3261e", -3),
+                                        ("lower", bands.get("lower"), "#2e6b30", 11))
                     if v is not None)
     poly = " ".join(f"{X(p['frame_index']):.1f},{Y(p['probability']):.1f}" for p in pts)
     dots = "".join(f'<circle cx="{X(p["frame_index"]):.1f}" cy="{Y(p["probability"]):.1f}" r="3" fill="#1f1f1f">'
