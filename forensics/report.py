@@ -273,7 +273,7 @@ class ReportBuilder:
 
         if media_type == "image":
             return read_image_frames(path, max_frames=fpv).frames
-        spec = self.model.face_spec if self.model is not None else None
+        spec = self.model.face_spec if self.model is not None and self.model.face_spec is not None else None
         v = read_video_frames(path, fpv, sampling=spec.sampling if spec else "uniform",
                               every_k=spec.every_k if spec else 1, time_limit_s=None)
         return v.frames
@@ -298,7 +298,7 @@ class ReportBuilder:
         for f in r.get("faces") or []:
             faces_by_frame.setdefault(int(f["frame_index"]), []).append(f)
         top = (r.get("most_suspicious_face") or {}).get("frame_index")
-        with_faces = sorted(k for k in faces_by_frame if k in frames)
+        with_faces = sorted(k for k in faces_by_frame if k in frames) or sorted(frames)  # image-level: any frame
         n = self.options.frames_per_item
         if len(with_faces) > n:
             picks = [with_faces[int(round(x))] for x in np.linspace(0, len(with_faces) - 1, n)]
@@ -315,7 +315,7 @@ class ReportBuilder:
             rec["frame_index"] = k
             rec["faces"] = [{"box": [round(v * s, 1) for v in f["box"]], "probability": f["probability"],
                              "most_suspicious": f == r.get("most_suspicious_face")}
-                            for f in faces_by_frame[k]]
+                            for f in faces_by_frame.get(k, [])]
             out.append(rec)
         return out
 
@@ -323,7 +323,7 @@ class ReportBuilder:
         from faketrace.forensics.heatmaps import explain, face_crop, locate_face, overlay
 
         face = r.get("most_suspicious_face")
-        if not face or self.model is None:
+        if not face or self.model is None or self.model.level != "face":
             return None
         frame = frames.get(int(face["frame_index"]))
         if frame is None:
