@@ -55,6 +55,8 @@ class ReportOptions:
     c2pa: bool = True
     c2pa_trust_anchors: str | None = None  # PEM file of trust anchors for C2PA signers
     jpeg_quality: int = 85
+    isolate_decoding: bool = True  # decode evidence again in a child process, as the scan does
+    video_time_limit_s: float | None = 300.0
 
     @classmethod
     def from_config(cls, cfg) -> ReportOptions:
@@ -269,13 +271,13 @@ class ReportBuilder:
 
     # -- per item --
     def _decode(self, path: Path, media_type: str, fpv: int) -> dict[int, np.ndarray]:
-        from faketrace.datasets.media import read_image_frames, read_video_frames
-
+        """The frames the scan scored, decoded again in a child process (a hostile file costs one item)."""
         if media_type == "image":
-            return read_image_frames(path, max_frames=fpv).frames
+            return self.decoder("read_image_frames", path, max_frames=fpv).frames
         spec = self.model.face_spec if self.model is not None and self.model.face_spec is not None else None
-        v = read_video_frames(path, fpv, sampling=spec.sampling if spec else "uniform",
-                              every_k=spec.every_k if spec else 1, time_limit_s=None)
+        v = self.decoder("read_video_frames", path, fpv, sampling=spec.sampling if spec else "uniform",
+                         every_k=spec.every_k if spec else 1, time_limit_s=self.options.video_time_limit_s,
+                         hard_limit_s=self.options.video_time_limit_s)
         return v.frames
 
     def _write_image(self, rel: str, rgb: np.ndarray) -> dict:
@@ -401,7 +403,10 @@ class ReportBuilder:
         header, results = read_results(self.case_dir)
         summary = _read_json(self.case_dir / "scan_summary.json")
         custody = _read_json(self.case_dir / "custody.json")
+        from faketrace.datasets.media import IsolatedDecoder
+
         store = CaseStore(self.case_dir)
+        self.decoder = IsolatedDecoder(isolate=o.isolate_decoding)
         try:
             identity = store.get_meta("identity") or {}
             fpv = int((identity.get("options") or {}).get("frames_per_video") or 32)
@@ -428,6 +433,7 @@ class ReportBuilder:
             return report
         finally:
             store.close()
+            self.decoder.close()
             if getattr(self, "staging", None) is not None:
                 shutil.rmtree(self.staging, ignore_errors=True)
 
