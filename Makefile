@@ -40,6 +40,7 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "checkpoint:     $(DEMO)/train/checkpoints/best.ckpt"
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, weights.safetensors, model_card.json)"
 	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json)"
+	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred)"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
 
 test: install  ## the whole suite, slow tests included

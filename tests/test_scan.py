@@ -12,42 +12,9 @@ from faketrace.forensics.discover import CaseDirError, register_case_resolver
 from faketrace.forensics.scan import EXIT_ITEMS_FAILED, UnvalidatedModelError, scan_from_config
 from faketrace.forensics.scoring import STATUSES
 
-from .conftest import compose_config, make_evidence, resolved, tree_snapshot
+from .conftest import compose_config, resolved, results, scan_cfg, tree_snapshot
 
 register_case_resolver()
-
-
-@pytest.fixture(scope="module")
-def scan_ckpt(demo_data, tmp_path_factory):
-    """A tiny model trained on the small demo, calibrated on its validation split (thresholds included)."""
-    from faketrace.engine.evaluate import calibrate_checkpoint
-    from faketrace.engine.train import train
-
-    out = tmp_path_factory.mktemp("scan_train")
-    cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=out)
-    last = train(resolved(cfg))["last_ckpt"]
-    cal = out / "calibrated.ckpt"
-    calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
-        f"ckpt_path={last}", f"out_path={cal}", "fit_on=all", "num_workers=0"], output_dir=out / "cal")))
-    return cal
-
-
-@pytest.fixture(scope="module")
-def evidence(demo_data, tmp_path_factory):
-    return make_evidence(tmp_path_factory.mktemp("evidence"), Path(demo_data["cfg"].data.root), demo_data["index"])
-
-
-def scan_cfg(inputs, case_dir: Path, model: list[str], extra: list[str] = ()):
-    listed = ",".join(str(p) for p in inputs)
-    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{listed}]", "case.id=TEST-1", "case.operator=pytest",
-                                      f"case.dir={case_dir}", "scan.progress=false", *model, *extra],
-                         output_dir=case_dir)
-    return resolved(cfg)
-
-
-def results(case_dir: Path) -> tuple[dict, dict]:
-    lines = (case_dir / "scan_results.jsonl").read_text().splitlines()
-    return json.loads(lines[0]), {r["item_id"]: r for r in map(json.loads, lines[1:])}
 
 
 def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_untouched(scan_ckpt, evidence,
