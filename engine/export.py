@@ -78,8 +78,8 @@ def verification_split(cfg: DictConfig, evaluation: dict | None) -> str:
     """`verify.split`, else the split the model was evaluated on (same data), else val."""
     if cfg.verify.split:
         return str(cfg.verify.split)
-    index = (evaluation or {}).get("test_set", {}).get("index")
-    if index and Path(index).resolve() == Path(cfg.data.index_path).resolve():
+    index_sha = (evaluation or {}).get("test_set", {}).get("index_sha256")
+    if index_sha and Path(cfg.data.index_path).is_file() and index_sha == sha256_file(cfg.data.index_path):
         return str(evaluation["test_set"]["split"])
     return "val"
 
@@ -283,7 +283,8 @@ def evaluation_summary(path: str | Path, ckpt_sha256: str) -> dict:
                for who in ("detector", "detector_calibrated") if who in report}
     ts = report["test_set"]
     return {"source": str(path), "sha256": sha256_file(path),
-            "test_set": {k: ts.get(k) for k in ("dataset", "split", "index", "synthetic", "n_items", "n_items_scored")},
+            "test_set": {k: ts.get(k) for k in ("dataset", "split", "index", "index_sha256", "synthetic", "n_items",
+                                                  "n_items_scored")},
             "aggregation": report["aggregation"], "bootstrap": report.get("bootstrap"), "results": results,
             "definitions": report.get("definitions")}
 

@@ -261,3 +261,22 @@ def test_int8_is_calibrated_on_train_reported_on_val_and_refused_past_the_bound(
     assert refused["written"] is False and refused["file"] is None and "drops" in refused["refused_reason"]
     assert not (tmp_path / "refused" / "model.int8.onnx").exists()
     assert [p.name for p in (tmp_path / "refused").iterdir()] == []
+
+
+def test_benchmark_infer_subcommand_times_both_runtimes(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "infer", "--models", "test_efficientnet:64",
+                          "--batch1-warmup", "1", "--batch1-steps", "2", "--batch32-warmup", "0", "--batch32-steps",
+                          "1", "--work-dir", str(tmp_path), "--json", str(tmp_path / "infer.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "infer.json").read_text())["models"]["test_efficientnet@64"]
+    assert {"pytorch_eager_cpu", "onnxruntime_cpu"} <= set(result["runtimes"])
+    assert result["runtimes"]["onnxruntime_cpu"]["32"]["images_s"] > 0 and len(
+        result["runtimes"]["pytorch_eager_cpu"]["1"]["all_ms"]) == 2
+    assert set(result["ratios"]["onnxruntime_cpu/pytorch_eager_cpu"]) == {"1", "32"}
+    assert "speed-up onnxruntime_cpu/pytorch_eager_cpu" in out.stdout
