@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from faketrace.datasets.io import open_readonly
+
 # Refuse decompression bombs before decoding pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -30,7 +32,7 @@ _IMAGE_MAGIC = (
 
 def sniff_media_type(path: str | Path) -> str:
     """'image', 'video' or 'unknown', decided from the first bytes, never from the extension."""
-    with open(path, "rb") as fh:
+    with open_readonly(path) as fh:
         head = fh.read(64)
     if not head:
         return "empty"
@@ -51,19 +53,60 @@ class DecodeError(RuntimeError):
     """A file that cannot be decoded; the message says why."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 array, EXIF orientation applied, size checked before pixels are decoded."""
+# The IJG standard luminance quantisation table at quality 50: a JPEG's own table divided by
+# it says how hard the file was compressed (the libjpeg scaling rule, inverted).
+_IJG_LUMA_Q50_SUM = 3710
+
+
+def jpeg_quality_estimate(im: Image.Image) -> int | None:
+    """Approximate IJG quality (1-100) of a JPEG from its luminance table; None for other formats."""
+    tables = getattr(im, "quantization", None)
+    if im.format != "JPEG" or not tables or 0 not in tables:
+        return None
+    scale = 100.0 * sum(tables[0]) / _IJG_LUMA_Q50_SUM  # libjpeg: scale = 5000/q (q<50) or 200-2q
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+@dataclass
+class DecodedImage:
+    frames: dict[int, np.ndarray]  # frame index -> RGB uint8 (one frame unless animated)
+    width: int
+    height: int
+    format: str | None
+    n_frames: int  # frames in the file (animated GIF / WebP / PNG have more than one)
+    jpeg_quality: int | None
+
+
+def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
+    """Decode an image (and up to `max_frames` evenly spread frames of an animation).
+
+    The declared size is checked against the pixel limit before any pixel is decoded; EXIF
+    orientation is applied; every frame is converted to RGB (palette, grayscale, CMYK, 16-bit
+    and alpha images included).
+    """
     try:
-        with Image.open(path) as im:
+        with open_readonly(path) as fh, Image.open(fh) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise DecodeError(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            fmt, quality = im.format, jpeg_quality_estimate(im)
+            frames = {}
+            for i in uniform_indices(n_frames, max(1, max_frames)):
+                im.seek(i)
+                frames[i] = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            first = frames[min(frames)]
+            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality)
     except DecodeError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 array of an image's first frame, EXIF orientation applied, size checked first."""
+    return read_image_frames(path).frames[0]
 
 
 @dataclass
@@ -144,7 +187,7 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
     import av
 
     scan = _Scan()
-    with av.open(str(path)) as container:
+    with open_readonly(path) as fh, av.open(fh) as container:
         if not container.streams.video:
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
@@ -188,7 +231,7 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
     for k, is_key in enumerate(scan.keyframe):
         last_key = k if is_key else last_key
         key_before.append(last_key)
-    with av.open(str(path)) as container:
+    with open_readonly(path) as fh, av.open(fh) as container:
         stream = container.streams.video[0]
         decoded = _decoded_frames(container, stream, [])
         current = -1

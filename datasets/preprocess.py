@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from faketrace.datasets.face_pipeline import ChosenFace, PreprocessSpec, choose_faces, crop_pixels
 from faketrace.datasets.faces import Face, build_detector, describe_detector, encode_crop
+from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan, InjectedFault
 from faketrace.datasets.io import atomic_path, atomic_write_bytes
 from faketrace.datasets.media import DecodeError, read_image, read_video_frames, sniff_media_type
 from faketrace.datasets.schema import (
@@ -49,65 +50,6 @@ from faketrace.datasets.schema import (
 log = logging.getLogger(__name__)
 
 MANIFEST_SORT = ["video_id", "frame_index", "face_index"]
-
-
-# -- injected faults ------------------------------------------------------------------------------
-FAULT_ENV = "FAKETRACE_FAULT"
-FAULT_POINTS = ("after_crop_before_row", "mid_manifest_flush", "before_merge")
-FAULT_EXIT_CODE = 77
-
-
-class InjectedFault(RuntimeError):
-    """Raised at a named fault point by tests; never in normal runs."""
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """Fail at the `at`-th time (counted per process) `point` is reached.
-
-    Actions: `raise` (an exception), `exit` (os._exit, no clean-up, like a kill), `pause` (print
-    a line to stderr and wait forever, so a test can kill the process group at that moment).
-    """
-
-    point: str
-    at: int = 1
-    action: str = "raise"
-
-    def __post_init__(self):
-        if self.point not in FAULT_POINTS:
-            raise ValueError(f"unknown fault point {self.point!r}; known: {FAULT_POINTS}")
-        if self.action not in ("raise", "exit", "pause"):
-            raise ValueError(f"fault action must be raise, exit or pause, got {self.action!r}")
-
-    @classmethod
-    def parse(cls, text: str | None) -> FaultPlan | None:
-        """`point[@n][:action]`, e.g. `mid_manifest_flush@2:exit` (the env var's format)."""
-        if not text:
-            return None
-        head, _, action = text.partition(":")
-        point, _, at = head.partition("@")
-        return cls(point, int(at or 1), action or "raise")
-
-
-class FaultInjector:
-    def __init__(self, plan: FaultPlan | None):
-        self.plan = plan
-        self.hits = 0
-
-    def __call__(self, point: str) -> None:
-        if self.plan is None or self.plan.point != point:
-            return
-        self.hits += 1
-        if self.hits != self.plan.at:
-            return
-        message = f"FAULT {point} reached (pid {os.getpid()}, action {self.plan.action})"
-        print(message, file=sys.stderr, flush=True)
-        if self.plan.action == "exit":
-            os._exit(FAULT_EXIT_CODE)
-        if self.plan.action == "pause":
-            while True:
-                time.sleep(3600)
-        raise InjectedFault(message)
 
 
 # -- options, names, shards -----------------------------------------------------------------------

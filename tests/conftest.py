@@ -72,3 +72,105 @@ def _quiet_env():
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     yield
+
+
+# -- evidence for the forensic scan -----------------------------------------------------------------
+
+def remux_faststart(src: Path, dst: Path) -> None:
+    """Copy an MP4 with its index (moov) at the front, as streaming uploads are written."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        for packet in inp.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.stream = ostream
+            out.mux(packet)
+
+
+def write_gif(frames: list, dst: Path) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(dst, save_all=True, append_images=images[1:], duration=80, loop=0)
+
+
+def make_evidence(root: Path, demo_raw: Path, index) -> dict:
+    """A mixed evidence tree: loose files, a Telegram JSON export and an HTML export, with hostile items."""
+    import json
+
+    from faketrace.datasets.media import read_video_frames
+
+    def pick(media_type, label, method=None):
+        rows = index[(index.media_type == media_type) & (index.label == label)]
+        if method:
+            rows = rows[rows.method == method]
+        return demo_raw / rows.sort_values("id").iloc[0]["path"]
+
+    fake_video, real_video = pick("video", 1, "face_swap"), pick("video", 0)
+    fake_image, real_image = pick("image", 1, "face_swap"), pick("image", 0)
+    loose = root / "loose"
+    (loose / "sub").mkdir(parents=True)
+    (loose / "sub" / "clip_fake.mp4").write_bytes(fake_video.read_bytes())
+    (loose / "photo_real.jpg").write_bytes(real_image.read_bytes())
+    (loose / "empty.jpg").write_bytes(b"")
+    (loose / "notes.jpg").write_text("this is a text file with an image extension\n")
+    (loose / "truncated_index_at_end.mp4").write_bytes(fake_video.read_bytes()[: fake_video.stat().st_size // 2])
+    remux_faststart(real_video, root / "faststart.mp4")
+    data = (root / "faststart.mp4").read_bytes()
+    (root / "faststart.mp4").unlink()
+    (loose / "truncated_index_at_start.mp4").write_bytes(data[: int(len(data) * 0.85)])
+    write_gif(list(read_video_frames(fake_video, 4).frames.values()), loose / "animation.gif")
+
+    tg = root / "ChatExport_2026-11-20"
+    for d in ("photos", "video_files", "files"):
+        (tg / d).mkdir(parents=True)
+    photo = "photos/photo_1@20-11-2026_10-00-00.jpg"
+    video = "video_files/video_2@20-11-2026_10-05-00.mp4"
+    (tg / photo).write_bytes(fake_image.read_bytes())
+    (tg / video).write_bytes(real_video.read_bytes())
+    (tg / "files" / "unreferenced.jpg").write_bytes(real_image.read_bytes())
+    messages = [
+        {"id": 101, "type": "message", "date": "2026-11-20T11:00:00", "date_unixtime": "1795168800",
+         "from": "Sender A", "from_id": "user111", "photo": photo, "width": 224, "height": 224,
+         "text": ["look ", {"type": "bold", "text": "here"}], "text_entities": []},
+        {"id": 102, "type": "message", "date": "2026-11-20T10:05:00", "date_unixtime": "1795169100",
+         "from": "Sender B", "from_id": "user222", "forwarded_from": "Channel X", "file": video,
+         "media_type": "video_file", "mime_type": "video/mp4", "duration_seconds": 1, "text": "", "text_entities": []},
+        {"id": 103, "type": "message", "date": "2026-11-20T10:06:00", "date_unixtime": "1795169160",
+         "from": "Sender A", "from_id": "user111",
+         "file": "(File not included. Change data exporting settings to download.)", "media_type": "video_file",
+         "text": "", "text_entities": []},
+        {"id": 104, "type": "message", "date": "2026-11-20T10:07:00", "date_unixtime": "1795169220",
+         "from": "Sender A", "from_id": "user111", "photo": "../loose/photo_real.jpg", "text": "",
+         "text_entities": []},
+        {"id": 105, "type": "service", "date": "2026-11-20T10:08:00", "date_unixtime": "1795169280",
+         "actor": "Sender A", "action": "pin_message", "text": "", "text_entities": []},
+        {"id": 106, "type": "message", "date": "2021-03-01T09:00:00", "from": "Sender C", "from_id": "user333",
+         "photo": "/etc/passwd", "text": "older export without date_unixtime"},
+    ]
+    (tg / "result.json").write_text(json.dumps({"name": "Group", "type": "private_supergroup", "id": 555,
+                                                "messages": messages}, indent=1))
+    html = root / "ChatExport_2026-11-21"
+    for d in ("photos", "css", "js", "images"):
+        (html / d).mkdir(parents=True)
+    (html / "messages.html").write_text("<html><body><div class='message' id='message7'></div></body></html>")
+    (html / "css" / "style.css").write_text("body{}")
+    (html / "js" / "script.js").write_text("//")
+    (html / "images" / "back.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (html / "photos" / "photo_7@21-11-2026_09-00-00.jpg").write_bytes(fake_image.read_bytes())
+    return {"root": root, "inputs": [loose, tg, html], "loose": loose, "telegram": tg, "html": html}
+
+
+def tree_snapshot(root: Path) -> dict:
+    """Every path under root with its bytes' SHA-256, size and modification time."""
+    import hashlib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+                                          st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out

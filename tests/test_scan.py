@@ -1,0 +1,193 @@
+"""The forensic scan through the real configs: mixed evidence, statuses, custody, resumption, parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faketrace.forensics.discover import CaseDirError, register_case_resolver
+from faketrace.forensics.scan import EXIT_ITEMS_FAILED, UnvalidatedModelError, scan_from_config
+from faketrace.forensics.scoring import STATUSES
+
+from .conftest import compose_config, make_evidence, resolved, tree_snapshot
+
+register_case_resolver()
+
+
+@pytest.fixture(scope="module")
+def scan_ckpt(demo_data, tmp_path_factory):
+    """A tiny model trained on the small demo, calibrated on its validation split (thresholds included)."""
+    from faketrace.engine.evaluate import calibrate_checkpoint
+    from faketrace.engine.train import train
+
+    out = tmp_path_factory.mktemp("scan_train")
+    cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=out)
+    last = train(resolved(cfg))["last_ckpt"]
+    cal = out / "calibrated.ckpt"
+    calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+        f"ckpt_path={last}", f"out_path={cal}", "fit_on=all", "num_workers=0"], output_dir=out / "cal")))
+    return cal
+
+
+@pytest.fixture(scope="module")
+def evidence(demo_data, tmp_path_factory):
+    return make_evidence(tmp_path_factory.mktemp("evidence"), Path(demo_data["cfg"].data.root), demo_data["index"])
+
+
+def scan_cfg(inputs, case_dir: Path, model: list[str], extra: list[str] = ()):
+    listed = ",".join(str(p) for p in inputs)
+    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{listed}]", "case.id=TEST-1", "case.operator=pytest",
+                                      f"case.dir={case_dir}", "scan.progress=false", *model, *extra],
+                         output_dir=case_dir)
+    return resolved(cfg)
+
+
+def results(case_dir: Path) -> tuple[dict, dict]:
+    lines = (case_dir / "scan_results.jsonl").read_text().splitlines()
+    return json.loads(lines[0]), {r["item_id"]: r for r in map(json.loads, lines[1:])}
+
+
+def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_untouched(scan_ckpt, evidence,
+                                                                                      tmp_path):
+    before = tree_snapshot(evidence["root"])
+    model = [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]
+    summary = scan_from_config(scan_cfg(evidence["inputs"], tmp_path / "case", model))
+    header, items = results(tmp_path / "case")
+    assert tree_snapshot(evidence["root"]) == before  # bytes, sizes, mtimes; no new file anywhere
+    assert summary["exit_status"] == EXIT_ITEMS_FAILED and summary["evidence_unchanged"] is True
+    assert all(r["status"] in STATUSES for r in items.values())
+    status = {k: r["status"] for k, r in items.items()}
+    assert status["0/empty.jpg"] == "empty"
+    assert status["0/notes.jpg"] == "unsupported"
+    assert status["0/truncated_index_at_end.mp4"] == "decode_error"
+    partial = items["0/truncated_index_at_start.mp4"]
+    assert partial["status"] in ("scanned", "no_face") and partial["decode"]["partial"] is True
+    assert partial["decode"]["frames_decoded"] < partial["decode"]["frames_claimed"]
+    for key in ("0/sub/clip_fake.mp4", "0/photo_real.jpg", "0/animation.gif"):
+        r = items[key]
+        assert r["status"] == "scanned", r
+        assert r["verdict"] in ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
+        assert 0 <= r["score"]["probability"] <= 1 and r["n_faces_detected"] >= 1
+        assert len(r["sha256"]) == 64 and len(r["md5"]) == 32 and r["size_bytes"] > 0
+        assert r["warning"].startswith("NOT VALIDATED FOR CASEWORK")
+    assert items["0/animation.gif"]["score"]["level"] == "video" and items["0/animation.gif"]["decode"]["n_frames"] == 4
+    assert items["0/sub/clip_fake.mp4"]["score"]["rule"] == "mean"
+    assert items["0/photo_real.jpg"]["score"]["level"] == "frame"
+    # Scores are rounded to 6 decimals; bands come from the thresholds fitted on validation data.
+    p = items["0/photo_real.jpg"]["score"]["probability"]
+    assert p == round(p, 6)
+    assert "fitted on validation data" in header["model"]["bands"]["video"]["source"]
+
+    # Telegram JSON: each file tied to its message; placeholders missing; escaping paths refused.
+    tg = {r["rel_path"]: r for r in items.values() if r["input_index"] == 1}
+    photo = tg["photos/photo_1@20-11-2026_10-00-00.jpg"]
+    ctx = photo["telegram"][0]
+    assert (ctx["message_id"], ctx["from"], ctx["chat_name"], ctx["text"]) == (101, "Sender A", "Group", "look here")
+    assert ctx["date_utc"] == "2026-11-20T10:00:00Z"  # from date_unixtime, not the local `date`
+    assert tg["video_files/video_2@20-11-2026_10-05-00.mp4"]["telegram"][0]["forwarded_from"] == "Channel X"
+    assert tg["files/unreferenced.jpg"]["telegram"] is None and tg["files/unreferenced.jpg"]["status"] == "scanned"
+    refs = [r for r in tg.values() if r["rel_path"].startswith("#message/")]
+    by_msg = {r["telegram"][0]["message_id"]: r for r in refs}
+    assert by_msg[103]["status"] == "missing" and "File not included" in by_msg[103]["reason"]
+    assert by_msg[104]["status"] == "refused" and by_msg[106]["status"] == "refused"
+    assert by_msg[106]["telegram"][0]["date_local_no_zone"] == "2021-03-01T09:00:00"
+    assert "result.json" not in tg
+    # Telegram HTML: structure files are not items; the photo is; the analyst is told how to export JSON.
+    html = {r["rel_path"]: r for r in items.values() if r["input_index"] == 2}
+    assert set(html) == {"photos/photo_7@21-11-2026_09-00-00.jpg"}
+    assert any("Machine-readable JSON" in w for w in summary["warnings"])
+
+    custody = json.loads((tmp_path / "case" / "custody.json").read_text())
+    assert custody["case"] == {"id": "TEST-1", "operator": "pytest", "directory": str((tmp_path / "case").resolve())}
+    assert custody["model"]["sha256"] and custody["model"]["fit_for_casework"] is False
+    assert custody["evidence_integrity"]["all_unchanged"] is True
+    assert custody["evidence_integrity"]["items_hashed"] == sum(1 for r in items.values() if r.get("sha256"))
+    assert custody["session"]["exit_status"] == EXIT_ITEMS_FAILED and custody["session"]["ended_utc"].endswith("Z")
+    assert custody["warning"].startswith("NOT VALIDATED") and "inputs:" in custody["config"]
+    assert custody["tool"]["versions"]["torch"]
+
+    # Re-running the same case redoes nothing and gives the same results; a fresh case gives them too.
+    again = scan_from_config(scan_cfg(evidence["inputs"], tmp_path / "case", model))
+    assert again["scanned_this_session"] == 0 and again["already_done"] == len(items)
+    assert results(tmp_path / "case")[1] == items
+    scan_from_config(scan_cfg(evidence["inputs"], tmp_path / "fresh", model))
+    assert results(tmp_path / "fresh")[1] == items
+    sessions = json.loads((tmp_path / "case" / "custody.json").read_text())["sessions"]
+    assert [s["session"] for s in sessions] == [1, 2]
+
+
+def test_unvalidated_model_needs_explicit_permission(scan_ckpt, evidence, tmp_path):
+    with pytest.raises(UnvalidatedModelError, match="allow_unvalidated=true"):
+        scan_from_config(scan_cfg([evidence["loose"]], tmp_path / "case", [f"ckpt_path={scan_ckpt}"]))
+    assert not (tmp_path / "case" / "case.sqlite").exists()
+
+
+def test_case_directory_among_the_evidence_is_refused_before_anything_is_written(scan_ckpt, evidence, tmp_path):
+    inside = evidence["loose"] / "case"
+    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{evidence['loose']}]", "case.id=X", "case.operator=Y",
+                                      f"case.dir={inside}", f"ckpt_path={scan_ckpt}"])
+    with pytest.raises(Exception, match="inside the input folder"):
+        _ = cfg.hydra.run.dir  # what Hydra resolves before it creates the run directory
+    beside = evidence["loose"].parent / "photo.jpg"
+    with pytest.raises(CaseDirError, match="folder of the input file"):
+        scan_from_config(scan_cfg([evidence["loose"] / "photo_real.jpg"], evidence["loose"] / "c",
+                                  [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]))
+    assert not inside.exists() and not beside.exists() and not (evidence["loose"] / "c").exists()
+
+
+def test_onnx_export_scans_like_the_checkpoint(demo_data, scan_ckpt, evidence, tmp_path):
+    from faketrace.engine.export import export_checkpoint
+
+    export_checkpoint(resolved(compose_config("export", demo_data["overrides"] + [
+        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={tmp_path / 'export'}"], output_dir=tmp_path / "e")))
+    inputs = [evidence["loose"] / "sub", evidence["telegram"]]
+    scan_from_config(scan_cfg(inputs, tmp_path / "torch", [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]))
+    scan_from_config(scan_cfg(inputs, tmp_path / "onnx", [f"model_dir={tmp_path / 'export'}",
+                                                          "allow_unvalidated=true"]))
+    header_t, torch_items = results(tmp_path / "torch")
+    header_o, onnx_items = results(tmp_path / "onnx")
+    assert header_o["model"]["kind"] == "onnx" and header_t["model"]["kind"] == "pytorch"
+    assert torch_items.keys() == onnx_items.keys()
+    scored = [k for k, r in torch_items.items() if r["status"] == "scanned"]
+    assert len(scored) >= 3
+    for k in scored:
+        a, b = torch_items[k], onnx_items[k]
+        assert abs(a["score"]["probability"] - b["score"]["probability"]) <= 1e-4
+        assert [f["box"] for f in a["faces"]] == [f["box"] for f in b["faces"]]
+
+
+def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
+    """Same frames, same detector, same crops: the scan's largest-face logits equal evaluation's."""
+    import torch
+
+    from faketrace.engine.checkpoint import load_checkpoint
+    from faketrace.engine.evaluate import score_split
+
+    ckpt = load_checkpoint(scan_ckpt)
+    frames = score_split(ckpt, resolved(compose_config("evaluate", demo_data["overrides"] + [
+        f"ckpt_path={scan_ckpt}"])).data, "test", 16, 0, torch.device("cpu"))
+    video_id = sorted(frames[frames["media_type"] == "video"]["video_id"].unique())[0] \
+        if "media_type" in frames else sorted(frames["video_id"].unique())[0]
+    path = Path(demo_data["cfg"].data.root) / demo_data["index"].set_index("id").loc[video_id, "path"]
+    scan_from_config(scan_cfg([path], tmp_path / "case", [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]))
+    _, items = results(tmp_path / "case")
+    (item,) = items.values()
+    largest = {f["frame_index"]: f["logit"] for f in item["faces"] if f["face_rank"] == 0}
+    expected = frames[frames["video_id"] == video_id].set_index("frame_index")["logit"]
+    assert sorted(largest) == sorted(expected.index)
+    np.testing.assert_allclose([largest[i] for i in expected.index], expected.to_numpy(), atol=1e-5)
+
+
+def test_numpy_model_input_matches_the_evaluation_transform():
+    from faketrace.datasets.face_pipeline import model_input
+    from faketrace.datasets.transforms import apply, eval_transform
+
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    ours = model_input(crops, 64, mean, std)
+    theirs = np.stack([apply(eval_transform(64, mean, std), c, None).numpy() for c in crops])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
