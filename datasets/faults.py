@@ -15,7 +15,8 @@ from dataclasses import dataclass
 FAULT_ENV = "FAKETRACE_FAULT"
 # Every named point where a test may stop a run. Preprocessing's, then the evidence scan's.
 FAULT_POINTS = ("after_crop_before_row", "mid_manifest_flush", "before_merge",
-                "scan_before_item_stored", "scan_after_item_stored", "scan_before_outputs")
+                "scan_before_item_stored", "scan_after_item_stored", "scan_before_outputs",
+                "in_decoder_process")
 FAULT_EXIT_CODE = 77
 
 

@@ -503,10 +503,10 @@ def preprocess_from_config(cfg) -> dict:
 
     from faketrace.datasets.schema import read_index
 
-    if cfg.get("mode", "run") == "merge":
+    if cfg.get("step", "run") == "merge":
         manifest = merge_shards(cfg.data.manifest_path, cfg.get("n_shards"))
         path = Path(cfg.data.manifest_path)
-    elif cfg.get("mode", "run") == "run":
+    elif cfg.get("step", "run") == "run":
         index, _ = read_index(cfg.data.index_path)
         if cfg.split:
             index = index[index["split"] == cfg.split]
@@ -516,7 +516,7 @@ def preprocess_from_config(cfg) -> dict:
                                     cfg.device, options)
         path = shard_manifest_path(cfg.data.manifest_path, options.shard)
     else:
-        raise ValueError(f"mode must be run or merge, got {cfg.mode!r}")
+        raise ValueError(f"step must be run or merge, got {cfg.step!r}")
     videos, _ = read_videos(videos_path_for(path))
     summary = f"manifest: {path}\nvideos: {videos_path_for(path)}\n{summarize(manifest, videos)}"
     return {"manifest_path": path, "videos_path": videos_path_for(path), "manifest": manifest, "videos": videos,

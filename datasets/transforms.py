@@ -7,7 +7,13 @@ images as an uninterrupted one.
 
 from __future__ import annotations
 
-import albumentations as A
+import os
+
+# albumentations asks PyPI for a newer version when it is imported: a network connection that an
+# evidence scan must never make (tests/test_scan.py counts connects under strace).
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+
+import albumentations as A  # noqa: E402
 import numpy as np
 import torch
 

@@ -77,6 +77,8 @@ def describe_inputs(inputs: list[str | Path]) -> list[InputInfo]:
             out.append(info)
         elif p.is_file():
             out.append(InputInfo(i, str(p.resolve()), "file"))
+        elif p.exists():
+            problems.append(f"{raw}: not a regular file or folder ({_file_kind(p)})")
         else:
             problems.append(f"{raw}: no such file or folder")
     if problems:
@@ -91,7 +93,22 @@ def _file_item(info: InputInfo, path: Path, root: Path, source: str) -> Evidence
         # A link can point anywhere, including out of the evidence: record it, do not follow it.
         item.path, item.status = None, "refused"
         item.reason = f"symbolic link not followed (points to {path.readlink()})"
+    elif not path.is_file():
+        # Opening a FIFO blocks until someone writes to it; devices and sockets are not media.
+        item.path, item.status = None, "refused"
+        item.reason = f"not a regular file ({_file_kind(path)}); not opened"
     return item
+
+
+def _file_kind(path: Path) -> str:
+    import stat
+
+    mode = path.lstat().st_mode
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def iter_items(inputs: list[InputInfo]) -> Iterator[EvidenceItem]:

@@ -54,6 +54,33 @@ EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure s
                 EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)"}
 
 
+class _Offline:
+    """While a scan runs, Python-level network calls of the AF_INET families fail loudly.
+
+    A guard for code we do not control (a library that phones home); the proof that the scan
+    makes no connection at all, C libraries included, is the strace test in tests/test_scan.py.
+    """
+
+    active = False
+    installed = False
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if not cls.active:
+            return
+        if event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
+            raise ConnectionRefusedError(f"the evidence scan makes no network connection (attempted {args[1]})")
+        if event == "socket.getaddrinfo":
+            raise ConnectionRefusedError(f"the evidence scan makes no network lookup (attempted {args[0]})")
+
+    @classmethod
+    def enter(cls) -> None:
+        if not cls.installed:
+            sys.addaudithook(cls.hook)
+            cls.installed = True
+        cls.active = True
+
+
 class UnvalidatedModelError(RuntimeError):
     """A model not fit for casework, used without allow_unvalidated=true."""
 
@@ -102,6 +129,8 @@ def options_from_config(cfg: DictConfig, model: ScanModel) -> ScanOptions:
                        min_video_bits_per_pixel=float(s.min_video_bits_per_pixel),
                        max_file_bytes=int(s.max_file_bytes),
                        video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
+                       image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
+                       isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
                        bands_override=bands)
 
 
@@ -172,6 +201,11 @@ class CaseScan:
                             "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
 
     def run(self) -> dict:
+        _Offline.enter()
+        # The case holds derivatives of the evidence: only its owner may enter or read it.
+        self.case_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.case_dir, 0o700)
+        umask = os.umask(0o077)
         store = CaseStore(self.case_dir)
         try:
             known = store.get_meta("identity")
@@ -182,6 +216,9 @@ class CaseScan:
                                      f"({json.dumps(known)}); choose a new case.dir")
             return self._run(store)
         finally:
+            _Offline.active = False
+            os.umask(umask)
+            self.scorer.close()
             store.close()
 
     def _session_record(self) -> dict:

@@ -24,8 +24,9 @@ from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
     MAX_IMAGE_PIXELS,
     DecodeError,
-    read_image_frames,
-    read_video_frames,
+    DecodeTimeout,
+    ImageTooLarge,
+    IsolatedDecoder,
     sniff_media_type,
 )
 
@@ -209,6 +210,9 @@ class ScanOptions:
     max_file_bytes: int = 8 << 30
     max_image_pixels: int = MAX_IMAGE_PIXELS
     video_time_limit_s: float | None = 300.0
+    image_time_limit_s: float | None = 60.0
+    isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
+    decode_grace_s: float = 30.0  # the child is killed this long after the item's time limit
     bands_override: dict | None = None
 
 
@@ -222,6 +226,10 @@ class MediaScorer:
         self.t_frame = float(model.calibration.get("temperature", 1.0))
         self.t_video = float(model.calibration.get("video_temperature", 1.0))
         self.bands = {lvl: bands_for(model.calibration, lvl, options.bands_override) for lvl in ("frame", "video")}
+        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+
+    def close(self) -> None:
+        self.decoder.close()
 
     def score_file(self, path: Path) -> dict:
         """Result fields of one file (status, decode facts, faces, score, verdict); never raises DecodeError."""
@@ -240,9 +248,12 @@ class MediaScorer:
                 frames, decode = self._image(path)
             else:
                 frames, decode = self._video(path, size)
-        except DecodeError as exc:
-            status = "oversized" if "above the limit" in str(exc) else "decode_error"
-            return {**out, "status": status, "reason": str(exc)}
+        except DecodeTimeout as exc:
+            return {**out, "status": "timeout", "reason": str(exc)}
+        except ImageTooLarge as exc:
+            return {**out, "status": "oversized", "reason": str(exc)}
+        except DecodeError as exc:  # DecoderCrashed included
+            return {**out, "status": "decode_error", "reason": str(exc)}
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
@@ -251,15 +262,16 @@ class MediaScorer:
 
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
-        img = read_image_frames(path, max_frames=self.options.frames_per_video)
+        img = self.decoder("read_image_frames", path, max_frames=self.options.frames_per_video,
+                           hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
         return img.frames, decode
 
     def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
         o, spec = self.options, self.spec
-        v = read_video_frames(path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
-                              time_limit_s=o.video_time_limit_s)
+        v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),

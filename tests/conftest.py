@@ -174,3 +174,112 @@ def tree_snapshot(root: Path) -> dict:
         out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
                                           st.st_size if p.is_file() else 0, st.st_mtime_ns)
     return out
+
+
+# -- hostile media ----------------------------------------------------------------------------------
+
+def _encode_video(path: Path, frames: list, fps: int = 5, pts: list[int] | None = None, rotation: int = 0) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def make_hostile_corpus(root: Path, face_image: Path, face_video: Path, long_video: bool = True) -> Path:
+    """Broken, odd and hostile media in one folder, built from a demo face (so decodable ones hold a face)."""
+    import io
+    import os
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from faketrace.datasets.media import read_video_frames
+
+    d = root / "hostile"
+    d.mkdir(parents=True)
+    face = Image.open(face_image).convert("RGB")
+    jpeg = face_image.read_bytes()
+
+    def saved(im: Image.Image, fmt: str, **kw) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    (d / "zero_bytes.jpg").write_bytes(b"")
+    (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    png = saved(face, "PNG")
+    (d / "truncated.png").write_bytes(png[: len(png) // 2])
+    webp = saved(face, "WEBP", quality=90)
+    (d / "truncated.webp").write_bytes(webp[: len(webp) // 2])
+    video = face_video.read_bytes()
+    (d / "truncated_index_at_end.mp4").write_bytes(video[: len(video) // 2])
+    remux_faststart(face_video, root / "fs.mp4")
+    fs = (root / "fs.mp4").read_bytes()
+    (root / "fs.mp4").unlink()
+    (d / "truncated_index_at_start.mp4").write_bytes(fs[: int(len(fs) * 0.85)])
+    (d / "text_as_image.jpg").write_text("not an image at all\n" * 20)
+    (d / "image_as_video.mp4").write_bytes(jpeg)
+
+    # A PNG that declares 20000 x 20000 pixels in a few kilobytes (one compressed all-zero stream).
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (20000 + 1) * 200, 9)  # only the first rows; the header is what matters
+    (d / "bomb_20000x20000.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000,
+                                                                                              8, 0, 0, 0, 0))
+                                             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    gray16 = (np.asarray(face.convert("L"), np.uint16) * 257)
+    Image.fromarray(gray16).save(d / "gray16.png")
+    face.convert("CMYK").save(d / "cmyk.jpg", quality=95)
+    face.convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
+    face.convert("L").save(d / "grayscale.png")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(d / "alpha.png")
+    # Stored on its side; EXIF orientation 6 says "rotate 90 degrees clockwise to view".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    wide = face.crop((0, 0, face.width, face.height * 4 // 5))  # not square, so a missed turn shows
+    wide.transpose(Image.Transpose.ROTATE_90).save(d / "exif_rotated.jpg", quality=95, exif=exif.tobytes())
+    frames = list(read_video_frames(face_video, 6).frames.values())
+    wide_frames = [np.ascontiguousarray(f[: f.shape[0] * 4 // 5 // 2 * 2]) for f in frames]
+    pil_frames = [Image.fromarray(f) for f in frames]
+    pil_frames[0].save(d / "animated.gif", save_all=True, append_images=pil_frames[1:], duration=100, loop=0)
+    pil_frames[0].save(d / "animated.webp", save_all=True, append_images=pil_frames[1:], duration=100, loop=0)
+    import av
+
+    with av.open(str(d / "zero_frames.mp4"), "w") as out:  # a video stream and not one frame
+        s = out.add_stream("libx264", rate=5)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        out.start_encoding()  # header written, no frame follows
+    _encode_video(d / "variable_frame_rate.mp4", frames, fps=1000, pts=[0, 40, 90, 300, 320, 700][: len(frames)])
+    # Frames stored landscape-on-its-side with a display matrix that turns them upright.
+    _encode_video(d / "rotated_display_matrix.mp4", [np.ascontiguousarray(np.rot90(f, -1)) for f in wide_frames],
+                  rotation=90)
+    if long_video:
+        rng = np.random.default_rng(0)
+        noise = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(8)]
+        _encode_video(d / "two_hours_1fps.mp4", [noise[i % 8] for i in range(7200)], fps=1)
+    (d / "visage_é_日本語.jpg").write_bytes(jpeg)
+    (d / ("n" * 246 + ".jpg")).write_bytes(jpeg)  # a 250-byte name
+    os.symlink("loop_b", d / "loop_a")
+    os.symlink("loop_a", d / "loop_b")
+    os.mkfifo(d / "named_pipe.jpg")
+    unreadable = d / "unreadable.jpg"
+    unreadable.write_bytes(jpeg)
+    unreadable.chmod(0)
+    return d

@@ -191,3 +191,124 @@ def test_numpy_model_input_matches_the_evaluation_transform():
     ours = model_input(crops, 64, mean, std)
     theirs = np.stack([apply(eval_transform(64, mean, std), c, None).numpy() for c in crops])
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+# -- the scan as an analyst runs it: a separate process --------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scan_command(inputs, case_dir: Path, ckpt: Path, *extra: str) -> list[str]:
+    import sys
+
+    listed = ",".join(str(p) for p in inputs)
+    return [sys.executable, "evaluate.py", "mode=scan", f"inputs=[{listed}]", f"ckpt_path={ckpt}",
+            "allow_unvalidated=true", "case.id=TEST-2", "case.operator=pytest", f"case.dir={case_dir}",
+            "scan.progress=false", *extra]
+
+
+def run(cmd: list[str], env_extra: dict | None = None, prefix: list[str] = ()):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "FAKETRACE_FAULT"}
+    env.update(env_extra or {})
+    return subprocess.run([*prefix, *cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def inet_connects(trace: Path) -> list[str]:
+    """connect() calls of the AF_INET and AF_INET6 families in an strace -f log."""
+    return [line for line in trace.read_text().splitlines() if "connect(" in line and "AF_INET" in line]
+
+
+@pytest.mark.slow
+def test_scan_makes_no_network_connection(scan_ckpt, evidence, tmp_path):
+    import shutil
+    import sys
+
+    strace = shutil.which("strace")
+    assert strace, "strace is needed (.ci/run installs it with apt-get)"
+    # The control: the same tracing does see a connection attempt when a process makes one.
+    control = tmp_path / "control.txt"
+    probe = ("import socket; s = socket.socket(); s.settimeout(1)\n"
+             "try: s.connect(('127.0.0.1', 9))\nexcept OSError: pass")
+    run([sys.executable, "-c", probe], prefix=[strace, "-f", "-e", "trace=connect", "-o", str(control)])
+    assert len(inet_connects(control)) == 1
+
+    trace = tmp_path / "trace.txt"
+    proc = run(scan_command(evidence["inputs"], tmp_path / "case", scan_ckpt),
+               prefix=[strace, "-f", "-e", "trace=connect", "-o", str(trace)])
+    assert proc.returncode == EXIT_ITEMS_FAILED, proc.stderr[-3000:]
+    assert (tmp_path / "case" / "scan_results.jsonl").is_file()
+    assert inet_connects(trace) == []
+
+
+@pytest.mark.slow
+def test_killed_scan_resumes_without_redoing_or_losing_items(scan_ckpt, evidence, tmp_path):
+    inputs = [evidence["loose"], evidence["telegram"]]
+    reference = tmp_path / "reference"
+    assert run(scan_command(inputs, reference, scan_ckpt)).returncode == EXIT_ITEMS_FAILED
+    _, expected = results(reference)
+
+    case = tmp_path / "case"
+    # Killed (no clean-up at all) after the 5th item was scored and before it was stored.
+    killed = run(scan_command(inputs, case, scan_ckpt), {"FAKETRACE_FAULT": "scan_before_item_stored@5:exit"})
+    assert killed.returncode == 77, killed.stderr[-3000:]
+    import sqlite3
+
+    with sqlite3.connect(case / "case.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 4
+    custody = json.loads((case / "custody.json").read_text())
+    assert custody["session"]["ended_utc"] is None  # the record of the interrupted session survives
+
+    resumed = run(scan_command(inputs, case, scan_ckpt))
+    assert resumed.returncode == EXIT_ITEMS_FAILED, resumed.stderr[-3000:]
+    summary = json.loads((case / "scan_summary.json").read_text())
+    assert summary["already_done"] == 4 and summary["scanned_this_session"] == len(expected) - 4
+    assert results(case)[1] == expected
+    sessions = json.loads((case / "custody.json").read_text())["sessions"]
+    assert [s["ended"] for s in sessions] == ["interrupted (no end recorded)", "normally"]
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_ten_thousand_items(scan_ckpt, tmp_path):
+    """RSS slope between 2,000 and 10,000 small faceless images: under 20 MB over the 8,000 items."""
+    from PIL import Image
+
+    evidence = tmp_path / "many"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    for i in range(10_000):
+        folder = evidence / f"{i // 1000:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = base.copy()
+        img[0, 0] = (i % 256, i // 256 % 256, 7)  # every file distinct
+        Image.fromarray(img).save(folder / f"{i:05d}.png")
+    case = tmp_path / "case"
+    proc = run(scan_command([evidence], case, scan_ckpt, "scan.progress_every=500"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (case / "progress.jsonl").read_text().splitlines()]
+    items = np.array([r["items_this_session"] for r in rows])
+    rss = np.array([r["rss_bytes"] for r in rows], np.float64)
+    window = items >= 2000
+    assert items.max() == 10_000 and window.sum() >= 10
+    slope = np.polyfit(items[window], rss[window], 1)[0]  # bytes per item
+    assert slope * 8000 < 20e6, f"memory grows {slope * 8000 / 1e6:.1f} MB from 2,000 to 10,000 items"
+    summary = json.loads((case / "scan_summary.json").read_text())
+    assert summary["by_status"] == {"no_face": 10_000}
+
+
+def test_python_level_connections_fail_during_a_scan():
+    import socket
+
+    from faketrace.forensics.scan import _Offline
+
+    _Offline.enter()
+    try:
+        with pytest.raises(ConnectionRefusedError, match="no network"):
+            socket.create_connection(("127.0.0.1", 9), timeout=1)
+    finally:
+        _Offline.active = False
+    with pytest.raises(OSError) as refused:  # outside a scan the hook is inert: the port is just closed
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
+    assert "no network" not in str(refused.value)
