@@ -53,6 +53,10 @@ class Predictor:
     def warning(self) -> str | None:
         return self.model.warning
 
+    def close(self) -> None:
+        """Stop the scorer's decoding child process (decoding is isolated, as in the scan)."""
+        self.scorer.close()
+
 
 def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, threads: int | None = None,
                    **option_overrides) -> Predictor:
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = predict(predictor, args.inputs)
     except ValueError as exc:
+        predictor.close()
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write(json.dumps(result, sort_keys=True) + "\n")
             out.flush()
     finally:
+        predictor.close()
         if args.out:
             out.close()
     return EXIT_ITEMS_FAILED if failed else EXIT_OK
