@@ -259,9 +259,9 @@ def _runtimes(model: torch.nn.Module, onnx_path: Path, threads: int, cuda: bool)
         gpu_model = copy.deepcopy(model).cuda().eval()
         device = torch.device("cuda")
 
-        def torch_amp(x):
+        def torch_amp(x):  # host array in, host logits out: the same work ONNX Runtime's run() does
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-                return gpu_model(torch.from_numpy(x).to(device, non_blocking=True))
+                return gpu_model(torch.from_numpy(x).to(device)).float().cpu()
 
         out["pytorch_amp_cuda"] = (torch_amp, lambda: torch.cuda.synchronize(device))
         if "CUDAExecutionProvider" in ort.get_available_providers():
