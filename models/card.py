@@ -140,10 +140,15 @@ def _section_calibration(card: dict) -> list[str]:
     lines = ["## Calibration", ""]
     if c.get("method") != "temperature":
         return lines + [f"- none: {c.get('note', 'probabilities are sigmoid(logit)')}", ""]
-    fitted = c.get("fitted_on", {})
-    lines += [f"- temperature T = {_num(c['temperature'])} (frame), T_video = {_num(c.get('video_temperature'))}",
+    fitted, prob, form = c.get("fitted_on", {}), c.get("probability", {}), c.get("form") or {}
+    lines += [f"- frame probability: `{prob.get('frame', 'sigmoid(logit / temperature)')}` with temperature "
+              f"T = {_num(c['temperature'])}, bias b = {_num(c.get('bias', 0.0))}"
+              + (f" (form chosen: {form['frame']})" if form.get("frame") else ""),
+              f"- video probability: `{prob.get('video', 'aggregated frame probabilities')}` with "
+              f"T_video = {_num(c.get('video_temperature', 1.0))}, b_video = {_num(c.get('video_bias', 0.0))}"
+              + (f" (form chosen: {form['video']})" if form.get("video") else ""),
               f"- fitted on {fitted.get('dataset', '?')}/{fitted.get('split')} ({fitted.get('part')}, "
-              f"{fitted.get('n_videos')} videos)", ""]
+              f"{fitted.get('n_videos')} videos; never the test split)", ""]
     rows = [[level, _num(t.get("eer")), _num(t.get("target_fpr")), _num(t.get("at_target_fpr"))]
             for level, t in (c.get("thresholds") or {}).items()]
     if rows:

@@ -79,7 +79,7 @@ def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_un
     # Scores are rounded to 6 decimals; bands come from the thresholds fitted on validation data.
     p = items["0/photo_real.jpg"]["score"]["probability"]
     assert p == round(p, 6)
-    assert "fitted on validation data" in header["model"]["bands"]["video"]["source"]
+    assert "fitted on validation data" in header["model"]["bands"]["item"]["source"]
 
     # Telegram JSON: each file tied to its message; placeholders missing; escaping paths refused.
     tg = {r["rel_path"]: r for r in items.values() if r["input_index"] == 1}
@@ -179,6 +179,13 @@ def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
     expected = frames[frames["video_id"] == video_id].set_index("frame_index")["logit"]
     assert sorted(largest) == sorted(expected.index)
     np.testing.assert_allclose([largest[i] for i in expected.index], expected.to_numpy(), atol=1e-5)
+    # ...and the item's calibrated probability is evaluation's calibrated video score.
+    from faketrace.engine.calibration import calibrated_videos
+
+    one = frames[frames["video_id"] == video_id]
+    if len(set(largest)) == len(item["faces"]):  # one face per frame: max over faces = the largest face
+        _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
+        assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
 
 
 def test_numpy_model_input_matches_the_evaluation_transform():
@@ -312,3 +319,84 @@ def test_python_level_connections_fail_during_a_scan():
     with pytest.raises(OSError) as refused:  # outside a scan the hook is inert: the port is just closed
         socket.create_connection(("127.0.0.1", 9), timeout=1)
     assert "no network" not in str(refused.value)
+
+
+# -- image-level models in the scan -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_ckpt(scan_ckpt, tmp_path_factory):
+    """An image-level checkpoint (whole-image 64-px tiles, max rule) made from the tiny model's weights."""
+    from faketrace.datasets.image_pipeline import ImageSpec
+    from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(scan_ckpt)
+    ckpt.pop("format")
+    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
+                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("image_model") / "image.ckpt")
+
+
+@pytest.fixture(scope="module")
+def faceless_and_face(evidence, tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("mixed_images")
+    rng = np.random.default_rng(1)
+    for i, size in enumerate(((100, 150), (64, 64), (40, 90))):  # below, at and above one tile
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"scene_{i}.png")
+    (folder / "face.jpg").write_bytes((evidence["loose"] / "photo_real.jpg").read_bytes())
+    return folder
+
+
+def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, faceless_and_face, tmp_path):
+    import torch
+    from PIL import Image
+
+    from faketrace.datasets.image_pipeline import ImageSpec, image_model_input
+    from faketrace.engine.checkpoint import load_checkpoint
+    from faketrace.engine.evaluate import model_from_checkpoint
+
+    scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [f"ckpt_path={image_ckpt}",
+                                                                       "allow_unvalidated=true"]))
+    header, items = results(tmp_path / "case")
+    assert header["model"]["level"] == "image" and len(items) == 4
+    ckpt = load_checkpoint(image_ckpt)
+    model = model_from_checkpoint(ckpt)
+    for r in items.values():
+        assert r["status"] == "scanned" and r["decided_by"] == "image" and "faces" not in r
+        level = r["image_level"]
+        image = np.asarray(Image.open(faceless_and_face / r["rel_path"]).convert("RGB"))
+        x, boxes = image_model_input(image, ImageSpec(tile_size=64), ckpt["preprocessing"]["input"])
+        with torch.no_grad():
+            cal = ckpt["calibration"]
+            probs = torch.sigmoid(model(torch.from_numpy(x)) / cal["temperature"] + cal.get("bias", 0.0)).numpy()
+        assert level["tiles"]["boxes"] == [list(b) for b in boxes]
+        np.testing.assert_allclose(level["tiles"]["probabilities"], probs, atol=1e-5)
+        assert r["score"]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)  # the max rule
+        covered = np.zeros(image.shape[:2], bool)
+        for x0, y0, x1, y1 in boxes:
+            covered[y0:y1, x0:x1] = True
+        assert covered.all()
+
+
+def test_face_and_image_models_together_report_both_and_the_deciding_one(scan_ckpt, image_ckpt, faceless_and_face,
+                                                                        tmp_path):
+    from faketrace.forensics.scoring import VERDICTS
+
+    scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [
+        f"ckpt_path={scan_ckpt}", f"image_ckpt_path={image_ckpt}", "allow_unvalidated=true"]))
+    header, items = results(tmp_path / "case")
+    assert header["model"]["level"] == "face" and header["image_model"]["level"] == "image"
+    assert "most severe verdict" in header["combination"]
+    severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    face = items["0/face.jpg"]
+    assert face["status"] == "scanned" and face["faces"]
+    f, i = face["face_level"], face["image_level"]
+    expected = "image" if (severity[i["verdict"]], i["score"]["probability"]) > \
+        (severity[f["verdict"]], f["score"]["probability"]) else "face"
+    assert face["decided_by"] == expected
+    assert face["verdict"] == (i if expected == "image" else f)["verdict"]
+    for name in ("scene_0.png", "scene_1.png", "scene_2.png"):
+        r = items[f"0/{name}"]
+        assert r["status"] == "scanned" and r["decided_by"] == "image"
+        assert r["face_level"]["status"] == "no_face" and r["score"] == r["image_level"]["score"]
