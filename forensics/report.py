@@ -57,6 +57,7 @@ class ReportOptions:
     jpeg_quality: int = 85
     isolate_decoding: bool = True  # decode evidence again in a child process, as the scan does
     video_time_limit_s: float | None = 300.0
+    image_time_limit_s: float | None = 60.0
 
     @classmethod
     def from_config(cls, cfg) -> ReportOptions:
@@ -276,7 +277,9 @@ class ReportBuilder:
     def _decode(self, path: Path, media_type: str, fpv: int) -> dict[int, np.ndarray]:
         """The frames the scan scored, decoded again in a child process (a hostile file costs one item)."""
         if media_type == "image":
-            return self.decoder("read_image_frames", path, max_frames=fpv).frames
+            # Bounded like the scan's decoding: a file that hangs the decoder costs this item only.
+            return self.decoder("read_image_frames", path, max_frames=fpv,
+                                hard_limit_s=self.options.image_time_limit_s).frames
         spec = self.model.face_spec if self.model is not None and self.model.face_spec is not None else None
         v = self.decoder("read_video_frames", path, fpv, sampling=spec.sampling if spec else "uniform",
                          every_k=spec.every_k if spec else 1, time_limit_s=self.options.video_time_limit_s,

@@ -159,7 +159,7 @@ def test_a_crashing_or_hanging_decoder_costs_one_item(scan_ckpt, corpus, tmp_pat
         cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{evidence}]", "case.id=C", "case.operator=p",
                                           f"case.dir={case}", f"ckpt_path={scan_ckpt}", "allow_unvalidated=true",
                                           "scan.progress=false", "scan.image_time_limit_s=1",
-                                          "scan.decode_grace_s=2"], output_dir=case)
+                                          "scan.decode_grace_s=2", "report.enabled=false"], output_dir=case)
         scan_from_config(resolved(cfg))
         lines = (case / "scan_results.jsonl").read_text().splitlines()[1:]
         return {r["rel_path"]: (r["status"], r.get("reason") or "") for r in map(json.loads, lines)}
