@@ -273,9 +273,22 @@ def thresholds(frames: pd.DataFrame, videos: pd.DataFrame, target_fpr: float) ->
     out = {}
     for level, table in (("frame", frames), ("video", videos)):
         y, s = table["label"].to_numpy(), table["score"].to_numpy()
-        out[level] = {"eer": M.eer(y, s)[1], "target_fpr": target_fpr,
-                      "at_target_fpr": M.threshold_at_fpr(y, s, target_fpr)}
+        eer_t, upper = M.eer(y, s)[1], M.threshold_at_fpr(y, s, target_fpr)
+        out[level] = {"eer": eer_t, "target_fpr": target_fpr, "at_target_fpr": upper,
+                      # What each threshold did on the items it was fitted on, for plain-language reports.
+                      "rates": {"eer": rates_at(y, s, eer_t), "at_target_fpr": rates_at(y, s, upper)}}
     return out
+
+
+def rates_at(labels, scores, threshold: float | None) -> dict | None:
+    """Share of real and of fake items scored at or above a threshold (called fake), with the counts."""
+    if threshold is None:
+        return None
+    y, s = np.asarray(labels), np.asarray(scores, np.float64)
+    real, fake = s[y == 0], s[y == 1]
+    return {"threshold": float(threshold), "n_real": int(len(real)), "n_fake": int(len(fake)),
+            "fpr": float(np.mean(real >= threshold)) if len(real) else None,
+            "tpr": float(np.mean(fake >= threshold)) if len(fake) else None}
 
 
 def refuse_test_split(frames: pd.DataFrame, split: str) -> None:

@@ -4,7 +4,9 @@ Each item's result is committed in its own transaction, so a scan killed at any 
 finished item and a re-run picks up where it stopped. WAL journaling with synchronous=NORMAL is
 safe against a killed process (the case this store is for); every session is recorded with its
 start, end and exit status. A write that fails (a full disk: SQLITE_FULL) raises CaseStoreError
-naming what could not be stored; everything committed before stays in the store.
+naming what could not be stored; everything committed before stays in the store. The audit table
+records every report file written (path relative to the case directory, SHA-256, size), so a
+report handed on can be checked against the case.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     exit_status INTEGER,
     items_scanned INTEGER NOT NULL DEFAULT 0,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_utc TEXT NOT NULL,
+    action TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    size_bytes INTEGER,
+    detail TEXT
 );
 """
 
@@ -121,6 +132,17 @@ class CaseStore:
         """Every stored result in discovery order, one at a time."""
         for (text,) in self.db.execute("SELECT result FROM items ORDER BY seq, item_id"):
             yield json.loads(text)
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit(self, time_utc: str, action: str, path: str, sha256: str | None, size_bytes: int | None,
+              detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO audit (time_utc, action, path, sha256, size_bytes, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                        (time_utc, action, path, sha256, size_bytes, json.dumps(detail or {}, sort_keys=True)))
+
+    def audit_log(self) -> list[dict]:
+        rows = self.db.execute("SELECT id, time_utc, action, path, sha256, size_bytes, detail FROM audit ORDER BY id")
+        return [{"id": i, "time_utc": t, "action": a, "path": p, "sha256": h, "size_bytes": n, "detail": json.loads(d)}
+                for i, t, a, p, h, n, d in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM items GROUP BY status ORDER BY status").fetchall())

@@ -8,6 +8,7 @@ are opened read-only (O_NOATIME where allowed) and nothing is written beside the
 
 Outputs in the case directory: case.sqlite (state), scan_results.jsonl (one item per line, in
 discovery order), scan_summary.json, input_hashes.csv and custody.json; docs/scan.md explains them.
+Then the case report (forensics/report.py, docs/report.md) is built from them.
 """
 
 from __future__ import annotations
@@ -281,7 +282,25 @@ class CaseScan:
         store.end_session(session, ended, exit_status, scanned)
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
+        summary["report"] = self._report()
         return summary
+
+    def _report(self) -> dict | None:
+        """The case report (forensics/report.py); its failure leaves the scan's results intact."""
+        rcfg = self.cfg.get("report")
+        if rcfg is None or not rcfg.get("enabled", True):
+            return None
+        from faketrace.forensics.report import ReportOptions, build_report
+
+        try:
+            report = build_report(self.case_dir, ReportOptions.from_config(rcfg), self.model, self.detector)
+        except Exception as exc:
+            log.error("the report failed:\n%s", traceback.format_exc())
+            return {"error": f"{type(exc).__name__}: {exc}",
+                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+        return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
+                "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
+                "duplicate_groups": report["summary"]["duplicate_groups"]}
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
@@ -411,4 +430,10 @@ def format_summary(summary: dict) -> str:
     for w in summary.get("warnings", [])[1:] if summary.get("warning") else summary.get("warnings", []):
         lines.append(f"  note: {w}")
     lines.append(f"  exit status {summary['exit_status']}: {summary['exit_meaning']}")
+    report = summary.get("report")
+    if report and report.get("error"):
+        lines.append(f"  REPORT FAILED: {report['error']}; the results are intact: {report['retry']}")
+    elif report:
+        lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
+                     f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
     return "\n".join(lines)

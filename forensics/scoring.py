@@ -121,6 +121,7 @@ class ScanModel:
     device: str = "cpu"
     level: str = "face"  # face: scores face crops; image: scores whole-image tiles
     image_spec: ImageSpec | None = None  # image-level models
+    module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
     def warning(self) -> str | None:
@@ -193,7 +194,8 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
                      input_spec=pre["input"],
                      aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
                      fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device)
+                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
+                     module=model)
 
 
 # -- bands ----------------------------------------------------------------------------------------

@@ -150,6 +150,17 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
     return model, report
 
 
+def load_exported_weights(name: str, weights_file: str | Path, num_classes: int = 1) -> nn.Module:
+    """A released `weights.safetensors` loaded as any timm user would, head included.
+
+    Exactly the call a model card documents. Declaring the file's `num_classes` in the overlay is
+    what keeps timm from dropping the head silently; the export compares the logits of this model
+    with the checkpoint's, so a dropped head fails the export rather than shipping.
+    """
+    return timm.create_model(name, pretrained=True, num_classes=num_classes,
+                             pretrained_cfg_overlay=dict(file=str(weights_file), num_classes=num_classes))
+
+
 def data_config(model: nn.Module) -> dict:
     """Input size, mean, std and interpolation from the model's pretrained config."""
     cfg = timm.data.resolve_data_config({}, model=model)

@@ -18,6 +18,9 @@ class Detector(nn.Module):
     """Plain binary classifier: timm backbone with a single-logit head."""
 
     family = "binary_classifier"
+    # The whole model is the timm backbone: its weights alone, under timm's own keys, reproduce the
+    # logits (export writes weights.safetensors only then). Families with extra parts set False.
+    plain_timm = True
 
     def __init__(self, backbone: str, pretrained: bool = False, weights_file: str | None = None,
                  strict_weights: bool = True, input_size: int | None = None, mean: list | None = None,
