@@ -33,7 +33,8 @@ from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
 from faketrace.datasets.io import open_readonly  # noqa: E402
 from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
 from faketrace.forensics.scoring import FAILED_STATUSES, MediaScorer, ScanModel, ScanOptions, load_onnx_model  # noqa: E402
-from faketrace.models.card import load_export  # noqa: E402
+from faketrace.models.card import CARD_FILE, ExportIntegrityError, load_export  # noqa: E402
+from faketrace.models.onnx_safety import check_external_data  # noqa: E402
 
 # The scan's exit statuses (forensics/scan.py), so scripts treat both commands alike.
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED = 0, 3, 2
@@ -73,6 +74,10 @@ def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, thre
                                     "--allow-unvalidated to run it anyway (every result will say so)")
     spec = model.face_spec
     det = card["face_detector"]
+    if det.get("file") not in card["files"]:  # only a file whose hash was just checked, inside the folder
+        raise ExportIntegrityError(f"the face detector {det.get('file')!r} is not one of the files "
+                                   f"{CARD_FILE} lists and checks")
+    check_external_data(folder / det["file"])
     detector = RetinaFaceDetector(score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold,
                                   max_side=spec.detector_max_side, threads=int(threads or 1),
                                   weights=(folder / det["file"]).read_bytes())

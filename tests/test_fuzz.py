@@ -193,7 +193,10 @@ def test_atheris_harness_finds_no_crash_in_60_seconds(tmp_path):
                            "-seed=1", "-timeout=30", "-rss_limit_mb=3072", f"-artifact_prefix={artifacts}/"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     crashes = sorted(p.name for p in artifacts.iterdir())
-    assert proc.returncode == 0 and not crashes, f"{crashes}\n{proc.stderr[-4000:]}"
+    output = proc.stdout + proc.stderr
+    at = output.find("=== Uncaught Python exception")
+    assert proc.returncode == 0 and not crashes, f"{crashes} in {artifacts}\n" + \
+        (output[at:at + 4000] if at >= 0 else output[-4000:])
     done = re.search(r"Done (\d+) runs in (\d+) second", proc.stderr)
     assert done and int(done.group(1)) > 1000 and int(done.group(2)) >= 59, proc.stderr[-2000:]
 

@@ -153,6 +153,14 @@ def test_predictor_checks_the_folder_and_the_casework_flag_before_scoring(calibr
         fh.write(b"\0")
     assert main([str(tampered), str(photo), "--allow-unvalidated"]) == EXIT_REFUSED
     assert "face_detector.onnx: SHA-256 differs" in capsys.readouterr().err
+    # A card (not itself hashed) that names a detector outside the folder: refused, nothing read there.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(calibrated["export"], elsewhere)
+    card = json.loads((elsewhere / "model_card.json").read_text())
+    card["face_detector"]["file"] = "../export/face_detector.onnx"
+    (elsewhere / "model_card.json").write_text(json.dumps(card))
+    assert main([str(elsewhere), str(photo), "--allow-unvalidated"]) == EXIT_REFUSED
+    assert "is not one of the files model_card.json lists" in capsys.readouterr().err
     out = tmp_path / "one.jsonl"
     assert main([str(calibrated["export"]), str(photo), "--allow-unvalidated", "--out", str(out)]) == 0
     (result,) = map(json.loads, out.read_text().splitlines())
