@@ -108,6 +108,11 @@ def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
         raise ImageTooLarge(f"image declares more pixels than the limit of {MAX_IMAGE_PIXELS} ({exc})") from exc
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's parsers also raise TypeError, struct.error, IndexError, ... on corrupt headers
+        # (the fuzzer found a TIFF whose frame count raises TypeError). Any of them is a property of
+        # this file, so it becomes this item's decode failure, never the end of the run.
+        raise DecodeError(f"cannot decode image ({type(exc).__name__} in the decoder: {exc})") from exc
 
 
 def _rgb(im: Image.Image) -> np.ndarray:

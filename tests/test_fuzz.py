@@ -157,17 +157,8 @@ def test_image_decoding_decodes_or_raises_decode_error(scratch, data):
         assert frame.shape[0] * frame.shape[1] <= 64_000_000
 
 
-# Still open: read_image_frames lets these Pillow exceptions through (media.py's except clause
-# should turn every decoder exception into DecodeError). Strict: a fix turns them into failures
-# here until the mark is removed.
-STILL_RAISING = {"gif_indexerror_1.gif.bin": "IndexError", "gif_indexerror_2.gif.bin": "IndexError",
-                 "tiff_typeerror.tif.bin": "TypeError", "struct_error.bin": "struct.error"}
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason=f"read_image_frames lets Pillow's {STILL_RAISING[p.name]} through")) if p.name in STILL_RAISING
-    else p for p in REGRESSIONS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.name)
 def test_inputs_the_fuzzer_found_decode_or_raise_decode_error(path):
     """Inputs on which scripts/fuzz_media.py found a crash (a truncated GIF, a TIFF without size, ...)."""
     assert sniff_media_type(path) in SNIFF_VALUES

@@ -148,7 +148,7 @@ def test_report_of_the_mixed_folder(case, evidence):
 
     # Plain language: the calibrated bands with their validation error rates in words.
     words = " ".join(report["plain_language"]["thresholds"])
-    assert re.search(r"about \d+ in 100 real videos of the validation set were flagged", words)
+    assert re.search(r"about \d+ in 100 real items \(videos and still images\) of the validation set were flagged", words)
     assert "NOT FIT FOR CASEWORK" in report["plain_language"]["fitness_for_casework"]
 
     # hashes.csv: MD5 and SHA-256 of every file read, PDQ of images and of sampled video frames.
@@ -277,7 +277,7 @@ def test_onnx_export_heatmaps_are_occlusion_maps(demo_data, scan_ckpt, evidence,
     from faketrace.engine.export import export_checkpoint
 
     export_checkpoint(resolved(compose_config("export", demo_data["overrides"] + [
-        f"ckpt_path={scan_ckpt}", "verify.n_images=4", f"out_dir={tmp_path / 'export'}"], output_dir=tmp_path / "e")))
+        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={tmp_path / 'export'}"], output_dir=tmp_path / "e")))
     d = tmp_path / "case"
     scan_from_config(scan_cfg([evidence["loose"] / "sub"], d, [f"model_dir={tmp_path / 'export'}",
                                                                 "allow_unvalidated=true"], [ALL_VERDICTS]))
