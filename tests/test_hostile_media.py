@@ -1,8 +1,8 @@
 """Hostile media: one generated corpus, one table of expected statuses, every entry point that reads media.
 
-Entry points here: preprocessing (per-item outcome in videos.parquet and manifest rows), training
-data loading (the manifest's crops through FaceCropDataset) and the scan (item status). The
-standalone predictor applies the same table in its own tests.
+Entry points: preprocessing (per-item outcome in videos.parquet and manifest rows), training data
+loading (the manifest's crops through FaceCropDataset), the scan and the standalone predictor (item
+status; the predictor runs the exported ONNX model and must give every entry the scan's status).
 """
 
 from __future__ import annotations
@@ -105,6 +105,24 @@ def test_scan_gives_every_hostile_entry_its_expected_status(corpus, scan_ckpt, t
         assert items[name]["decode"]["n_frames"] == 6 and items[name]["score"]["level"] == "video"
     assert items["gray16.png"]["n_faces_detected"] >= 1  # scaled, not clipped to white
     assert "pixels" in items["bomb_20000x20000.png"]["reason"]
+
+
+@pytest.mark.slow
+def test_the_standalone_predictor_gives_every_hostile_entry_the_scans_status(demo_data, corpus, scan_ckpt, tmp_path):
+    from faketrace.engine.export import export_checkpoint
+    from faketrace.forensics.predict import EXIT_ITEMS_FAILED, main
+
+    export = tmp_path / "export"
+    export_checkpoint(resolved(compose_config("export", demo_data["overrides"] + [
+        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={export}"], output_dir=tmp_path / "e")))
+    out = tmp_path / "predicted.jsonl"
+    code = main([str(export), str(corpus), "--allow-unvalidated", "--out", str(out)])
+    items = {r["rel_path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert code == EXIT_ITEMS_FAILED
+    assert {name: items[name]["status"] for name in EXPECTED} == {name: want[0] for name, want in EXPECTED.items()}
+    assert all(items[n]["reason"] for n, (s, _) in EXPECTED.items() if s != "scanned")
+    assert "pixels" in items["bomb_20000x20000.png"]["reason"]
+    assert items["truncated_index_at_start.mp4"]["decode"]["partial"] is True
 
 
 @pytest.mark.slow
