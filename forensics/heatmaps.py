@@ -8,7 +8,11 @@ agree. Two methods:
 - Grad-CAM (PyTorch checkpoint): gradients of the "manipulated" logit with respect to the last
   feature map of the timm backbone (its `feature_info`), weighted by their spatial mean, summed
   over channels, rectified.
-- Occlusion (ONNX export, or a backbone without a spatial feature map): a grey patch (the
+  An ONNX export gets Grad-CAM too when its folder has the plain-timm `weights.safetensors` its
+  card lists (hash checked before the file is parsed) and the rebuilt network gives model.onnx's
+  logit on a probe input (`gradient_module_from_export`): one forward and backward pass per face
+  instead of one forward pass per occluding patch.
+- Occlusion (ONNX export without usable weights, or a backbone without a spatial feature map): a grey patch (the
   normalisation mean, i.e. zero after normalising) slides over the face; each pixel gets the mean
   drop of the logit over the patches covering it. Only the `logits` callable is needed.
 
@@ -137,6 +141,50 @@ def explain(model, crop: np.ndarray, method: str = "auto", occlusion_options: di
     heat, logit, detail = occlusion(model.logits, x, **(occlusion_options or {}))
     return Heatmap("occlusion", _normalise(np.maximum(heat, 0.0)), logit,
                    {"target": "the 'manipulated' logit", **detail})
+
+
+# The rebuilt network must give model.onnx's logit to this tolerance (export verifies 1e-4).
+EXPORT_MODULE_ATOL = 1e-3
+
+
+def gradient_module_from_export(model) -> tuple[object | None, str]:
+    """The export's weights.safetensors as a torch module for Grad-CAM, or None and why not.
+
+    Only a plain timm classifier (its card documents the `timm_load` call) is rebuilt; the file's
+    SHA-256 must be the card's, and the module must agree with the ONNX model on a probe input.
+    """
+    import json
+    from pathlib import Path
+
+    from faketrace.datasets.io import sha256_file
+
+    folder = Path(model.path).parent
+    card_path, weights = folder / "model_card.json", folder / "weights.safetensors"
+    if not card_path.is_file() or sha256_file(card_path) != model.card.get("model_card_sha256"):
+        return None, "the export's model card is not the one the scan read"
+    card = json.loads(card_path.read_text())
+    listed = (card.get("files") or {}).get("weights.safetensors", {}).get("sha256")
+    if not card.get("timm_load") or not listed or not weights.is_file():
+        return None, "the export has no plain-timm weights.safetensors"
+    if sha256_file(weights) != listed:
+        return None, "weights.safetensors differs from the SHA-256 its model card lists"
+    try:
+        import torch
+
+        from faketrace.models.backbones import load_exported_weights
+
+        module = load_exported_weights(card["backbone"], weights).eval()
+    except Exception as exc:  # noqa: BLE001 - no torch, or timm cannot build it: occlusion still works
+        return None, f"weights.safetensors could not be rebuilt ({type(exc).__name__}: {exc})"
+    size = int(model.input_spec["input_size"])
+    probe = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 3, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        rebuilt = module(torch.from_numpy(probe)).double().reshape(-1).numpy()
+    diff = float(np.max(np.abs(rebuilt - model.logits(probe))))
+    if not diff <= EXPORT_MODULE_ATOL:
+        return None, f"weights.safetensors gives logits {diff:.3g} away from model.onnx's"
+    return module, (f"Grad-CAM through weights.safetensors (SHA-256 {listed}) rebuilt with timm; its logit on a "
+                    f"probe input is {diff:.2g} from model.onnx's")
 
 
 def _layer_name(module) -> str | None:

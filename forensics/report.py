@@ -272,6 +272,29 @@ class ReportBuilder:
         self.options = options or ReportOptions()
         self.model, self.detector = model, detector
         self.notes: list[str] = []
+        self.heatmap_source: str | None = None
+
+    def _gradient_module(self) -> str | None:
+        """Give an ONNX model the export's torch weights for Grad-CAM when they check out; say which."""
+        m = self.model
+        if m is None or m.level != "face":
+            return None
+        if m.module is not None:
+            return "Grad-CAM through the scan's PyTorch checkpoint"
+        if m.kind != "onnx" or self.options.heatmap_method == "occlusion":
+            return "occlusion through the scan's model"
+        from faketrace.forensics.heatmaps import gradient_module_from_export
+
+        module, why = gradient_module_from_export(m)
+        if module is None:
+            if self.options.heatmap_method == "grad_cam":
+                raise ValueError(f"heatmap_method=grad_cam, but {why}")
+            self.notes.append(f"heatmaps by occlusion: {why}")
+            return "occlusion through model.onnx"
+        import dataclasses
+
+        self.model = dataclasses.replace(m, module=module)
+        return why
 
     # -- per item --
     def _decode(self, path: Path, media_type: str, fpv: int) -> dict[int, np.ndarray]:
@@ -426,6 +449,7 @@ class ReportBuilder:
             elif self.model.sha256 != header["model"]["sha256"]:
                 raise ValueError(f"the model given to the report ({self.model.sha256}) is not the scan's "
                                  f"({header['model']['sha256']})")
+            self.heatmap_source = self._gradient_module()
             records = [self.item(seq, r, fpv, checker) for seq, r in enumerate(results)]
             groups = duplicate_groups(records, o.duplicate_distance, o.min_pdq_quality)
             for g in groups:
@@ -483,6 +507,7 @@ class ReportBuilder:
                         "evidence_handling": custody.get("evidence_handling"), "host": custody.get("host"),
                         "model_sha256": (custody.get("model") or {}).get("sha256")},
             "settings": {"heatmaps_for": list(o.heatmaps_for), "heatmap_method": o.heatmap_method,
+                         "heatmap_source": self.heatmap_source,
                          "duplicate_distance": o.duplicate_distance, "min_pdq_quality": o.min_pdq_quality,
                          "frames_per_item": o.frames_per_item,
                          "c2pa": checker.describe() if checker is not None else {"switched_off": True},

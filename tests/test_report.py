@@ -273,19 +273,34 @@ def test_unredacted_rerender_says_so_and_known_hashes_match(case, tmp_path):
     assert sharp > 20 * blurred
 
 
-def test_onnx_export_heatmaps_are_occlusion_maps(demo_data, scan_ckpt, evidence, tmp_path):
+def test_onnx_export_heatmaps_use_its_checked_weights_or_occlusion(demo_data, scan_ckpt, evidence, tmp_path):
+    """An export's heatmaps: Grad-CAM through its hash-checked weights.safetensors (cheap), occlusion on request."""
     from faketrace.engine.export import export_checkpoint
 
+    export = tmp_path / "export"
     export_checkpoint(resolved(compose_config("export", demo_data["overrides"] + [
-        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={tmp_path / 'export'}"], output_dir=tmp_path / "e")))
-    d = tmp_path / "case"
-    scan_from_config(scan_cfg([evidence["loose"] / "sub"], d, [f"model_dir={tmp_path / 'export'}",
-                                                                "allow_unvalidated=true"], [ALL_VERDICTS]))
-    report = json.loads((d / "report.json").read_text())
-    (item,) = report["items"]
-    hm = item["heatmap"]
+        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={export}"], output_dir=tmp_path / "e")))
+
+    def heatmap(case, *extra):
+        scan_from_config(scan_cfg([evidence["loose"] / "sub"], case, [f"model_dir={export}", "allow_unvalidated=true",
+                                                                      *extra], [ALL_VERDICTS]))
+        report = json.loads((case / "report.json").read_text())
+        (item,) = report["items"]
+        assert sharpness(decode((case / item["heatmap"]["file"]).read_bytes())) < 5
+        return report, item["heatmap"]
+
+    report, hm = heatmap(tmp_path / "auto")
+    assert hm["method"] == "grad_cam" and hm["crop_matches_scan"] is True
+    assert "weights.safetensors" in report["settings"]["heatmap_source"]
+    report, hm = heatmap(tmp_path / "occlusion", "report.heatmap_method=occlusion")
     assert hm["method"] == "occlusion" and hm["forward_passes"] > 10 and hm["crop_matches_scan"] is True
-    assert sharpness(decode((d / hm["file"]).read_bytes())) < 5
+
+    # Weights that are not the card's are never parsed: the report falls back to occlusion and says why.
+    weights = export / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    report, hm = heatmap(tmp_path / "tampered")
+    assert hm["method"] == "occlusion"
+    assert any("differs from the SHA-256" in n for n in report["notes"])
 
 
 # -- C2PA -----------------------------------------------------------------------------------------
