@@ -8,6 +8,7 @@ of any size streams, and a re-run meets the same items under the same ids.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,39 +118,78 @@ def iter_items(inputs: list[InputInfo]) -> Iterator[EvidenceItem]:
         if info.kind == "file":
             yield EvidenceItem(f"{info.index}/{root.name}", info.index, info.path, root.name, root, "file")
         elif info.kind == "folder":
-            for path in telegram.walk_files(root):
-                yield _file_item(info, path, root, "folder")
-        elif info.kind == "telegram_html":
-            for path in telegram.walk_files(root):
-                if not telegram.is_structure_file(root, path):
-                    yield _file_item(info, path, root, "telegram_html")
+            yield from _folder_items(info, root)
         else:
-            yield from _telegram_json_items(info, root)
+            yield from _telegram_items(info, root, info.kind.removeprefix("telegram_"), root)
 
 
-def _telegram_json_items(info: InputInfo, root: Path) -> Iterator[EvidenceItem]:
-    export = telegram.ExportInfo(root=root, form="json", kind="chat")
+def _folder_items(info: InputInfo, root: Path) -> Iterator[EvidenceItem]:
+    """Every entry below `root`, sorted, links not followed; a Telegram export found inside the
+    folder (a seized disk's Downloads/Telegram Desktop/ChatExport_...) is read as an export, so its
+    media carry their message context and its own page files are not items."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        form = telegram.detect_export(base) if base != root else None
+        if form:
+            dirnames[:] = []  # the export's own walk covers its tree
+            info.notes.append(f"{base.relative_to(root).as_posix()}: a Telegram {form.upper()} export inside the "
+                              "folder; its media carry their message context")
+            if form == "html":
+                info.notes.append(telegram.HTML_EXPORT_ADVICE)
+            yield from _telegram_items(info, base, form, root)
+            continue
+        dirnames.sort()
+        # os.walk lists links to directories among dirnames; they are not followed, but reported.
+        for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
+            yield _file_item(info, base / name, root, "folder")
+
+
+def _telegram_items(info: InputInfo, root: Path, form: str, rel_root: Path) -> Iterator[EvidenceItem]:
+    """Every file of an export (its own structure files aside) with the messages that carried it,
+    then one item per media reference that names no file in the export (missing or refused).
+    Item paths are relative to `rel_root`: the export itself, or the folder input holding it."""
+    from faketrace.forensics.telegram_html import iter_html_references
+
+    source = f"telegram_{form}"
+    prefix = "" if root == rel_root else f"{root.relative_to(rel_root).as_posix()}/"
+    if source == "telegram_html":
+        export = telegram.ExportInfo(root=root, form="html", kind="html", chats=1)
+        references = iter_html_references(root, export)
+    else:
+        export = telegram.ExportInfo(root=root, form="json", kind="chat")
+        references = telegram.iter_references(root, export)
     contexts: dict[Path, list[dict]] = {}
     unresolved: list[telegram.MediaReference] = []
-    for ref in telegram.iter_references(root, export):
-        if ref.status == "ok":
-            contexts.setdefault(ref.path.resolve(), []).append(ref.context)
-        else:
-            unresolved.append(ref)
+    unreadable, at_fault = None, None
+    try:
+        for ref in references:
+            if ref.status == "ok":
+                contexts.setdefault(ref.path.resolve(), []).append(ref.context)
+            else:
+                unresolved.append(ref)
+    except telegram.ExportError as exc:
+        # A broken result.json or page costs the message context, never the media: every file of
+        # the export is still scanned, and the file at fault carries the error.
+        unreadable, at_fault = f"{exc}; the export's media were scanned without (complete) message context", exc.path
+        info.notes.append(unreadable)
     info.telegram = {"kind": export.kind, "chats": export.chats, "messages": export.messages,
                      "media_references": sum(len(v) for v in contexts.values()) + len(unresolved),
                      "missing": sum(r.status == "missing" for r in unresolved),
-                     "refused": sum(r.status == "refused" for r in unresolved)}
+                     "refused": sum(r.status == "refused" for r in unresolved), "unreadable": unreadable}
     for path in telegram.walk_files(root):
         if telegram.is_structure_file(root, path):
+            if at_fault is not None and path == at_fault:
+                rel = path.relative_to(rel_root).as_posix()
+                yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, source,
+                                   status="error", reason=unreadable)
             continue
-        item = _file_item(info, path, root, "telegram_json")
+        item = _file_item(info, path, rel_root, source)
         item.telegram = contexts.get(path.resolve(), [])
         yield item
     for n, ref in enumerate(unresolved):
         ctx = ref.context
-        rel = f"#message/{ctx.get('chat_id')}/{ctx.get('message_id')}/{ref.field}/{n}"
-        yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, "telegram_json",
+        rel = f"{prefix}#message/{ctx.get('chat_id')}/{ctx.get('message_id')}/{ref.field}/{n}"
+        yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, source,
                            status=ref.status, reason=ref.reason, telegram=[{**ctx, "value": ref.value}])
 
 

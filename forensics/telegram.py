@@ -5,7 +5,8 @@ Two forms exist (../shared/telegram-export-format.md has the facts):
   chat, forwarded-from). One chat has `messages` at the top; a whole-account export has
   `chats.list[*].messages`, each chat's media under `chats/chat_<N>/`.
 - HTML (the client's default): photos only, up to 8 MB, the context only in HTML pages. We scan
-  the media files it holds and tell the analyst how to export JSON with videos.
+  the media files it holds, read each one's message from the pages (forensics/telegram_html.py)
+  and tell the analyst how to export JSON with videos.
 
 Paths in an export are relative. A path that is absolute or climbs out of the export folder is
 refused, never opened; a sentence in place of a path (a file that was not downloaded) is
@@ -37,15 +38,20 @@ CONTEXT_FIELDS = ("from", "from_id", "author", "forwarded_from", "saved_from", "
                   "width", "height", "sticker_emoji", "self_destruct_period_seconds")
 
 HTML_EXPORT_ADVICE = (
-    "This is Telegram's default HTML export: it holds photos only (up to 8 MB) and keeps the message "
-    "context only in HTML pages, so videos, files and the sender/date of each photo are not in this scan. "
+    "This is Telegram's default HTML export: it holds photos only (up to 8 MB), so videos and files are "
+    "not in this scan; each photo's message (sender, time, forwarded-from, reply, caption) was read from "
+    "the HTML pages, which carry no user ids and, from older clients, no UTC offset. "
     "For a complete scan, export again from Telegram Desktop: open the chat, menu > Export chat history, "
     "tick Photos, Videos, Video messages, GIFs, Stickers and Files, raise the size limit, and choose "
     "Format: 'Machine-readable JSON'.")
 
 
 class ExportError(ValueError):
-    """A folder that looks like an export but cannot be read as one."""
+    """A folder that looks like an export but cannot be read as one; `path` is the file at fault."""
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass
@@ -166,9 +172,9 @@ def iter_references(root: Path, info: ExportInfo | None = None) -> Iterator[Medi
         with open(root / "result.json", encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge integers
-        raise ExportError(f"cannot read {root / 'result.json'}: {exc}") from exc
+        raise ExportError(f"cannot read {root / 'result.json'}: {exc}", root / "result.json") from exc
     if not isinstance(data, dict):
-        raise ExportError(f"{root / 'result.json'} does not hold a JSON object")
+        raise ExportError(f"{root / 'result.json'} does not hold a JSON object", root / "result.json")
     if isinstance(data.get("messages"), list):
         chats, kind = [(data, [root])], "chat"
     elif isinstance(data.get("chats"), dict) and isinstance(data["chats"].get("list"), list):
@@ -177,7 +183,7 @@ def iter_references(root: Path, info: ExportInfo | None = None) -> Iterator[Medi
                  for i, chat in enumerate(data["chats"]["list"]) if isinstance(chat, dict)]
         kind = "account"
     else:
-        raise ExportError(f"{root / 'result.json'} has neither `messages` nor `chats.list`")
+        raise ExportError(f"{root / 'result.json'} has neither `messages` nor `chats.list`", root / "result.json")
     if info is not None:
         info.kind, info.chats = kind, len(chats)
     for chat, bases in chats:

@@ -199,12 +199,53 @@ def make_evidence(root: Path, demo_raw: Path, index) -> dict:
     html = root / "ChatExport_2026-11-21"
     for d in ("photos", "css", "js", "images"):
         (html / d).mkdir(parents=True)
-    (html / "messages.html").write_text("<html><body><div class='message' id='message7'></div></body></html>")
+    (html / "messages.html").write_text(telegram_html_page("Class 9b", [
+        telegram_html_message(7, "21.11.2026 10:00:00 UTC+01:00", "Sender D via @some_bot",
+                              '<a class="photo_wrap clearfix pull_left" href="photos/photo_7@21-11-2026_09-00-00.jpg">'
+                              '<img class="photo" src="photos/photo_7@21-11-2026_09-00-00_thumb.jpg"/></a>',
+                              "who is <b>this</b>"),
+        telegram_html_message(8, "21.11.2026 10:01:00 UTC+01:00", None,
+                              '<div class="media clearfix pull_left media_photo"><div class="body">'
+                              '<div class="title bold">Photo</div><div class="description">Not included, change data '
+                              'exporting settings to download.</div><div class="status details">960x1280, 83.1 KB'
+                              '</div></div></div>', reply_to=7),
+    ]), encoding="utf-8")
     (html / "css" / "style.css").write_text("body{}")
     (html / "js" / "script.js").write_text("//")
     (html / "images" / "back.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (html / "photos" / "photo_7@21-11-2026_09-00-00.jpg").write_bytes(fake_image.read_bytes())
     return {"root": root, "inputs": [loose, tg, html], "loose": loose, "telegram": tg, "html": html}
+
+
+def telegram_html_page(chat_name: str, messages: list[str]) -> str:
+    """A page of Telegram Desktop's HTML export (messages.html), in the client's markup."""
+    return ('<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8"/>\n<title>Exported Data</title>\n'
+            '<link href="css/style.css" rel="stylesheet"/>\n<script src="js/script.js" type="text/javascript">'
+            '</script>\n</head>\n<body onload="CheckLocation();">\n<div class="page_wrap">\n'
+            f'<div class="page_header"><div class="content"><div class="text bold">{chat_name}</div></div></div>\n'
+            '<div class="page_body chat_page">\n<div class="history">\n'
+            '<div class="message service" id="message-1"><div class="body details">21 November 2026</div></div>\n'
+            + "\n".join(messages) + "\n</div>\n</div>\n</div>\n</body>\n</html>\n")
+
+
+def telegram_html_message(message_id: int, title: str, sender: str | None, media: str, text: str = "",
+                          reply_to: int | None = None, forwarded_from: str | None = None) -> str:
+    """One message of an HTML export; no sender makes it a `joined` message (same sender as above)."""
+    name = ""
+    if sender:
+        who, _, bot = sender.partition(" via ")
+        name = f'<div class="from_name">{who}' + (f' <span class="details">via {bot}</span>' if bot else "") + "</div>"
+    reply = (f'<div class="reply_to details">In reply to <a href="#go_to_message{reply_to}" '
+             f'onclick="return GoToMessage({reply_to})">this message</a></div>') if reply_to else ""
+    body = f'<div class="media_wrap clearfix">{media}</div>' + (f'<div class="text">{text}</div>' if text else "")
+    if forwarded_from:
+        body = ('<div class="pull_left forwarded userpic_wrap"></div><div class="forwarded body">'
+                f'<div class="from_name">{forwarded_from}<span class="date details" title="19.11.2026 08:00:00 '
+                f'UTC+00:00"> 19.11.2026 08:00</span></div>{body}</div>')
+    joined = "" if sender else " joined"
+    return (f'<div class="message default clearfix{joined}" id="message{message_id}">'
+            '<div class="pull_left userpic_wrap"><div class="userpic"></div></div><div class="body">'
+            f'<div class="pull_right date details" title="{title}">{title[11:16]}</div>{name}{reply}{body}</div></div>')
 
 
 def tree_snapshot(root: Path) -> dict:

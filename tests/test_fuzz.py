@@ -306,6 +306,33 @@ def test_iter_references_refuses_unreadable_json_with_export_error(export_root, 
         assert "result.json" in str(exc)
 
 
+# Fragments of the HTML export's markup, shuffled and cut by hypothesis: the page parser must
+# never raise, and every reference it yields must stay inside the export.
+HTML_FRAGMENTS = ['<div class="message default clearfix" id="message7">', '<div class="message default clearfix joined" '
+                  'id="message8">', '<div class="message service" id="message-1">', '<div class="body">', "</div>",
+                  '<div class="from_name">', '<span class="details">via @bot</span>', '<div class="forwarded body">',
+                  '<div class="pull_right date details" title="21.11.2026 10:00:00 UTC+01:00">',
+                  '<span class="date details" title="99.99.9999 99:99:99 UTC+99:99">', '<div class="text">', "<br>",
+                  '<a class="photo_wrap clearfix pull_left" href="photos/ok.jpg">', '<a href="photos/link_out">',
+                  '<a href="../escape.jpg">', '<a href="/etc/passwd">', '<a href="https://example.org">', "</a>",
+                  '<a href="#go_to_message5">', '<div class="media clearfix media_photo">',
+                  '<div class="description">Not included, change data exporting settings to download.',
+                  '<div class="page_header"><div class="text bold">', "&amp;", "<!--", "<script>", "</span>", "<"]
+
+
+@FAST
+@given(parts=st.lists(st.one_of(st.sampled_from(HTML_FRAGMENTS), st.text(max_size=20)), max_size=60))
+def test_html_export_pages_parse_without_raising_and_stay_inside(export_root, parts):
+    from faketrace.forensics.telegram_html import iter_html_references
+
+    (export_root / "messages.html").write_text("".join(parts), encoding="utf-8", errors="surrogatepass")
+    for ref in iter_html_references(export_root, telegram.ExportInfo(root=export_root, form="html", kind="html")):
+        assert ref.status in ("ok", "missing", "refused") and (ref.path is not None) == (ref.status == "ok")
+        if ref.path is not None:
+            assert _inside(ref.path, export_root)
+        json.dumps(ref.context)
+
+
 def test_the_export_tree_holds_what_the_fuzzing_needs(export_root):
     assert os.path.islink(export_root / "photos" / "link_out")
     assert resolve_media_path("photos/ok.jpg", [export_root], export_root)[0] == "ok"

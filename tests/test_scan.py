@@ -62,9 +62,17 @@ def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_un
     assert by_msg[104]["status"] == "refused" and by_msg[106]["status"] == "refused"
     assert by_msg[106]["telegram"][0]["date_local_no_zone"] == "2021-03-01T09:00:00"
     assert "result.json" not in tg
-    # Telegram HTML: structure files are not items; the photo is; the analyst is told how to export JSON.
+    # Telegram HTML: structure files are not items; the photo is, with its message read from the
+    # page; a photo that was not downloaded is missing; the analyst is told how to export JSON.
     html = {r["rel_path"]: r for r in items.values() if r["input_index"] == 2}
-    assert set(html) == {"photos/photo_7@21-11-2026_09-00-00.jpg"}
+    assert set(html) == {"photos/photo_7@21-11-2026_09-00-00.jpg", "#message/None/8/photo/0"}
+    (ctx,) = html["photos/photo_7@21-11-2026_09-00-00.jpg"]["telegram"]
+    assert (ctx["chat_name"], ctx["message_id"], ctx["from"], ctx["via_bot"], ctx["text"]) == \
+        ("Class 9b", 7, "Sender D", "@some_bot", "who is this")
+    assert ctx["date_utc"] == "2026-11-21T09:00:00Z" and ctx["export_form"] == "html"
+    missing = html["#message/None/8/photo/0"]
+    assert missing["status"] == "missing" and "Not included" in missing["reason"]
+    assert missing["telegram"][0]["from"] == "Sender D" and missing["telegram"][0]["reply_to_message_id"] == 7
     assert any("Machine-readable JSON" in w for w in summary["warnings"])
 
     custody = json.loads((tmp_path / "case" / "custody.json").read_text())
@@ -411,3 +419,71 @@ def test_a_full_disk_stops_the_scan_keeps_stored_items_and_a_rerun_completes(sca
     summary = scan_from_config(scan_cfg(inputs, case, model))
     assert summary["already_done"] == len(expected) and summary["scanned_this_session"] == 0
     assert results(case)[1] == expected
+
+
+# -- Telegram exports: HTML context, exports inside folders, broken exports ------------------------
+def _items(inputs) -> dict:
+    from faketrace.forensics.discover import describe_inputs, iter_items
+
+    return {i.rel_path: i for i in iter_items(describe_inputs(inputs))}
+
+
+def test_html_export_pages_give_each_photo_its_message(tmp_path):
+    from .conftest import telegram_html_message, telegram_html_page
+
+    root = tmp_path / "ChatExport_2026-11-22"
+    for d in ("photos", "css", "js"):
+        (root / d).mkdir(parents=True)
+    for name in ("photo_1@22-11-2026_08-00-00.jpg", "photo 2.jpg", "photo_3.jpg"):
+        (root / "photos" / name).write_bytes(b"\xff\xd8\xff")
+    (root / "messages.html").write_text(telegram_html_page("Room", [
+        telegram_html_message(1, "22.11.2026 08:00:00 UTC-05:00", "Alice",
+                              '<a class="photo_wrap clearfix pull_left" href="photos/photo_1@22-11-2026_08-00-00.jpg">'
+                              '<img src="photos/photo_1@22-11-2026_08-00-00_thumb.jpg"/></a>',
+                              'see <a href="https://example.org/x">this</a><br>now'),
+        telegram_html_message(2, "22.11.2026 08:01:00 UTC-05:00", "Bob",
+                              '<a class="photo_wrap clearfix pull_left" href="../../outside.jpg">x</a>',
+                              forwarded_from="Channel Y"),
+    ]), encoding="utf-8")
+    # The second page continues the chat: a joined message keeps Bob as its sender; an older client
+    # wrote the time without its UTC offset; a percent-encoded file name.
+    (root / "messages2.html").write_text(telegram_html_page("Room", [
+        telegram_html_message(3, "22.11.2026 08:02:00", None,
+                              '<a class="photo_wrap clearfix pull_left" href="photos/photo%202.jpg">x</a>'),
+    ]), encoding="utf-8")
+    items = _items([root])
+    assert set(items) == {"photos/photo_1@22-11-2026_08-00-00.jpg", "photos/photo 2.jpg", "photos/photo_3.jpg",
+                          "#message/None/2/photo/0"}
+    (first,) = items["photos/photo_1@22-11-2026_08-00-00.jpg"].telegram
+    assert (first["from"], first["date_utc"], first["utc_offset"], first["text"], first["page"]) == \
+        ("Alice", "2026-11-22T13:00:00Z", "-05:00", "see this now", "messages.html")
+    refused = items["#message/None/2/photo/0"]
+    assert refused.status == "refused" and "leaves the export folder" in refused.reason
+    assert refused.telegram[0]["forwarded_from"] == "Channel Y"
+    assert refused.telegram[0]["forwarded_date"]["date_utc"] == "2026-11-19T08:00:00Z"
+    (third,) = items["photos/photo 2.jpg"].telegram
+    assert (third["from"], third["date_local_no_zone"], third["page"]) == ("Bob", "2026-11-22T08:02:00", "messages2.html")
+    assert "from_inferred" in third and "date_utc" not in third
+    assert items["photos/photo_3.jpg"].telegram == []  # in the folder, in no message: still an item
+
+
+def test_an_export_inside_a_folder_is_read_as_an_export(evidence):
+    """A seized disk holds exports among other files: their media keep the message context."""
+    items = _items([evidence["root"]])
+    photo = items["ChatExport_2026-11-20/photos/photo_1@20-11-2026_10-00-00.jpg"]
+    assert photo.source == "telegram_json" and photo.telegram[0]["message_id"] == 101
+    assert items["ChatExport_2026-11-21/photos/photo_7@21-11-2026_09-00-00.jpg"].telegram[0]["from"] == "Sender D"
+    assert items["ChatExport_2026-11-20/#message/555/103/file/0"].status == "missing"
+    assert not any(k.endswith(("result.json", "messages.html")) or "/css/" in k for k in items)
+    assert items["loose/photo_real.jpg"].source == "folder"
+
+
+def test_a_broken_result_json_costs_the_context_not_the_media(tmp_path):
+    root = tmp_path / "ChatExport_2026-11-23"
+    (root / "photos").mkdir(parents=True)
+    (root / "photos" / "photo_1.jpg").write_bytes(b"\xff\xd8\xff")
+    (root / "result.json").write_text('{"messages": [{"id": 1, "photo": "photos/photo_1.jpg"}', encoding="utf-8")
+    items = _items([root])
+    assert items["photos/photo_1.jpg"].path is not None and items["photos/photo_1.jpg"].status is None
+    broken = items["result.json"]
+    assert broken.status == "error" and "cannot read" in broken.reason and "without" in broken.reason
