@@ -487,3 +487,22 @@ def test_a_broken_result_json_costs_the_context_not_the_media(tmp_path):
     assert items["photos/photo_1.jpg"].path is not None and items["photos/photo_1.jpg"].status is None
     broken = items["result.json"]
     assert broken.status == "error" and "cannot read" in broken.reason and "without" in broken.reason
+
+
+def test_a_scan_never_imports_wandb(scan_ckpt, evidence, tmp_path):
+    """The analyst path has no use for an experiment tracker that can phone home: not even imported."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    probe = ("import atexit, runpy, sys\n"
+             "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] == 'wandb')))\n"
+             "sys.argv = ['evaluate.py', *sys.argv[1:]]\n"
+             "runpy.run_path('evaluate.py', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", probe, "mode=scan", f"inputs=[{evidence['loose'] / 'photo_real.jpg'}]",
+                          f"ckpt_path={scan_ckpt}", "allow_unvalidated=true", "case.id=W", "case.operator=pytest",
+                          f"case.dir={tmp_path / 'case'}", "scan.progress=false", "report.enabled=false"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert (tmp_path / "case" / "scan_summary.json").is_file(), run.stderr[-3000:]
+    assert "LOADED []" in run.stdout, run.stdout[-2000:]
