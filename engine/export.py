@@ -69,15 +69,22 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     check = verify_onnx(model, out / "model.onnx", images, float(cfg.verify.atol))
     meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
             "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
-    export_safetensors(model.backbone, out / "weights.safetensors", meta)
-    card = model_card(ckpt, cfg, onnx_info, check, out)
+    export_safetensors(model.backbone_state_dict(), out / "weights.safetensors", meta)
+    files = ["model.onnx", "weights.safetensors"]
+    family_state = model.family_state_dict()
+    if family_state:
+        # What a detector family adds beside the timm backbone (second stream, decoder, probe...).
+        export_safetensors(family_state, out / "family.safetensors", {**meta, "faketrace.part": "family"})
+        files.append("family.safetensors")
+    card = model_card(ckpt, cfg, onnx_info, check, out, files)
     atomic_write_text(out / "model_card.json", json.dumps(card, indent=2, default=str))
     log.info("exported to %s (max |logit diff| %.2e on %d real crops)", out, check["max_abs_logit_diff"],
              check["n_images"])
     return card
 
 
-def model_card(ckpt: dict, cfg: DictConfig, onnx_info: dict, check: dict, out: Path) -> dict:
+def model_card(ckpt: dict, cfg: DictConfig, onnx_info: dict, check: dict, out: Path,
+               files: list[str] | None = None) -> dict:
     spec = ckpt["preprocessing"]
     return {
         "model_card_version": MODEL_CARD_VERSION,
@@ -96,10 +103,13 @@ def model_card(ckpt: dict, cfg: DictConfig, onnx_info: dict, check: dict, out: P
         "training": {"data": ckpt["data"], "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],
                      "best_validation_score": ckpt["best_score"], "validation_metrics": ckpt["metrics"].get("best_val")},
         "files": {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
-                  for name in ("model.onnx", "weights.safetensors")},
+                  for name in (files or ["model.onnx", "weights.safetensors"])},
         "onnx": {**onnx_info, "verification": check},
         "source_checkpoint": {"path": str(cfg.ckpt_path), "sha256": sha256_file(cfg.ckpt_path)},
         "git_sha": ckpt["git_sha"], "versions": {"training": ckpt["versions"], "export": versions()},
         "timm_load": ("timm.create_model(backbone, pretrained=True, num_classes=1, "
-                      "pretrained_cfg_overlay=dict(file='weights.safetensors', num_classes=1))"),
+                      "pretrained_cfg_overlay=dict(file='weights.safetensors', num_classes=1))"
+                      if "family.safetensors" not in (files or []) else
+                      "the backbone part only: the family's other weights are in family.safetensors and "
+                      "the whole detector in model.onnx"),
     }
