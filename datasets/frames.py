@@ -86,10 +86,17 @@ class FaceCropDataset(Dataset):
             self.rows = np.arange(len(self.table))
             return
         rng = np.random.default_rng([self.seed, self.epoch])
+        sources = self.table["synth_source"].to_numpy() if self.plan is not None else None
+        stored = self.table if sources is None else self.table[sources < 0]
         chosen = []
-        for _, idx in self.table.groupby("video_id", sort=True).indices.items():
+        for _, idx in stored.groupby("video_id", sort=True).indices.items():
+            idx = stored.index.to_numpy()[idx]
             k = min(self.frames_per_video, len(idx))
             chosen.extend(sorted(rng.choice(idx, size=k, replace=False).tolist()))
+        if sources is not None:
+            # Pseudo-fakes of exactly the chosen real crops: every real comes with its blends.
+            chosen.extend(np.flatnonzero(np.isin(sources, chosen)).tolist())
+            chosen.sort()
         self.rows = np.asarray(chosen, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -121,6 +128,8 @@ class FaceCropDataset(Dataset):
         if self.plan is not None and self.plan.is_synthetic(pos):
             blend = self.plan.make(pos, image, seed, self.read_crop)
             return blend.image, (blend.mask if self.masks else None), True
+        if self.plan is not None:
+            image = self.plan.real(pos, image, seed)
         if not self.masks:
             return image, None, False
         known = int(self.table["label"].iat[pos]) == 0  # a real face has nothing blended in
@@ -129,7 +138,11 @@ class FaceCropDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         pos = int(self.rows[i])
         row = self.table.iloc[pos]
-        key = f"{row['video_id']}/{row['frame_index']}"
+        # A pseudo-fake shares its real crop's seeds: same augmentation, and with SBI the real is
+        # exactly the pseudo-fake's background.
+        base = self.table.iloc[int(self.plan.sources[pos])] if self.plan is not None and \
+            self.plan.is_synthetic(pos) else row
+        key = f"{base['video_id']}/{base['frame_index']}"
         aug_seed = _stable_hash(f"{self.seed}/{self.epoch}/{key}") if self.train_mode else None
         # Pseudo-fakes are new every epoch in training and fixed in evaluation.
         synth_seed = aug_seed if aug_seed is not None else _stable_hash(f"{self.seed}/synthesis/{key}")

@@ -7,7 +7,9 @@ and return the mask, so the blending-boundary family can learn Face X-ray's 4 M 
   same face, perturbed in colour and frequency and slightly shifted and scaled. As in the
   authors' release, the perturbation goes to the background instead with probability 1/2; the
   background returned is then the perturbed one, so the blend always differs from its
-  background only where M > 0.
+  background only where M > 0. Real faces get the same global perturbation with the same
+  probability (the release's real of a pair is that background), so "perturbed somewhere" is
+  no shortcut to "fake".
 * ``xray`` (Face X-ray; Li et al., CVPR 2020, Sec. 3): the foreground is the face of another
   identity whose landmarks are among the k nearest (computed once when a data set is bound),
   aligned onto the background face by its landmarks and colour-matched inside the mask.
@@ -18,8 +20,10 @@ alignment template onto them; denser landmarks (68 points and the like) give the
 The hull is deformed by a smooth random field, shrunk, blurred, scaled by a blend ratio, and
 kept inside the face box (zero outside it).
 
-Everything draws from one `numpy.random.Generator` seeded per sample, so a sample's pseudo-fake
-is the same with any number of loader workers and after a resume.
+Everything draws from generators seeded per sample, so a sample's pseudo-fake is the same with
+any number of loader workers and after a resume. The data set gives a pseudo-fake the seed (and
+the frames, and the augmentation) of the real crop it is made from: as in SBI's batches of
+pairs, a real and its self-blend then differ only where the mask is non-zero.
 """
 
 from __future__ import annotations
@@ -190,14 +194,25 @@ class SelfBlend:
         m[:, 2] += (tx, ty)
         return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-    def __call__(self, image: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
-                 rng: np.random.Generator) -> BlendResult:
+    def real_view(self, image: np.ndarray, seed: int) -> np.ndarray:
+        """The real of the pair `__call__(image, ..., seed)` makes: its background, i.e. the
+        image itself or, with probability `perturb_background_p`, the globally perturbed image
+        (the release returns that background as the pair's real). Same seed, same draw, so the
+        pair differs only where the mask is non-zero and a global change is no cue."""
+        rng = np.random.default_rng([seed, 1])
+        if rng.random() < self.perturb_background_p:
+            return np.clip(np.round(self.perturb(image, rng)), 0, 255).astype(np.uint8)
+        return image
+
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray, box: np.ndarray, seed: int) -> BlendResult:
+        pair = np.random.default_rng([seed, 1])  # shared with real_view: which side, what perturbation
+        rng = np.random.default_rng([seed, 2])
         mask = self.mask.soft_mask(landmarks, box, image.shape[:2], rng)
         foreground, background = image.astype(np.float32), image.astype(np.float32)
-        if rng.random() < self.perturb_background_p:
-            background = self.perturb(image, rng)
+        if pair.random() < self.perturb_background_p:
+            background = self.perturb(image, pair)
         else:
-            foreground = self.perturb(image, rng)
+            foreground = self.perturb(image, pair)
         return _blend(self.shift_scale(foreground, rng), background, mask, "sbi")
 
 
@@ -327,6 +342,7 @@ class SynthesisPlan:
         self.synthesis = synthesis
         self.sources = table["synth_source"].to_numpy()
         self.methods = table["method"].to_numpy()
+        self.labels = table["label"].to_numpy()
         self.crop_size = int(spec.crop_size)
         self.landmarks, self.boxes = crop_geometry(table, spec)
         self.neighbours: dict[int, np.ndarray] = {}
@@ -337,15 +353,22 @@ class SynthesisPlan:
     def is_synthetic(self, pos: int) -> bool:
         return int(self.sources[pos]) >= 0
 
+    def real(self, pos: int, image: np.ndarray, seed: int) -> np.ndarray:
+        """A real row's image as the recipes serve it: with SBI, the background of the pseudo-fake
+        made from it with the same seed (the data set gives a pair the same seed)."""
+        if "sbi" not in self.synthesis.methods or int(self.labels[pos]) != 0:
+            return image
+        return self.synthesis.sbi.real_view(image, seed)
+
     def make(self, pos: int, image: np.ndarray, seed: int, load) -> BlendResult:
         """The pseudo-fake of row `pos` from its source crop `image`; `load(row)` reads a donor."""
         src = int(self.sources[pos])
-        rng = np.random.default_rng(seed)
         scale = image.shape[0] / self.crop_size
         lm, box = self.landmarks[src] * scale, self.boxes[src] * scale
         method = self.methods[pos]
         if method == "sbi":
-            return self.synthesis.sbi(image, lm, box, rng)
+            return self.synthesis.sbi(image, lm, box, seed)
+        rng = np.random.default_rng([seed, 3])
         candidates = self.neighbours.get(src)
         if candidates is None or len(candidates) == 0:
             raise ValueError(f"row {src} has no face of another identity to blend with (xray needs two identities)")
