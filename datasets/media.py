@@ -53,19 +53,86 @@ class DecodeError(RuntimeError):
     """A file that cannot be decoded; the message says why."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 array, EXIF orientation applied, size checked before pixels are decoded."""
+class ImageTooLarge(DecodeError):
+    """An image that declares more pixels than the limit: refused before its pixels are decoded."""
+
+
+# The IJG standard luminance quantisation table at quality 50: a JPEG's own table divided by
+# it says how hard the file was compressed (the libjpeg scaling rule, inverted).
+_IJG_LUMA_Q50_SUM = 3710
+
+
+def jpeg_quality_estimate(im: Image.Image) -> int | None:
+    """Approximate IJG quality (1-100) of a JPEG from its luminance table; None for other formats."""
+    tables = getattr(im, "quantization", None)
+    if im.format != "JPEG" or not tables or 0 not in tables:
+        return None
+    scale = 100.0 * sum(tables[0]) / _IJG_LUMA_Q50_SUM  # libjpeg: scale = 5000/q (q<50) or 200-2q
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(round(min(100.0, max(1.0, quality))))
+
+
+@dataclass
+class DecodedImage:
+    frames: dict[int, np.ndarray]  # frame index -> RGB uint8 (one frame unless animated)
+    width: int
+    height: int
+    format: str | None
+    n_frames: int  # frames in the file (animated GIF / WebP / PNG have more than one)
+    jpeg_quality: int | None
+
+
+def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
+    """Decode an image (and up to `max_frames` evenly spread frames of an animation).
+
+    The declared size is checked against the pixel limit before any pixel is decoded; EXIF
+    orientation is applied; every frame is converted to RGB (palette, grayscale, CMYK, 16-bit
+    and alpha images included).
+    """
     try:
         with open_readonly(path) as fh, Image.open(fh) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise DecodeError(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+                raise ImageTooLarge(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            fmt, quality = im.format, jpeg_quality_estimate(im)
+            frames = {}
+            for i in uniform_indices(n_frames, max(1, max_frames)):
+                im.seek(i)
+                frames[i] = _rgb(ImageOps.exif_transpose(im))
+            first = frames[min(frames)]
+            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality)
     except DecodeError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image declares more pixels than the limit of {MAX_IMAGE_PIXELS} ({exc})") from exc
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's parsers also raise TypeError, struct.error, IndexError, ... on corrupt headers
+        # (the fuzzer found a TIFF whose frame count raises TypeError). Any of them is a property of
+        # this file, so it becomes this item's decode failure, never the end of the run.
+        raise DecodeError(f"cannot decode image ({type(exc).__name__} in the decoder: {exc})") from exc
+
+
+def _rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8 of any mode. 16- and 32-bit grey is scaled down, not clipped at 255 (which whitens it)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if grey.max(initial=0) <= 65535 else float(grey.max())
+        grey = np.clip(np.round(grey / top * 255.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode == "F":
+        grey = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        span = float(grey.max() - grey.min()) or 1.0
+        grey = np.round((grey - grey.min()) / span * 255.0).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    return np.asarray(im.convert("RGB"))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 array of an image's first frame, EXIF orientation applied, size checked first."""
+    return read_image_frames(path).frames[0]
 
 
 @dataclass
@@ -103,6 +170,18 @@ def sample_indices(n_frames: int, sampling: str = "uniform", n_samples: int = 32
             raise ValueError(f"every_k must be >= 1, got {every_k}")
         return list(range(0, max(n_frames, 0), every_k))
     raise ValueError(f"unknown frame sampling {sampling!r}; expected uniform or every_k")
+
+
+def upright_rgb(frame) -> np.ndarray:
+    """RGB array of a decoded video frame as it is meant to be shown.
+
+    Phones record portrait video as landscape frames plus a display matrix; without applying it
+    faces lie on their side and the detector misses them. `frame.rotation` is counter-clockwise
+    degrees, as np.rot90 turns.
+    """
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = int(round(getattr(frame, "rotation", 0) or 0)) // 90 % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 @dataclass
@@ -159,7 +238,7 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
                 scan.pts.append(frame.pts)
                 scan.keyframe.append(bool(frame.key_frame))
                 if len(scan.pts) - 1 in wanted:
-                    scan.kept[len(scan.pts) - 1] = frame.to_ndarray(format="rgb24")
+                    scan.kept[len(scan.pts) - 1] = upright_rgb(frame)
                 if len(scan.pts) % 16 == 0:
                     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
         except av.error.FFmpegError as exc:
@@ -208,7 +287,7 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
                         return False  # a pts the first pass did not see, or out of order
                     current = k
                     if k == target:
-                        out.frames[k] = frame.to_ndarray(format="rgb24")
+                        out.frames[k] = upright_rgb(frame)
                         break
                     if k > target:
                         return False  # a seek landed past the frame
@@ -290,3 +369,108 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
         if t not in out.frames and t not in out.failed:
             out.failed[t] = out.error or "not decoded"
     return out
+
+
+# -- decoding in a child process -------------------------------------------------------------------
+class DecoderCrashed(DecodeError):
+    """The decoding process died (a native decoder crashed on this file)."""
+
+
+def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
+    import os
+
+    from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
+
+    # A test can make the child crash (exit) or hang (pause) here, as a hostile file could.
+    global _CHILD_FAULT
+    if _CHILD_FAULT is None:
+        _CHILD_FAULT = FaultInjector(FaultPlan.parse(os.environ.get(FAULT_ENV)))
+    _CHILD_FAULT("in_decoder_process")
+    return globals()[fn_name](*args, **kwargs)
+
+
+_CHILD_FAULT = None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Decoder-process initialiser: end this process when the scan that started it ends.
+
+    A scan killed without clean-up would otherwise leave its decoder child waiting forever (and
+    holding the terminal's pipes). Linux: PR_SET_PDEATHSIG; elsewhere the pool's own shutdown.
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+class IsolatedDecoder:
+    """Runs media decoding in a separate process, so one hostile file costs one item, not the run.
+
+    FFmpeg and the image codecs are native code: a file can make them crash the process or hang
+    inside a single call, where no Python-level time limit can interrupt them. Here a crash comes
+    back as DecoderCrashed and a call past its hard time limit as DecodeTimeout; either way the
+    child is replaced and the next item decodes in a fresh process. `isolate=False` decodes in
+    this process (for trusted data and for speed).
+    """
+
+    ALLOWED = ("read_image_frames", "read_video_frames")
+
+    def __init__(self, isolate: bool = True, grace_s: float = 30.0):
+        self.isolate = isolate
+        self.grace_s = grace_s
+        self._pool = None
+
+    def __call__(self, fn_name: str, *args, hard_limit_s: float | None = None, **kwargs):
+        if fn_name not in self.ALLOWED:
+            raise ValueError(f"not a decoding function: {fn_name}")
+        if not self.isolate:
+            return globals()[fn_name](*args, **kwargs)
+        from concurrent.futures import TimeoutError as FutureTimeout
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = self._ensure_pool()
+        future = pool.submit(_decode_in_child, fn_name, args, kwargs)
+        limit = None if hard_limit_s is None else hard_limit_s + self.grace_s
+        try:
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            self._kill()
+            raise DecodeTimeout(f"decoding did not finish within {limit:g}s; the decoder process was killed") \
+                from None
+        except BrokenProcessPool:
+            self._kill()
+            raise DecoderCrashed("the decoder process died on this file (a native decoder crash); "
+                                 "the scan continued in a fresh process") from None
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: the child starts clean, without the parent's ONNX Runtime / torch threads.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_die_with_parent, initargs=(os.getpid(),))
+        return self._pool
+
+    def _kill(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

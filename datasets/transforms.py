@@ -8,8 +8,14 @@ geometric steps as its image (flip, affine, resize) and none of the photometric 
 
 from __future__ import annotations
 
-import albumentations as A
-import cv2
+import os
+
+# albumentations asks PyPI for a newer version when it is imported: a network connection that an
+# evidence scan must never make (tests/test_scan.py counts connects under strace).
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np
 import torch
 

@@ -27,6 +27,9 @@ class Detector(nn.Module):
     #: Per-sample training targets a family needs beyond image and label (the engine asks the
     #: data set for them), e.g. ("mask",) for the blending-boundary family.
     targets: tuple[str, ...] = ()
+    # The whole model is the timm backbone: its weights alone, under timm's own keys, reproduce the
+    # logits (export writes weights.safetensors only then). Families with extra parts set False.
+    plain_timm = True
 
     def __init__(self, backbone: str, pretrained: bool = False, weights_file: str | None = None,
                  strict_weights: bool = True, input_size: int | None = None, mean: list | None = None,

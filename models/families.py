@@ -36,6 +36,7 @@ class FrequencyDetector(Detector):
     """
 
     family = "frequency_two_stream"
+    plain_timm = False
 
     def __init__(self, backbone: str, stream: str = "dct", stream_backbone: str | None = None,
                  bands: list | None = None, learnable_bands: bool = True, srm_truncation: float = 3.0,
@@ -72,6 +73,7 @@ class LinearProbeDetector(Detector):
     """
 
     family = "frozen_linear_probe"
+    plain_timm = False
 
     def __init__(self, backbone: str, use_projection: bool = True, **kwargs):
         classes = pretrained_num_classes(backbone) if use_projection else 0
@@ -121,6 +123,7 @@ class BoundaryDetector(Detector):
     """
 
     family = "blending_boundary"
+    plain_timm = False
     targets = ("mask",)
 
     def __init__(self, backbone: str, boundary_weight: float = 100.0, decoder_width: int = 64, **kwargs):
@@ -157,6 +160,7 @@ class TemporalDetector(Detector):
     """Per-frame backbone features of a clip, a small bidirectional GRU over time, mean-pooled."""
 
     family = "video_temporal"
+    plain_timm = False
 
     def __init__(self, backbone: str, clip_length: int = 8, temporal_dim: int = 256, **kwargs):
         super().__init__(backbone, backbone_classes=0, **kwargs)

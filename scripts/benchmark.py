@@ -7,8 +7,13 @@ repeats (timm's protocol).
   videos beside the detector's own frames/s on the same frames (the ratio is the pipeline's
   efficiency), for each number of worker processes.
 - `metrics`: the full metric set over N frame scores, without and with the bootstrap.
+- `scan [hydra overrides]`: items/s and faces/s of the evidence scan over a copy of the given
+  evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export.
 - `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
   loader-only training throughput, and the ratios (b)/(a), (c)/(a).
+- `infer`: latency at batch 1 and throughput at batch 32 of PyTorch eager and ONNX Runtime on
+  CPU (PyTorch AMP and ONNX Runtime CUDA too when a GPU is at hand) for EfficientNet-B4 at 380 px,
+  Xception at 299 px and ConvNeXt-T at 224 px, random weights; prints the speed-up ratios.
 """
 
 from __future__ import annotations
@@ -63,8 +68,26 @@ def run_train(args, overrides: list[str]) -> dict:
     return result
 
 
+def run_infer(args, extra: list[str]) -> dict:
+    from faketrace.engine.benchmarks import bench_infer
+
+    if extra:
+        raise SystemExit(f"infer takes no overrides, got {extra}")
+    return bench_infer(args)
+
+
+def run_scan(args, overrides: list[str]) -> dict:
+    from faketrace.forensics.benchmarks import bench_scan
+
+    args.overrides = overrides
+    results = bench_scan(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from faketrace.engine.benchmarks import SIZES
+    from faketrace.engine.benchmarks import INFER_MODELS, SIZES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,11 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--seed", type=int, default=0)
     metrics.add_argument("--json", help="also write the results here")
     metrics.set_defaults(run=run_metrics)
+    scan = commands.add_parser("scan", help="evidence scan items/s and faces/s, PyTorch vs ONNX Runtime")
+    scan.add_argument("--inputs", default="data/demo/raw", help="evidence folder to copy from (make demo writes it)")
+    scan.add_argument("--limit", type=int, default=200, help="files copied from it")
+    scan.add_argument("--ckpt", default="outputs/demo/train/checkpoints/best.ckpt")
+    scan.add_argument("--model-dir", default=None, help="an export folder: also time ONNX Runtime")
+    scan.add_argument("--repeats", type=int, default=3)
+    scan.add_argument("--work-dir", default=None)
+    scan.add_argument("--json", default=None)
+    scan.set_defaults(run=run_scan)
     train = commands.add_parser("train", help="model-only, end-to-end and loader-only training throughput")
     train.add_argument("--steps", type=int, default=20)
     train.add_argument("--warmup", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3)
     train.set_defaults(run=run_train)
+    infer = commands.add_parser("infer", help="PyTorch eager vs ONNX Runtime: batch-1 latency, batch-32 throughput")
+    infer.add_argument("--models", nargs="+", default=list(INFER_MODELS), metavar="TIMM_NAME:SIZE")
+    infer.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: torch's)")
+    infer.add_argument("--batch1-warmup", type=int, default=5)
+    infer.add_argument("--batch1-steps", type=int, default=30)
+    infer.add_argument("--batch32-warmup", type=int, default=2)
+    infer.add_argument("--batch32-steps", type=int, default=5)
+    infer.add_argument("--device", default="auto", choices=["auto", "cpu"], help="auto: GPU paths too when one exists")
+    infer.add_argument("--work-dir", default=None, help="where the ONNX files go (default: a new temp folder)")
+    infer.add_argument("--json", default=None, help="also write the results here")
+    infer.set_defaults(run=run_infer)
     return parser
 
 

@@ -24,5 +24,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     # `merge` as a sub-command reads better than the override it stands for.
     if len(sys.argv) > 1 and sys.argv[1] == "merge":
-        sys.argv[1] = "mode=merge"
+        sys.argv[1] = "step=merge"
     main()

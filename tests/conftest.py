@@ -72,3 +72,257 @@ def _quiet_env():
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     yield
+
+
+# -- evidence for the forensic scan -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def scan_ckpt(demo_data, tmp_path_factory):
+    """A tiny model trained on the small demo, calibrated on its validation split (thresholds included)."""
+    from faketrace.engine.evaluate import calibrate_checkpoint
+    from faketrace.engine.train import train
+
+    out = tmp_path_factory.mktemp("scan_train")
+    cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=out)
+    last = train(resolved(cfg))["last_ckpt"]
+    cal = out / "calibrated.ckpt"
+    calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+        f"ckpt_path={last}", f"out_path={cal}", "fit_on=all", "num_workers=0"], output_dir=out / "cal")))
+    return cal
+
+
+@pytest.fixture(scope="session")
+def evidence(demo_data, tmp_path_factory):
+    return make_evidence(tmp_path_factory.mktemp("evidence"), Path(demo_data["cfg"].data.root), demo_data["index"])
+
+
+def scan_cfg(inputs, case_dir: Path, model: list[str], extra: list[str] = ()):
+    """The resolved config of `evaluate.py mode=scan` over `inputs` into `case_dir`."""
+    listed = ",".join(str(p) for p in inputs)
+    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{listed}]", "case.id=TEST-1", "case.operator=pytest",
+                                      f"case.dir={case_dir}", "scan.progress=false", *model, *extra],
+                         output_dir=case_dir)
+    return resolved(cfg)
+
+
+def results(case_dir: Path) -> tuple[dict, dict]:
+    """(header, {item_id: result}) of a case's scan_results.jsonl."""
+    import json
+
+    lines = (case_dir / "scan_results.jsonl").read_text().splitlines()
+    return json.loads(lines[0]), {r["item_id"]: r for r in map(json.loads, lines[1:])}
+
+
+def remux_faststart(src: Path, dst: Path) -> None:
+    """Copy an MP4 with its index (moov) at the front, as streaming uploads are written."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        for packet in inp.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.stream = ostream
+            out.mux(packet)
+
+
+def write_gif(frames: list, dst: Path) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(dst, save_all=True, append_images=images[1:], duration=80, loop=0)
+
+
+def make_evidence(root: Path, demo_raw: Path, index) -> dict:
+    """A mixed evidence tree: loose files, a Telegram JSON export and an HTML export, with hostile items."""
+    import json
+
+    from faketrace.datasets.media import read_video_frames
+
+    def pick(media_type, label, method=None):
+        rows = index[(index.media_type == media_type) & (index.label == label)]
+        if method:
+            rows = rows[rows.method == method]
+        return demo_raw / rows.sort_values("id").iloc[0]["path"]
+
+    fake_video, real_video = pick("video", 1, "face_swap"), pick("video", 0)
+    fake_image, real_image = pick("image", 1, "face_swap"), pick("image", 0)
+    loose = root / "loose"
+    (loose / "sub").mkdir(parents=True)
+    (loose / "sub" / "clip_fake.mp4").write_bytes(fake_video.read_bytes())
+    (loose / "photo_real.jpg").write_bytes(real_image.read_bytes())
+    # The same picture re-compressed and resized: a near-duplicate the report groups by PDQ.
+    from PIL import Image
+
+    with Image.open(real_image) as im:
+        im.convert("RGB").resize((im.width * 9 // 10, im.height * 9 // 10)).save(loose / "photo_real_copy.jpg",
+                                                                                 quality=60)
+    (loose / "empty.jpg").write_bytes(b"")
+    (loose / "notes.jpg").write_text("this is a text file with an image extension\n")
+    (loose / "truncated_index_at_end.mp4").write_bytes(fake_video.read_bytes()[: fake_video.stat().st_size // 2])
+    remux_faststart(real_video, root / "faststart.mp4")
+    data = (root / "faststart.mp4").read_bytes()
+    (root / "faststart.mp4").unlink()
+    (loose / "truncated_index_at_start.mp4").write_bytes(data[: int(len(data) * 0.85)])
+    write_gif(list(read_video_frames(fake_video, 4).frames.values()), loose / "animation.gif")
+
+    tg = root / "ChatExport_2026-11-20"
+    for d in ("photos", "video_files", "files"):
+        (tg / d).mkdir(parents=True)
+    photo = "photos/photo_1@20-11-2026_10-00-00.jpg"
+    video = "video_files/video_2@20-11-2026_10-05-00.mp4"
+    (tg / photo).write_bytes(fake_image.read_bytes())
+    (tg / video).write_bytes(real_video.read_bytes())
+    (tg / "files" / "unreferenced.jpg").write_bytes(real_image.read_bytes())
+    messages = [
+        {"id": 101, "type": "message", "date": "2026-11-20T11:00:00", "date_unixtime": "1795168800",
+         "from": "Sender A", "from_id": "user111", "photo": photo, "width": 224, "height": 224,
+         "text": ["look ", {"type": "bold", "text": "here"}], "text_entities": []},
+        {"id": 102, "type": "message", "date": "2026-11-20T10:05:00", "date_unixtime": "1795169100",
+         "from": "Sender B", "from_id": "user222", "forwarded_from": "Channel X", "file": video,
+         "media_type": "video_file", "mime_type": "video/mp4", "duration_seconds": 1, "text": "", "text_entities": []},
+        {"id": 103, "type": "message", "date": "2026-11-20T10:06:00", "date_unixtime": "1795169160",
+         "from": "Sender A", "from_id": "user111",
+         "file": "(File not included. Change data exporting settings to download.)", "media_type": "video_file",
+         "text": "", "text_entities": []},
+        {"id": 104, "type": "message", "date": "2026-11-20T10:07:00", "date_unixtime": "1795169220",
+         "from": "Sender A", "from_id": "user111", "photo": "../loose/photo_real.jpg", "text": "",
+         "text_entities": []},
+        {"id": 105, "type": "service", "date": "2026-11-20T10:08:00", "date_unixtime": "1795169280",
+         "actor": "Sender A", "action": "pin_message", "text": "", "text_entities": []},
+        {"id": 106, "type": "message", "date": "2021-03-01T09:00:00", "from": "Sender C", "from_id": "user333",
+         "photo": "/etc/passwd", "text": "older export without date_unixtime"},
+    ]
+    (tg / "result.json").write_text(json.dumps({"name": "Group", "type": "private_supergroup", "id": 555,
+                                                "messages": messages}, indent=1))
+    html = root / "ChatExport_2026-11-21"
+    for d in ("photos", "css", "js", "images"):
+        (html / d).mkdir(parents=True)
+    (html / "messages.html").write_text("<html><body><div class='message' id='message7'></div></body></html>")
+    (html / "css" / "style.css").write_text("body{}")
+    (html / "js" / "script.js").write_text("//")
+    (html / "images" / "back.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (html / "photos" / "photo_7@21-11-2026_09-00-00.jpg").write_bytes(fake_image.read_bytes())
+    return {"root": root, "inputs": [loose, tg, html], "loose": loose, "telegram": tg, "html": html}
+
+
+def tree_snapshot(root: Path) -> dict:
+    """Every path under root with its bytes' SHA-256, size and modification time."""
+    import hashlib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+                                          st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out
+
+
+# -- hostile media ----------------------------------------------------------------------------------
+
+def _encode_video(path: Path, frames: list, fps: int = 5, pts: list[int] | None = None, rotation: int = 0) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def make_hostile_corpus(root: Path, face_image: Path, face_video: Path, long_video: bool = True) -> Path:
+    """Broken, odd and hostile media in one folder, built from a demo face (so decodable ones hold a face)."""
+    import io
+    import os
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from faketrace.datasets.media import read_video_frames
+
+    d = root / "hostile"
+    d.mkdir(parents=True)
+    face = Image.open(face_image).convert("RGB")
+    jpeg = face_image.read_bytes()
+
+    def saved(im: Image.Image, fmt: str, **kw) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    (d / "zero_bytes.jpg").write_bytes(b"")
+    (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    png = saved(face, "PNG")
+    (d / "truncated.png").write_bytes(png[: len(png) // 2])
+    webp = saved(face, "WEBP", quality=90)
+    (d / "truncated.webp").write_bytes(webp[: len(webp) // 2])
+    video = face_video.read_bytes()
+    (d / "truncated_index_at_end.mp4").write_bytes(video[: len(video) // 2])
+    remux_faststart(face_video, root / "fs.mp4")
+    fs = (root / "fs.mp4").read_bytes()
+    (root / "fs.mp4").unlink()
+    (d / "truncated_index_at_start.mp4").write_bytes(fs[: int(len(fs) * 0.85)])
+    (d / "text_as_image.jpg").write_text("not an image at all\n" * 20)
+    (d / "image_as_video.mp4").write_bytes(jpeg)
+
+    # A PNG that declares 20000 x 20000 pixels in a few kilobytes (one compressed all-zero stream).
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (20000 + 1) * 200, 9)  # only the first rows; the header is what matters
+    (d / "bomb_20000x20000.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000,
+                                                                                              8, 0, 0, 0, 0))
+                                             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    gray16 = (np.asarray(face.convert("L"), np.uint16) * 257)
+    Image.fromarray(gray16).save(d / "gray16.png")
+    face.convert("CMYK").save(d / "cmyk.jpg", quality=95)
+    face.convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
+    face.convert("L").save(d / "grayscale.png")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(d / "alpha.png")
+    # Stored on its side; EXIF orientation 6 says "rotate 90 degrees clockwise to view".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    wide = face.crop((0, 0, face.width, face.height * 4 // 5))  # not square, so a missed turn shows
+    wide.transpose(Image.Transpose.ROTATE_90).save(d / "exif_rotated.jpg", quality=95, exif=exif.tobytes())
+    frames = list(read_video_frames(face_video, 6).frames.values())
+    wide_frames = [np.ascontiguousarray(f[: f.shape[0] * 4 // 5 // 2 * 2]) for f in frames]
+    pil_frames = [Image.fromarray(f) for f in frames]
+    pil_frames[0].save(d / "animated.gif", save_all=True, append_images=pil_frames[1:], duration=100, loop=0)
+    pil_frames[0].save(d / "animated.webp", save_all=True, append_images=pil_frames[1:], duration=100, loop=0)
+    import av
+
+    with av.open(str(d / "zero_frames.mp4"), "w") as out:  # a video stream and not one frame
+        s = out.add_stream("libx264", rate=5)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        out.start_encoding()  # header written, no frame follows
+    _encode_video(d / "variable_frame_rate.mp4", frames, fps=1000, pts=[0, 40, 90, 300, 320, 700][: len(frames)])
+    # Frames stored landscape-on-its-side with a display matrix that turns them upright.
+    _encode_video(d / "rotated_display_matrix.mp4", [np.ascontiguousarray(np.rot90(f, -1)) for f in wide_frames],
+                  rotation=90)
+    if long_video:
+        rng = np.random.default_rng(0)
+        noise = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(8)]
+        _encode_video(d / "two_hours_1fps.mp4", [noise[i % 8] for i in range(7200)], fps=1)
+    (d / "visage_é_日本語.jpg").write_bytes(jpeg)
+    (d / ("n" * 246 + ".jpg")).write_bytes(jpeg)  # a 250-byte name
+    os.symlink("loop_b", d / "loop_a")
+    os.symlink("loop_a", d / "loop_b")
+    os.mkfifo(d / "named_pipe.jpg")
+    unreadable = d / "unreadable.jpg"
+    unreadable.write_bytes(jpeg)
+    unreadable.chmod(0)
+    return d

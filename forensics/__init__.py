@@ -1,0 +1,1 @@
+"""Forensic casework: evidence discovery, chat exports, the case store, the scan and its custody record."""

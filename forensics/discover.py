@@ -1,0 +1,161 @@
+"""Evidence discovery: turn the analyst's inputs into a stream of items, in a fixed order.
+
+Inputs are files, folders (walked recursively, links not followed) and Telegram Desktop exports
+(recognised by their layout, see forensics/telegram.py). Nothing here decides a media type: the
+scan sniffs the bytes of every item. Items come out as a generator in sorted order, so a case
+of any size streams, and a re-run meets the same items under the same ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faketrace.forensics import telegram
+
+
+@dataclass
+class EvidenceItem:
+    item_id: str  # "<input number>/<path inside the input>": stable across runs of a case
+    input_index: int
+    input_root: str
+    rel_path: str
+    path: Path | None  # None for a Telegram media reference with no file behind it
+    source: str  # file | folder | telegram_json | telegram_html
+    status: str | None = None  # preset when the item cannot be opened at all: missing | refused
+    reason: str | None = None
+    telegram: list[dict] = field(default_factory=list)  # the messages that carried this file
+
+
+@dataclass
+class InputInfo:
+    index: int
+    path: str
+    kind: str  # file | folder | telegram_json | telegram_html
+    notes: list[str] = field(default_factory=list)
+    telegram: dict | None = None
+
+
+class CaseDirError(ValueError):
+    """The case directory would put scan output among the evidence."""
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_case_dir(case_dir: str | Path, inputs: list[str | Path]) -> Path:
+    """Refuse a case directory inside an input (or beside an input file), or holding an input."""
+    case = Path(case_dir).expanduser().resolve()
+    for raw in inputs:
+        src = Path(raw).expanduser().resolve()
+        evidence_folder = src if src.is_dir() else src.parent
+        if _inside(case, evidence_folder):
+            where = "inside the input folder" if src.is_dir() else "in the folder of the input file"
+            raise CaseDirError(f"case directory {case} is {where} {evidence_folder}: nothing may be written "
+                               "beside the evidence; choose case.dir outside every input")
+        if _inside(src, case):
+            raise CaseDirError(f"input {src} lies inside the case directory {case}; keep evidence and case apart")
+    return case
+
+
+def describe_inputs(inputs: list[str | Path]) -> list[InputInfo]:
+    """Check every input exists and say what it is; raise before anything is scanned."""
+    if not inputs:
+        raise ValueError("no inputs: give inputs=[PATH,...] (files, folders or Telegram exports)")
+    out, problems = [], []
+    for i, raw in enumerate(inputs):
+        p = Path(raw).expanduser()
+        if p.is_symlink() and not p.exists():
+            problems.append(f"{raw}: a broken symbolic link")
+        elif p.is_dir():
+            form = telegram.detect_export(p)
+            info = InputInfo(i, str(p.resolve()), {"json": "telegram_json", "html": "telegram_html"}.get(form, "folder"))
+            if form == "html":
+                info.notes.append(telegram.HTML_EXPORT_ADVICE)
+            out.append(info)
+        elif p.is_file():
+            out.append(InputInfo(i, str(p.resolve()), "file"))
+        elif p.exists():
+            problems.append(f"{raw}: not a regular file or folder ({_file_kind(p)})")
+        else:
+            problems.append(f"{raw}: no such file or folder")
+    if problems:
+        raise ValueError("inputs not found: " + "; ".join(problems))
+    return out
+
+
+def _file_item(info: InputInfo, path: Path, root: Path, source: str) -> EvidenceItem:
+    rel = path.relative_to(root).as_posix()
+    item = EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, path, source)
+    if path.is_symlink():
+        # A link can point anywhere, including out of the evidence: record it, do not follow it.
+        item.path, item.status = None, "refused"
+        item.reason = f"symbolic link not followed (points to {path.readlink()})"
+    elif not path.is_file():
+        # Opening a FIFO blocks until someone writes to it; devices and sockets are not media.
+        item.path, item.status = None, "refused"
+        item.reason = f"not a regular file ({_file_kind(path)}); not opened"
+    return item
+
+
+def _file_kind(path: Path) -> str:
+    import stat
+
+    mode = path.lstat().st_mode
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def iter_items(inputs: list[InputInfo]) -> Iterator[EvidenceItem]:
+    for info in inputs:
+        root = Path(info.path)
+        if info.kind == "file":
+            yield EvidenceItem(f"{info.index}/{root.name}", info.index, info.path, root.name, root, "file")
+        elif info.kind == "folder":
+            for path in telegram.walk_files(root):
+                yield _file_item(info, path, root, "folder")
+        elif info.kind == "telegram_html":
+            for path in telegram.walk_files(root):
+                if not telegram.is_structure_file(root, path):
+                    yield _file_item(info, path, root, "telegram_html")
+        else:
+            yield from _telegram_json_items(info, root)
+
+
+def _telegram_json_items(info: InputInfo, root: Path) -> Iterator[EvidenceItem]:
+    export = telegram.ExportInfo(root=root, form="json", kind="chat")
+    contexts: dict[Path, list[dict]] = {}
+    unresolved: list[telegram.MediaReference] = []
+    for ref in telegram.iter_references(root, export):
+        if ref.status == "ok":
+            contexts.setdefault(ref.path.resolve(), []).append(ref.context)
+        else:
+            unresolved.append(ref)
+    info.telegram = {"kind": export.kind, "chats": export.chats, "messages": export.messages,
+                     "media_references": sum(len(v) for v in contexts.values()) + len(unresolved),
+                     "missing": sum(r.status == "missing" for r in unresolved),
+                     "refused": sum(r.status == "refused" for r in unresolved)}
+    for path in telegram.walk_files(root):
+        if telegram.is_structure_file(root, path):
+            continue
+        item = _file_item(info, path, root, "telegram_json")
+        item.telegram = contexts.get(path.resolve(), [])
+        yield item
+    for n, ref in enumerate(unresolved):
+        ctx = ref.context
+        rel = f"#message/{ctx.get('chat_id')}/{ctx.get('message_id')}/{ref.field}/{n}"
+        yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, "telegram_json",
+                           status=ref.status, reason=ref.reason, telegram=[{**ctx, "value": ref.value}])
+
+
+def register_case_resolver() -> None:
+    """`${case_dir:DIR,INPUTS}`: the case directory, refused before Hydra creates it among the evidence."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("case_dir"):
+        OmegaConf.register_new_resolver("case_dir", lambda d, inputs: (check_case_dir(d, list(inputs)), d)[1])

@@ -1,0 +1,439 @@
+"""The evidence scan: `python evaluate.py mode=scan inputs=[...] ckpt_path=... case.id=... case.operator=...`.
+
+Items stream from discovery through hashing and scoring into the case store (SQLite), one
+committed transaction each, so an interrupted scan resumes without redoing finished items. At the
+end every input is hashed again and the custody record states whether all hashes are unchanged.
+The case directory is Hydra's run directory and may not lie among the evidence; evidence files
+are opened read-only (O_NOATIME where allowed) and nothing is written beside them.
+
+Outputs in the case directory: case.sqlite (state), scan_results.jsonl (one item per line, in
+discovery order), scan_summary.json, input_hashes.csv and custody.json; docs/scan.md explains them.
+Then the case report (forensics/report.py, docs/report.md) is built from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from faketrace.datasets.faces import build_detector, describe_detector
+from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
+from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
+from faketrace.forensics.case_store import CaseStore, CaseStoreError
+from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
+from faketrace.forensics.scoring import (
+    FAILED_STATUSES,
+    VERDICT_WORDS,
+    MediaScorer,
+    ScanModel,
+    ScanOptions,
+    load_onnx_model,
+    load_torch_model,
+)
+
+log = logging.getLogger(__name__)
+
+CUSTODY_VERSION = 1
+RESULTS_VERSION = 1
+EXIT_OK = 0
+EXIT_ITEMS_FAILED = 3
+EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure status (no_face, missing)",
+                EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)"}
+
+
+class _Offline:
+    """While a scan runs, Python-level network calls of the AF_INET families fail loudly.
+
+    A guard for code we do not control (a library that phones home); the proof that the scan
+    makes no connection at all, C libraries included, is the strace test in tests/test_scan.py.
+    """
+
+    active = False
+    installed = False
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if not cls.active:
+            return
+        if event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
+            raise ConnectionRefusedError(f"the evidence scan makes no network connection (attempted {args[1]})")
+        if event == "socket.getaddrinfo":
+            raise ConnectionRefusedError(f"the evidence scan makes no network lookup (attempted {args[0]})")
+
+    @classmethod
+    def enter(cls) -> None:
+        if not cls.installed:
+            sys.addaudithook(cls.hook)
+            cls.installed = True
+        cls.active = True
+
+
+class UnvalidatedModelError(RuntimeError):
+    """A model not fit for casework, used without allow_unvalidated=true."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def hash_evidence(path: Path, chunk: int = 1 << 20) -> tuple[str, str, int]:
+    """SHA-256, MD5 and size of a file read once, read-only."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open_readonly(path) as fh:
+        while block := fh.read(chunk):
+            sha.update(block)
+            md5.update(block)
+            size += len(block)
+    return sha.hexdigest(), md5.hexdigest(), size
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (Linux /proc), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_model(cfg: DictConfig) -> ScanModel:
+    if cfg.get("model_dir"):
+        return load_onnx_model(cfg.model_dir, threads=cfg.scan.get("threads"))
+    if cfg.get("ckpt_path"):
+        return load_torch_model(cfg.ckpt_path, device=str(cfg.get("device", "auto")))
+    raise ValueError("a scan needs a model: ckpt_path=CHECKPOINT (PyTorch) or model_dir=EXPORT_FOLDER (ONNX Runtime)")
+
+
+def load_image_model(cfg: DictConfig) -> ScanModel | None:
+    """The optional second, image-level model (whole-image tiles) run beside a face-level one."""
+    if cfg.get("image_model_dir"):
+        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"))
+    elif cfg.get("image_ckpt_path"):
+        model = load_torch_model(cfg.image_ckpt_path, device=str(cfg.get("device", "auto")))
+    else:
+        return None
+    if model.level != "image":
+        raise ValueError(f"{model.path} is a {model.level}-level model; image_ckpt_path / image_model_dir take "
+                         "an image-level one")
+    return model
+
+
+def options_from_config(cfg: DictConfig, model: ScanModel) -> ScanOptions:
+    s = cfg.scan
+    bands = OmegaConf.to_container(s.bands, resolve=True) if s.get("bands") else None
+    default_frames = model.face_spec.frames_per_video if model.face_spec is not None else 32
+    return ScanOptions(frames_per_video=int(s.frames_per_video or default_frames),
+                       video_rule=str(s.video_rule or model.aggregation), batch_size=int(s.batch_size),
+                       detector_batch=int(s.detector_batch), min_face_px=int(s.min_face_px),
+                       min_jpeg_quality=int(s.min_jpeg_quality),
+                       min_video_bits_per_pixel=float(s.min_video_bits_per_pixel),
+                       max_file_bytes=int(s.max_file_bytes),
+                       video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
+                       image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
+                       isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
+                       bands_override=bands)
+
+
+def fault_plan(cfg: DictConfig) -> FaultPlan | None:
+    debug = cfg.get("debug") or {}
+    if debug.get("fault"):
+        return FaultPlan(debug["fault"], int(debug.get("fault_at", 1)), debug.get("fault_action", "raise"))
+    return FaultPlan.parse(os.environ.get(FAULT_ENV))
+
+
+def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> dict:
+    """One item's result; any failure becomes a status and a reason, never an exception."""
+    result = {"item_id": item.item_id, "input_index": item.input_index, "input": item.input_root,
+              "rel_path": item.rel_path, "source": item.source, "telegram": item.telegram or None}
+    if item.status is not None:
+        return {**result, "status": item.status, "reason": item.reason}
+    try:
+        sha, md5, size = hash_evidence(item.path)
+    except OSError as exc:
+        return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
+    result.update(sha256=sha, md5=md5, size_bytes=size)
+    try:
+        result.update(scorer.score_file(item.path))
+    except Exception as exc:  # one bad item must not take the case down; the log keeps the traceback
+        log.error("item %s failed:\n%s", item.item_id, traceback.format_exc())
+        result.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+    if result["status"] == "scanned" and warning:
+        result["warning"] = warning
+    return result
+
+
+class CaseScan:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.case_dir = Path(cfg.paths.output_dir)
+        self.inputs = describe_inputs(list(cfg.inputs))
+        check_case_dir(self.case_dir, [i.path for i in self.inputs])
+        self.model = load_model(cfg)
+        self.image_model = load_image_model(cfg)
+        models = [m for m in (self.model, self.image_model) if m is not None]
+        unfit = [m for m in models if not m.fit_for_casework]
+        if unfit and not cfg.allow_unvalidated:
+            raise UnvalidatedModelError(
+                f"{unfit[0].path} is not fit for casework ({unfit[0].casework_note}). A scan with it is for "
+                "testing the tool only: pass allow_unvalidated=true to run it anyway; every output will say so.")
+        self.warning = " | ".join(m.warning for m in unfit) or None
+        face_model = self.model if self.model.level == "face" else None
+        self.detector = self.detector_used = None
+        self.warnings: list[str] = [self.warning] if self.warning else []
+        if face_model is not None:
+            spec = face_model.face_spec
+            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+                                           nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
+                                           device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
+            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
+                                                   spec.detector_max_side)
+            trained_with = face_model.detector.get("weights_sha256")
+            if trained_with and trained_with != self.detector_used["weights_sha256"]:
+                self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
+                                     f"from those the model's crops were made with ({trained_with})")
+        self.options = options_from_config(cfg, self.model)
+        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
+        self.fault = FaultInjector(fault_plan(cfg))
+        for info in self.inputs:
+            self.warnings.extend(info.notes)
+
+    def identity(self) -> dict:
+        """What makes two runs the same scan: a case directory never mixes two."""
+        o = self.options
+        return {"case_id": str(self.cfg.case.id), "inputs": [i.path for i in self.inputs],
+                "model_sha256": self.model.sha256,
+                "image_model_sha256": self.image_model.sha256 if self.image_model else None,
+                "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
+                            "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
+                            "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
+                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
+
+    def run(self) -> dict:
+        _Offline.enter()
+        # The case holds derivatives of the evidence: only its owner may enter or read it.
+        self.case_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.case_dir, 0o700)
+        umask = os.umask(0o077)
+        store = CaseStore(self.case_dir)
+        try:
+            known = store.get_meta("identity")
+            if known is None:
+                store.set_meta("identity", self.identity())
+            elif known != self.identity():
+                raise CaseStoreError(f"{self.case_dir} holds a scan of other inputs, model or settings "
+                                     f"({json.dumps(known)}); choose a new case.dir")
+            return self._run(store)
+        finally:
+            _Offline.active = False
+            os.umask(umask)
+            self.scorer.close()
+            store.close()
+
+    def _session_record(self) -> dict:
+        return {"host": socket.gethostname(), "operator": str(self.cfg.case.operator), "pid": os.getpid(),
+                "argv": sys.argv, "user": _user()}
+
+    def _run(self, store: CaseStore) -> dict:
+        started = utc_now()
+        session = store.start_session(started, self._session_record())
+        self._write_custody(store, session, started, None, None, None)  # a killed run still leaves a record
+        scanned = skipped = 0
+        progress_every = int(self.cfg.scan.get("progress_every") or 0)
+        t0 = time.perf_counter()
+        bar = tqdm(desc="scan", unit="item", disable=not self.cfg.scan.get("progress", True), file=sys.stderr)
+        for seq, item in enumerate(iter_items(self.inputs)):
+            bar.update(1)
+            if store.done(item.item_id) is not None:
+                skipped += 1
+                continue
+            result = scan_item(item, self.scorer, self.warning)
+            self.fault("scan_before_item_stored")
+            store.put(item.item_id, seq, result, session)
+            self.fault("scan_after_item_stored")
+            scanned += 1
+            if progress_every and (scanned % progress_every == 0):
+                with open(self.case_dir / "progress.jsonl", "a") as fh:
+                    fh.write(json.dumps({"session": session, "items_this_session": scanned, "seq": seq,
+                                         "rss_bytes": rss_bytes(), "seconds": time.perf_counter() - t0}) + "\n")
+        bar.close()
+        self.fault("scan_before_outputs")
+        integrity = self._verify_hashes(store)
+        counts = store.counts()
+        failed = sum(n for s, n in counts.items() if s in FAILED_STATUSES)
+        exit_status = EXIT_ITEMS_FAILED if failed or not integrity["all_unchanged"] else EXIT_OK
+        summary = self._write_results(store, counts, integrity, exit_status, scanned, skipped)
+        ended = utc_now()
+        store.end_session(session, ended, exit_status, scanned)
+        self._write_custody(store, session, started, ended, exit_status, integrity, counts)
+        summary["exit_status"] = exit_status
+        summary["report"] = self._report()
+        return summary
+
+    def _report(self) -> dict | None:
+        """The case report (forensics/report.py); its failure leaves the scan's results intact."""
+        rcfg = self.cfg.get("report")
+        if rcfg is None or not rcfg.get("enabled", True):
+            return None
+        from faketrace.forensics.report import ReportOptions, build_report
+
+        try:
+            report = build_report(self.case_dir, ReportOptions.from_config(rcfg), self.model, self.detector)
+        except Exception as exc:
+            log.error("the report failed:\n%s", traceback.format_exc())
+            return {"error": f"{type(exc).__name__}: {exc}",
+                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+        return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
+                "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
+                "duplicate_groups": report["summary"]["duplicate_groups"]}
+
+    # -- integrity --
+    def _verify_hashes(self, store: CaseStore) -> dict:
+        """Hash every input file again; the custody record says whether each is unchanged."""
+        changed, n = [], 0
+        with atomic_path(self.case_dir / "input_hashes.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged"])
+            for r in store.results():
+                if not r.get("sha256"):
+                    continue
+                path = Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
+                try:
+                    after = hash_evidence(path)[0]
+                except OSError as exc:
+                    after = f"unreadable: {exc}"
+                same = after == r["sha256"]
+                n += 1
+                if not same:
+                    changed.append(r["item_id"])
+                w.writerow([r["item_id"], str(path), r["size_bytes"], r["md5"], r["sha256"], after, same])
+        return {"items_hashed": n, "all_unchanged": not changed, "changed": changed, "hash_list": "input_hashes.csv",
+                "algorithm": "SHA-256 of each file before it was decoded and again after the whole scan"}
+
+    # -- outputs --
+    def _describe(self, m: ScanModel) -> dict:
+        bands = self.scorer.bands if m.level == "face" else self.scorer.image_bands
+        return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
+                "fit_for_casework": m.fit_for_casework, "casework_note": m.casework_note, "card": m.card,
+                "calibration": m.calibration, "video_rule": self.options.video_rule,
+                "image_preprocessing": m.image_spec.to_dict() if m.image_spec else None,
+                "bands": {lvl: vars(b) for lvl, b in bands.items()}}
+
+    def _header(self) -> dict:
+        header = {"case_id": str(self.cfg.case.id), "warning": self.warning, "model": self._describe(self.model),
+                  "verdicts": VERDICT_WORDS,
+                "inconclusive_means": ("the score lies between the bands, or the input is outside what the model "
+                                       f"can judge (faces under {self.options.min_face_px} px, JPEG quality under "
+                                       f"{self.options.min_jpeg_quality}, video under "
+                                       f"{self.options.min_video_bits_per_pixel} bits per pixel per frame)")}
+        if self.image_model is not None:
+            header["image_model"] = self._describe(self.image_model)
+            header["combination"] = MediaScorer.COMBINATION
+        return header
+
+    def _write_results(self, store: CaseStore, counts: dict, integrity: dict, exit_status: int, scanned: int,
+                       skipped: int) -> dict:
+        verdicts: dict[str, int] = {}
+        with atomic_path(self.case_dir / "scan_results.jsonl") as tmp, open(tmp, "w") as fh:
+            fh.write(json.dumps({"results_version": RESULTS_VERSION, **self._header()}, sort_keys=True) + "\n")
+            for r in store.results():
+                if r.get("verdict"):
+                    verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+                fh.write(json.dumps(r, sort_keys=True) + "\n")
+        summary = {"results_version": RESULTS_VERSION, **self._header(), "warnings": self.warnings,
+                   "items": sum(counts.values()), "by_status": counts, "by_verdict": verdicts,
+                   "scanned_this_session": scanned, "already_done": skipped,
+                   "evidence_unchanged": integrity["all_unchanged"], "exit_status": exit_status,
+                   "exit_meaning": EXIT_MEANING[exit_status],
+                   "inputs": [vars(i) for i in self.inputs]}
+        atomic_write_text(self.case_dir / "scan_summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+
+    def _write_custody(self, store: CaseStore, session: int, started: str, ended: str | None,
+                       exit_status: int | None, integrity: dict | None, counts: dict | None = None) -> None:
+        from faketrace.engine.checkpoint import git_sha, versions
+
+        m = self.model
+        record = {
+            "custody_version": CUSTODY_VERSION,
+            "warning": self.warning,
+            "case": {"id": str(self.cfg.case.id), "operator": str(self.cfg.case.operator),
+                     "directory": str(self.case_dir.resolve())},
+            "session": {"number": session, "started_utc": started, "ended_utc": ended,
+                        "exit_status": exit_status,
+                        "exit_meaning": EXIT_MEANING.get(exit_status, "running or interrupted")},
+            "sessions": store.sessions(),
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                     "python": platform.python_version(), "user": _user()},
+            "tool": {"name": "faketrace", "version": _version(), "git_sha": git_sha(), "versions": versions()},
+            "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256, "fit_for_casework": m.fit_for_casework,
+                      "casework_note": m.casework_note, "card": m.card, "calibration": m.calibration,
+                      "face_detector_trained_with": m.detector, "face_detector_used": self.detector_used},
+            "image_model": None if self.image_model is None else
+            {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
+            "inputs": [vars(i) for i in self.inputs],
+            "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
+                                 "no network connection is made by the scan",
+            "evidence_integrity": integrity,
+            "counts": counts,
+            "warnings": self.warnings,
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+        }
+        atomic_write_text(self.case_dir / "custody.json", json.dumps(record, indent=2, default=str))
+
+
+def _user() -> str | None:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("faketrace")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def scan_from_config(cfg: DictConfig) -> dict:
+    return CaseScan(cfg).run()
+
+
+def format_summary(summary: dict) -> str:
+    lines = []
+    if summary.get("warning"):
+        lines += ["!" * 78, f"!! {summary['warning']}", "!" * 78]
+    lines.append(f"case {summary['case_id']}: {summary['items']} items "
+                 f"({summary['scanned_this_session']} scanned now, {summary['already_done']} done before)")
+    lines.append("  by status:  " + ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items())))
+    lines.append("  by verdict: " + (", ".join(f"{VERDICT_WORDS[k]} {v}" for k, v in sorted(summary["by_verdict"].items()))
+                                     or "none"))
+    lines.append(f"  evidence unchanged (SHA-256 before = after): {summary['evidence_unchanged']}")
+    for w in summary.get("warnings", [])[1:] if summary.get("warning") else summary.get("warnings", []):
+        lines.append(f"  note: {w}")
+    lines.append(f"  exit status {summary['exit_status']}: {summary['exit_meaning']}")
+    report = summary.get("report")
+    if report and report.get("error"):
+        lines.append(f"  REPORT FAILED: {report['error']}; the results are intact: {report['retry']}")
+    elif report:
+        lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
+                     f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
+    return "\n".join(lines)

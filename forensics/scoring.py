@@ -1,0 +1,504 @@
+"""Scoring one media file: decode, find every face, run the model, calibrate, band the result.
+
+The face pipeline is the checkpoint's own (datasets/face_pipeline.py, the code that made the
+training crops), with every face kept: an item's score is the highest calibrated probability
+among its faces (a video: each frame's highest, then the model's video rule, then the video
+temperature). Scores are rounded to 6 decimals so that batch composition cannot change them.
+
+Two model back-ends: an export folder (model.onnx + model_card.json) runs through ONNX Runtime
+and needs no torch; a checkpoint runs through PyTorch, on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
+from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input
+from faketrace.datasets.io import sha256_file
+from faketrace.datasets.media import (
+    MAX_IMAGE_PIXELS,
+    DecodeError,
+    DecodeTimeout,
+    ImageTooLarge,
+    IsolatedDecoder,
+    sniff_media_type,
+)
+from faketrace.models.onnx_safety import check_external_data
+
+DECIMALS = 6
+VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
+VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
+                 "no_evidence_of_manipulation": "no evidence of manipulation"}
+# Statuses of an item. Only the first two are results; the rest say why there is none.
+STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "timeout", "missing",
+            "refused", "error")
+FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+# Fallback bands when a model carries no fitted thresholds (said in every output).
+DEFAULT_BANDS = (0.3, 0.7)
+VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
+
+
+def r6(x: float | None) -> float | None:
+    return None if x is None else round(float(x), DECIMALS)
+
+
+def sigmoid(x) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def logit(p, eps: float = 1e-7) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def video_rule(frame_probs: np.ndarray, rule: str) -> float:
+    """One video probability from per-frame probabilities (each the frame's highest face score)."""
+    p = np.asarray(frame_probs, np.float64)
+    if rule in ("mean", "max_face_mean"):  # frames already carry their highest face
+        return float(p.mean())
+    if rule == "median":
+        return float(np.median(p))
+    if rule == "max":
+        return float(p.max())
+    if rule == "confident":
+        from faketrace.engine.metrics import confident_strategy
+
+        return confident_strategy(p)
+    raise ValueError(f"unknown video rule {rule!r}; known: {VIDEO_RULES}")
+
+
+def frame_probabilities(logits, calibration: dict) -> np.ndarray:
+    """Calibrated frame (crop or tile) probabilities: sigmoid(logit / T + b), as engine/calibration.py."""
+    return sigmoid(np.asarray(logits, np.float64) / float(calibration.get("temperature", 1.0))
+                   + float(calibration.get("bias", 0.0)))
+
+
+def item_probability(aggregated: float, n_frames: int, calibration: dict) -> float:
+    """An item's probability from its aggregated frame probabilities, as evaluation computes it.
+
+    Items with at least `video_min_frames` scored frames go through the video map
+    sigmoid(logit(v) / T_video + b_video); a single frame keeps its probability (calibration
+    records of version 1 carry no video_min_frames and rescaled every item).
+    """
+    if n_frames >= int(calibration.get("video_min_frames", 1)):
+        return float(sigmoid(logit(aggregated) / float(calibration.get("video_temperature", 1.0))
+                             + float(calibration.get("video_bias", 0.0))))
+    return float(aggregated)
+
+
+def calibration_summary(calibration: dict) -> dict:
+    keys = ("method", "temperature", "bias", "video_temperature", "video_bias", "video_min_frames")
+    return {k: (r6(calibration[k]) if isinstance(calibration[k], float) else calibration[k])
+            for k in keys if k in calibration}
+
+
+# -- models ---------------------------------------------------------------------------------------
+@dataclass
+class ScanModel:
+    """A model with everything a scan needs to use it as it was trained and calibrated."""
+
+    kind: str  # pytorch | onnx
+    path: str
+    sha256: str
+    face_spec: PreprocessSpec | None  # face-level models
+    input_spec: dict
+    aggregation: str
+    calibration: dict
+    fit_for_casework: bool
+    casework_note: str
+    detector: dict  # the face detector the model's crops were made with
+    card: dict  # what the custody record and the report say about the model
+    logits: Callable[[np.ndarray], np.ndarray]
+    device: str = "cpu"
+    level: str = "face"  # face: scores face crops; image: scores whole-image tiles
+    image_spec: ImageSpec | None = None  # image-level models
+    module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
+
+    @property
+    def warning(self) -> str | None:
+        return None if self.fit_for_casework else f"NOT VALIDATED FOR CASEWORK: {self.casework_note}"
+
+
+def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
+    """The scan scores face crops one at a time; a video-family model scores clips of consecutive
+    crops, so scoring it frame by frame would not be the model that was evaluated."""
+    clip_length = int(input_spec.get("clip_length") or 1)
+    if clip_length > 1:
+        raise ValueError(f"{source}: this model scores clips of {clip_length} consecutive face crops (the video "
+                         "family); the scan scores single crops, so it cannot use it. Evaluate it with evaluate.py "
+                         "on a preprocessed data set, or scan with a frame-level model")
+
+
+def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
+    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch."""
+    import onnxruntime as ort
+
+    folder = Path(export_dir)
+    card_path, onnx_path = folder / "model_card.json", folder / "model.onnx"
+    for p in (card_path, onnx_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
+    card = json.loads(card_path.read_text())
+    refuse_clip_models(card.get("input") or {}, folder)
+    onnx_sha = sha256_file(onnx_path)
+    listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
+    if listed and listed != onnx_sha:
+        raise ValueError(f"{onnx_path} has SHA-256 {onnx_sha}, but its model card lists {listed}: the folder was "
+                         "altered after export")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
+    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([out_name], {in_name: x})[0], np.float64).reshape(-1)
+
+    summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
+    level = card.get("level", "face")
+    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
+                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
+                     image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
+                     input_spec=card["input"],
+                     aggregation=card["video_aggregation"], calibration=card["calibration"],
+                     fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
+                     detector=card.get("face_detector", {}),
+                     card={**summary, "model_card_sha256": sha256_file(card_path)}, logits=logits)
+
+
+def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
+    """A faketrace checkpoint, loaded without unpickling code, run through PyTorch."""
+    import torch
+
+    from faketrace.engine.checkpoint import load_checkpoint
+    from faketrace.engine.evaluate import model_from_checkpoint
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ckpt = load_checkpoint(ckpt_path)
+    refuse_clip_models(ckpt["preprocessing"]["input"], ckpt_path)
+    model = model_from_checkpoint(ckpt).to(device)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
+
+    pre = ckpt["preprocessing"]
+    card = {"name": f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}",
+            "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
+            "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
+                         "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
+            "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
+    level = pre.get("level", "face")
+    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
+                     face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
+                     image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
+                     input_spec=pre["input"],
+                     aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
+                     fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
+                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
+                     module=model)
+
+
+# -- bands ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bands:
+    """p >= upper: likely manipulated; p < lower: no evidence; between: inconclusive."""
+
+    lower: float
+    upper: float
+    source: str
+
+    def verdict(self, p: float) -> str:
+        if p >= self.upper:
+            return "likely_manipulated"
+        return "no_evidence_of_manipulation" if p < self.lower else "inconclusive"
+
+
+def bands_for(calibration: dict, level: str, override: dict | None = None) -> Bands:
+    """Bands from the model's thresholds at `level` ("video": evaluation's item level, stills included).
+
+    Upper: the threshold that kept the false-positive rate at or below the target on validation
+    videos; lower: the equal-error-rate threshold. Both were fitted on validation data, never test.
+    """
+    if override and override.get("lower") is not None and override.get("upper") is not None:
+        lower, upper = float(override["lower"]), float(override["upper"])
+        if not 0 <= lower <= upper <= 1:
+            raise ValueError(f"bands need 0 <= lower <= upper <= 1, got {lower}, {upper}")
+        return Bands(lower, upper, "set by the operator in the scan config (scan.bands)")
+    t = (calibration.get("thresholds") or {}).get(level) or {}
+    upper, lower = t.get("at_target_fpr"), t.get("eer")
+    if upper is None or lower is None:
+        return Bands(*DEFAULT_BANDS, "defaults: this model has no thresholds fitted on validation data "
+                                     "(run scripts/calibrate.py), so the bands are not backed by measured error rates")
+    fpr = t.get("target_fpr")
+    return Bands(min(float(lower), float(upper)), float(upper),
+                 f"fitted on validation data at {level} level: upper = threshold keeping FPR <= {fpr}, "
+                 "lower = equal-error-rate threshold")
+
+
+# -- items ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanOptions:
+    frames_per_video: int = 32
+    video_rule: str = "mean"
+    batch_size: int = 32
+    detector_batch: int = 16
+    min_face_px: int = 48  # faces smaller than this (shorter box side) are outside what the model judges
+    min_jpeg_quality: int = 50  # harder-compressed JPEGs are outside it too
+    min_video_bits_per_pixel: float = 0.02  # bits per pixel per frame below this: heavy compression
+    max_file_bytes: int = 8 << 30
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    video_time_limit_s: float | None = 300.0
+    image_time_limit_s: float | None = 60.0
+    isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
+    decode_grace_s: float = 30.0  # the child is killed this long after the item's time limit
+    bands_override: dict | None = None
+
+
+class MediaScorer:
+    """Scores files with a face-level model, an image-level model, or both.
+
+    With both, each item reports both scores and verdicts, and the more severe verdict decides
+    (likely manipulated > inconclusive > no evidence; on a tie, the larger calibrated
+    probability); `decided_by` names the model. An item without a face still gets its image-level
+    score.
+    """
+
+    COMBINATION = ("most severe verdict of the face-level and image-level models, each under its own "
+                   "calibrated bands; on equal verdicts the larger calibrated probability decides")
+
+    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
+        if model is not None and model.level == "image":
+            if image_model is not None:
+                raise ValueError("two image-level models given; the second model must be face-level")
+            model, image_model = None, model
+        if model is None and image_model is None:
+            raise ValueError("a scan needs a face-level model, an image-level model, or both")
+        self.model, self.image_model, self.detector, self.options = model, image_model, detector, options
+        if model is not None:
+            # Every face is scored, with the crop geometry the model was trained on.
+            self.spec = dataclasses.replace(model.face_spec, face_policy="all")
+            # Item-level thresholds (evaluation's video-level table holds videos and stills alike).
+            self.bands = {"item": bands_for(model.calibration, "video", options.bands_override)}
+        else:
+            self.spec = PreprocessSpec()  # frame sampling of videos only
+            self.bands = {}
+        if image_model is not None:
+            self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
+        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+
+    def close(self) -> None:
+        self.decoder.close()
+
+    def score_file(self, path: Path) -> dict:
+        """Result fields of one file (status, decode facts, faces, score, verdict); never raises DecodeError."""
+        size = path.stat().st_size
+        kind = sniff_media_type(path)
+        out: dict = {"media_type": kind}
+        if kind == "empty":
+            return {**out, "status": "empty", "reason": "the file is empty (0 bytes)"}
+        if kind == "unknown":
+            return {**out, "status": "unsupported", "reason": "not an image or video format recognised from its bytes"}
+        if size > self.options.max_file_bytes:
+            return {**out, "status": "oversized",
+                    "reason": f"{size} bytes, above the limit of {self.options.max_file_bytes} (scan.max_file_bytes)"}
+        try:
+            if kind == "image":
+                frames, decode = self._image(path)
+            else:
+                frames, decode = self._video(path, size)
+        except DecodeTimeout as exc:
+            return {**out, "status": "timeout", "reason": str(exc)}
+        except ImageTooLarge as exc:
+            return {**out, "status": "oversized", "reason": str(exc)}
+        except DecodeError as exc:  # DecoderCrashed included
+            return {**out, "status": "decode_error", "reason": str(exc)}
+        if isinstance(frames, str):  # a video that gave no frame at all
+            return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
+        out["decode"] = decode
+        animated = kind == "video" or decode.get("n_frames", 1) > 1
+        if self.model is not None:
+            out.update(self._score_frames(frames, animated))
+            out = self._scope(out)
+        if self.image_model is None:
+            return out
+        image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
+        image_level.pop("decode")
+        return self._combine(out, image_level)
+
+    # -- decoding --
+    def _image(self, path: Path) -> tuple[dict, dict]:
+        img = self.decoder("read_image_frames", path, max_frames=self.options.frames_per_video,
+                           hard_limit_s=self.options.image_time_limit_s)
+        decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
+                  "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        return img.frames, decode
+
+    def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
+        o, spec = self.options, self.spec
+        v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+        error = v.error.replace(str(path), path.name) if v.error else None
+        decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
+                  "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
+                  "partial": bool(error), "decode_note": error}
+        if not v.frames:
+            decode["status"] = "timeout" if v.timed_out else "decode_error"
+            return error or "no frame could be decoded", decode
+        first = next(iter(v.frames.values()))
+        h, w = first.shape[:2]
+        duration = v.decoded_frames / v.fps if v.fps else None
+        decode.update(width=int(w), height=int(h), duration_s=r6(duration))
+        if duration:
+            decode["bits_per_pixel"] = r6(size * 8 / duration / (w * h * v.fps))
+        if v.timed_out:
+            decode["decode_note"] = f"time limit reached; scored the frames read before it: {error}"
+        return v.frames, decode
+
+    # -- model --
+    def _score_frames(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
+        order = sorted(frames)
+        detections = []
+        for i in range(0, len(order), self.options.detector_batch):
+            detections.extend(self.detector.detect([frames[k] for k in order[i:i + self.options.detector_batch]]))
+        chosen = [c for per_frame in choose_faces(order, detections, self.spec) for c in per_frame]
+        result = {"n_faces_detected": int(sum(len(d) for d in detections)),
+                  "frames_with_face": int(sum(bool(d) for d in detections))}
+        if not chosen:
+            return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
+                                                            "scored; not assessed (no score is given)"}
+        crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
+        spec = self.model.input_spec
+        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
+        logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
+                                 for i in range(0, len(x), self.options.batch_size)])
+        cal = self.model.calibration
+        probs = frame_probabilities(logits, cal)
+        faces = []
+        for c, lg, p in zip(chosen, logits, probs, strict=True):
+            b = c.face.box
+            faces.append({"frame_index": int(c.frame_index), "face_rank": int(c.rank), "track_id": int(c.track_id),
+                          "box": [round(float(v), 2) for v in b], "detector_score": r6(c.face.score),
+                          "size_px": round(float(min(b[2] - b[0], b[3] - b[1])), 2),
+                          "logit": r6(lg), "probability": r6(p)})
+        per_frame: dict[int, float] = {}
+        for f, p in zip(faces, probs, strict=True):
+            per_frame[f["frame_index"]] = max(per_frame.get(f["frame_index"], 0.0), float(p))
+        if animated:
+            level, rule = "video", self.options.video_rule
+            aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
+            how = f"{rule} over frames of each frame's highest face probability, then the video map"
+        else:
+            level, rule = "frame", None
+            aggregated = float(probs.max())
+            how = "highest calibrated probability among the faces"
+        probability = item_probability(aggregated, len(per_frame), cal)
+        top = int(np.argmax(probs))
+        result.update(status="scanned", reason=None, faces=faces,
+                      frame_scores=[{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
+                      most_suspicious_face=faces[top],
+                      score={"probability": r6(probability), "level": level, "rule": rule, "how": how,
+                             "calibration": calibration_summary(cal)})
+        result.update(self._verdict(probability, faces))
+        return result
+
+    def _score_image_level(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
+        """Whole-image score: tiles at native resolution, tile rule per frame, then the video rule."""
+        m, spec = self.image_model, self.image_model.image_spec
+        cal = m.calibration
+        per_frame, tiles_of = {}, {}
+        for k in sorted(frames):
+            x, boxes = image_model_input(frames[k], spec, m.input_spec)
+            logits = np.concatenate([m.logits(x[i:i + self.options.batch_size])
+                                     for i in range(0, len(x), self.options.batch_size)])
+            probs = frame_probabilities(logits, cal)
+            per_frame[k] = aggregate_tiles(probs, spec.aggregation)
+            tiles_of[k] = {"frame_index": int(k), "boxes": [list(map(int, b)) for b in boxes],
+                           "probabilities": [r6(p) for p in probs]}
+        if animated:
+            level, rule = "video", self.options.video_rule
+            aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
+            how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
+        else:
+            level, rule = "frame", None
+            aggregated = per_frame[min(per_frame)]
+            how = f"{spec.aggregation} of the calibrated tile probabilities"
+        probability = item_probability(aggregated, len(per_frame), cal)
+        top = max(per_frame, key=lambda k: (per_frame[k], -k))
+        bands = self.image_bands["item"]
+        verdict = bands.verdict(round(probability, DECIMALS))
+        return {"status": "scanned", "score": {"probability": r6(probability), "level": level, "rule": rule,
+                                               "tile_rule": spec.aggregation, "how": how,
+                                               "calibration": calibration_summary(cal)},
+                "score_band": verdict, "verdict": verdict, "out_of_scope": [],
+                "bands": {"lower": r6(bands.lower), "upper": r6(bands.upper), "source": bands.source},
+                "frame_scores": [{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
+                "tiles": tiles_of[top], "tile_size": spec.tile_size,
+                "model": {"path": m.path, "sha256": m.sha256, "kind": m.kind}}
+
+    def _combine(self, face: dict, image: dict) -> dict:
+        """One item result from both levels; both kept in full under face_level / image_level."""
+        severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+        out = dict(face)
+        out["image_level"] = image
+        out["combination"] = self.COMBINATION
+        if self.model is None or face.get("status") != "scanned":
+            if self.model is not None:
+                out["face_level"] = {"status": face.get("status"), "reason": face.get("reason")}
+            decided = "image"
+        else:
+            out["face_level"] = {k: face[k] for k in ("score", "score_band", "verdict", "verdict_reason", "bands",
+                                                      "out_of_scope") if k in face}
+            key = {"face": (severity[face["verdict"]], face["score"]["probability"]),
+                   "image": (severity[image["verdict"]], image["score"]["probability"])}
+            decided = "image" if key["image"] > key["face"] else "face"
+        if decided == "image":
+            out.update(status="scanned", reason=None, score=image["score"], verdict=image["verdict"],
+                       score_band=image["score_band"], bands=image["bands"],
+                       verdict_reason=f"image-level model: {image['verdict_reason']}")
+        out["decided_by"] = decided
+        return out
+
+    def _verdict(self, p: float, faces: list[dict]) -> dict:
+        bands = self.bands["item"]
+        by_score = bands.verdict(round(p, DECIMALS))
+        out_of_scope = []
+        if all(f["size_px"] < self.options.min_face_px for f in faces):
+            out_of_scope.append(f"every face is smaller than {self.options.min_face_px} px")
+        return {"score_band": by_score, "bands": {"lower": r6(bands.lower), "upper": r6(bands.upper),
+                                                  "source": bands.source},
+                "verdict": by_score, "out_of_scope": out_of_scope}
+
+    def _scope(self, result: dict) -> dict:
+        """Mark a scanned item inconclusive when its input lies outside what the model can judge."""
+        if result.get("status") != "scanned":
+            return result
+        o, decode = self.options, result.get("decode", {})
+        reasons = list(result.get("out_of_scope", []))
+        q, bpp = decode.get("jpeg_quality_estimate"), decode.get("bits_per_pixel")
+        if q is not None and q < o.min_jpeg_quality:
+            reasons.append(f"JPEG quality about {q}, below {o.min_jpeg_quality}")
+        if bpp is not None and bpp < o.min_video_bits_per_pixel:
+            reasons.append(f"video at {bpp:.4f} bits per pixel per frame, below {o.min_video_bits_per_pixel}")
+        result["out_of_scope"] = reasons
+        if reasons:
+            result["verdict"] = "inconclusive"
+            result["verdict_reason"] = "outside what the model can judge: " + "; ".join(reasons)
+        else:
+            b = result["bands"]
+            result["verdict_reason"] = (f"calibrated probability {result['score']['probability']:.6f} with bands "
+                                        f"lower {b['lower']:.6f}, upper {b['upper']:.6f}")
+        return result
+
+
