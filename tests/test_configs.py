@@ -47,7 +47,7 @@ def test_experiments_hold_only_deltas():
         assert text.lstrip().startswith("# @package _global_") or "# @package _global_" in text.splitlines()[1]
         # A delta file never restates the whole model or trainer config.
         data = OmegaConf.load(CONFIGS / "experiment" / f"{name}.yaml")
-        assert len(OmegaConf.to_container(data.get("model", {}))) < 6
+        assert len(data.get("model") or {}) < 6  # some experiments keep the model option's values
 
 
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in HEAVY_EXPERIMENTS else e

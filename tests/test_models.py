@@ -196,3 +196,16 @@ def test_dct_bands_partition_the_spectrum_and_srm_ignores_flat_images():
     flat = torch.full((1, 3, 16, 16), 0.3)
     srm = SRMResiduals([0.5] * 3, [0.5] * 3)(flat)
     assert srm.shape == (1, 9, 16, 16) and srm[..., 2:-2, 2:-2].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["frequency", "blending_boundary"])
+def test_report_heatmaps_use_grad_cam_on_families_and_fall_back_for_a_frozen_probe(name, tmp_path):
+    from faketrace.forensics.heatmaps import grad_cam
+
+    model_cfg, size = _model_cfg(name, tmp_path, ["model.backbone=resnet18"])
+    x = torch.randn(1, 3, size, size).numpy()
+    cam, _ = grad_cam(_build(model_cfg).eval(), x)
+    assert cam.shape == (size, size)
+    # The probe's backbone runs without gradients: no Grad-CAM, so the report uses occlusion.
+    probe = LinearProbeDetector("resnet18", use_projection=False, input_size=size).eval()
+    assert grad_cam(probe, x) is None
