@@ -14,7 +14,16 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from faketrace.datasets.faces import Face, aligned_crop, encode_crop, main_track, square_crop, track_faces
+from faketrace.datasets.faces import (
+    Face,
+    aligned_crop,
+    aligned_crop_matrix,
+    encode_crop,
+    main_track,
+    square_crop,
+    square_crop_matrix,
+    track_faces,
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,13 @@ def crop_pixels(frame: np.ndarray, face: Face, spec: PreprocessSpec) -> np.ndarr
     if spec.align:
         return aligned_crop(frame, face.landmarks, spec.margin, spec.crop_size)
     return square_crop(frame, face.box, spec.margin, spec.crop_size)
+
+
+def crop_matrix(box: np.ndarray, landmarks: np.ndarray | None, spec: PreprocessSpec) -> np.ndarray:
+    """The 2x3 affine `crop_pixels` applies: frame pixels -> crop pixels (for boxes, landmarks)."""
+    if spec.align:
+        return aligned_crop_matrix(np.asarray(landmarks, np.float32).reshape(-1, 2)[:5], spec.margin, spec.crop_size)
+    return square_crop_matrix(box, spec.margin, spec.crop_size)
 
 
 def model_crop(frame: np.ndarray, face: Face, spec: PreprocessSpec) -> np.ndarray:

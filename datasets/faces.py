@@ -120,17 +120,22 @@ def build_detector(name: str = "retinaface", **kwargs) -> RetinaFaceDetector:
     return RetinaFaceDetector(**kwargs)
 
 
+def square_crop_matrix(box: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """2x3 affine from frame pixels to the square crop of `square_crop`."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(x1 - x0, y1 - y0) * margin
+    s = size / side
+    return np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
+
+
 def square_crop(frame: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
     """Crop a square of side `margin` x the longer box side around the box centre, resized.
 
     Parts outside the frame are filled by edge replication so the face stays centred.
     """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0) * margin
     # An affine map from the square to the output grid: one resampling step.
-    s = size / side
-    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
+    m = square_crop_matrix(box, margin, size)
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -185,7 +190,7 @@ def main_track(per_frame: list[list[Face]], track_ids: list[list[int]]) -> int |
 
 # 5-point template of ArcFace (112 x 112: eyes, nose, mouth corners) whose face fills the image
 # about as tightly as a RetinaFace box does, so `margin` means the same with and without alignment.
-_ALIGN_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+ALIGN_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                 [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
 
 
@@ -199,10 +204,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.array([[a, -b, tx], [b, a, ty]], np.float32)
 
 
+def aligned_crop_matrix(landmarks: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """2x3 similarity from frame pixels to the aligned crop of `aligned_crop`."""
+    dst = (ALIGN_TEMPLATE_112 - 56.0) * (size / 112.0) / margin + size / 2.0
+    return similarity_transform(landmarks, dst)
+
+
 def aligned_crop(frame: np.ndarray, landmarks: np.ndarray, margin: float, size: int) -> np.ndarray:
     """Crop by a 5-point similarity transform (rotation, uniform scale, shift) onto the template."""
-    dst = (_ALIGN_TEMPLATE_112 - 56.0) * (size / 112.0) / margin + size / 2.0
-    m = similarity_transform(landmarks, dst)
+    m = aligned_crop_matrix(landmarks, margin, size)
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -64,7 +64,7 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*random initialisation.*")
         model = instantiate(init)
-    model.backbone.load_state_dict(ckpt["model"], strict=True)
+    model.load_trained_state(ckpt["model"], ckpt.get("model_family"))
     return model.eval()
 
 
@@ -84,7 +84,7 @@ def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, n
         faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
     spec = ckpt["preprocessing"]["input"]
     dataset = FaceCropDataset(faces, data_cfg.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
-                              split=split)
+                              split=split, clip_length=spec.get("clip_length"))
     if len(dataset) == 0:
         raise ValueError(f"no face crops in split {split!r} of {data_cfg.manifest_path}")
     return predict(model, dataset, batch_size, num_workers, device)

@@ -7,7 +7,9 @@ The folder (written under a staging name and renamed into place only when every 
 - `face_detector.onnx`: the RetinaFace file the crops depend on (hash checked against the one the
   checkpoint's training data was preprocessed with).
 - `weights.safetensors` (plain timm models): reloaded through `timm.create_model` and compared
-  with the checkpoint's logits (<= 1e-6), so a head timm would drop cannot ship.
+  with the checkpoint's logits (<= 1e-6), so a head timm would drop cannot ship. A detector
+  family adds `family.safetensors` (its parts beside the timm backbone); the two rebuild the
+  detector strictly and must give the same logits. Clip (video) models are refused.
 - optional `model.fp16.onnx` (checked only where a CUDA execution provider is at hand) and
   `model.int8.onnx` (static QDQ, calibrated on training crops, refused when validation AUC drops
   more than the configured bound).
@@ -51,6 +53,7 @@ MODEL_CARD_VERSION = 2
 VERIFY_BATCH_SIZES = (1, 8)
 ROUND_TRIP_ATOL = 1e-6
 DETECTOR_FILE = "face_detector.onnx"
+FAMILY_FILE = "family.safetensors"
 
 
 class ExportVerificationError(RuntimeError):
@@ -145,6 +148,26 @@ def verify_timm_round_trip(model: torch.nn.Module, weights_path: Path, backbone:
                                       f"checkpoint's (limit {atol:g}): a dropped or altered head?")
     return {"max_abs_logit_diff": diff, "tolerance": atol, "n_images": int(len(images)),
             "call": "faketrace.models.backbones.load_exported_weights"}
+
+
+def verify_family_round_trip(model: torch.nn.Module, ckpt: dict, weights_path: Path, family_path: Path,
+                             images: torch.Tensor, atol: float = ROUND_TRIP_ATOL) -> dict:
+    """Rebuild a family detector from its two safetensors files (strict keys); logits must match."""
+    from safetensors.torch import load_file
+
+    try:
+        reloaded = model_from_checkpoint({**ckpt, "model": load_file(str(weights_path)),
+                                          "model_family": load_file(str(family_path))})
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a failed round trip
+        raise ExportVerificationError(f"the detector could not be rebuilt from {weights_path.name} and "
+                                      f"{family_path.name}: {type(exc).__name__}: {exc}") from exc
+    with torch.no_grad():
+        diff = float((reloaded(images).reshape(-1) - model(images).reshape(-1)).abs().max())
+    if not diff <= atol:
+        raise ExportVerificationError(f"{weights_path.name} + {family_path.name} give logits {diff:.3g} away from "
+                                      f"the checkpoint's (limit {atol:g})")
+    return {"max_abs_logit_diff": diff, "tolerance": atol, "n_images": int(len(images)),
+            "call": "Detector.load_trained_state(backbone, family), the class and arguments of model_spec.init"}
 
 
 # -- optional artefacts -------------------------------------------------------------------------
@@ -338,8 +361,14 @@ def staged_folder(final: Path):
 def export_checkpoint(cfg: DictConfig) -> dict:
     ckpt = load_checkpoint(cfg.ckpt_path)
     ckpt_sha = sha256_file(cfg.ckpt_path)
-    model = model_from_checkpoint(ckpt)
     spec = ckpt["preprocessing"]["input"]
+    if (spec.get("clip_length") or 1) > 1:
+        # The graph, the predictor and the scan all feed single frames; a clip model scored that
+        # way would not be the model that was evaluated.
+        raise ExportVerificationError(f"family {ckpt['model_spec']['family']!r} scores clips of "
+                                      f"{spec['clip_length']} crops; export, the predictor and the scan take single "
+                                      "frames, so clip models are not exported (evaluate.py scores them)")
+    model = model_from_checkpoint(ckpt)
     evaluation = evaluation_summary(cfg.evaluation, ckpt_sha) if cfg.get("evaluation") else None
     robustness = robustness_summary(cfg.robustness, ckpt_sha) if cfg.get("robustness") else None
     split = verification_split(cfg, evaluation)
@@ -360,16 +389,23 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         atomic_write_bytes(out / DETECTOR_FILE, det_bytes)
         detector = {**ckpt["preprocessing"]["detector"], "file": DETECTOR_FILE, "sha256": sha256_bytes(det_bytes)}
 
+        meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
+                "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
         if getattr(model, "plain_timm", False):
-            meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
-                    "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
             export_safetensors(model.backbone, out / "weights.safetensors", meta)
             weights = {"file": "weights.safetensors", "keys": "plain timm",
                        "round_trip": verify_timm_round_trip(model, out / "weights.safetensors",
                                                             ckpt["model_spec"]["backbone"], images)}
         else:
-            weights = {"file": None, "reason": f"family {ckpt['model_spec']['family']!r} is more than a timm model; "
-                                                 "its weights ship inside model.onnx only"}
+            # A family is more than a timm model: the timm backbone keeps its plain keys in
+            # weights.safetensors, what the family adds (second stream, decoder, probe) goes to
+            # family.safetensors, and both must rebuild the checkpoint's logits.
+            export_safetensors(model.backbone_state_dict(), out / "weights.safetensors", meta)
+            export_safetensors(model.family_state_dict(), out / FAMILY_FILE, {**meta, "faketrace.part": "family"})
+            weights = {"file": "weights.safetensors", "family_file": FAMILY_FILE,
+                       "keys": "timm backbone (plain timm keys) + the family's own parts",
+                       "round_trip": verify_family_round_trip(model, ckpt, out / "weights.safetensors",
+                                                              out / FAMILY_FILE, images)}
         fp16 = (export_fp16(model, out / "model.onnx", out / "model.fp16.onnx", images, float(cfg.fp16.atol))
                 if cfg.fp16.enabled else None)
         rule = ckpt["preprocessing"]["aggregation"]
@@ -430,6 +466,9 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
         "source_checkpoint": {"path": str(cfg.ckpt_path), "sha256": ckpt_sha},
         "git_sha": ckpt["git_sha"], "versions": {"training": ckpt["versions"], "export": versions()},
         "timm_load": (f"model = timm.create_model('{ckpt['model_spec']['backbone']}', pretrained=True, num_classes=1, "
-                      "pretrained_cfg_overlay=dict(file='weights.safetensors', num_classes=1))"),
+                      "pretrained_cfg_overlay=dict(file='weights.safetensors', num_classes=1))"
+                      if not weights.get("family_file") else
+                      f"# weights.safetensors is the backbone only; the detector is {ckpt['model_spec']['target']}: "
+                      "load_trained_state(load_file('weights.safetensors'), load_file('family.safetensors'))"),
         "files_note": f"SHA-256 of every file in the folder except {CARD_FILE} itself",
     }

@@ -69,3 +69,23 @@ def constant(optimizer, total_steps: int) -> LambdaLR:
 class _Constant:
     def __call__(self, step: int) -> float:
         return 1.0
+
+
+class LinearDecay:
+    """Constant base lr until `start_fraction` of the steps, then linear decay to zero at the end
+    (the schedule Self-Blended Images trains with: decay over the last quarter)."""
+
+    def __init__(self, total_steps: int, start_fraction: float = 0.75):
+        if not 0.0 <= start_fraction < 1.0:
+            raise ValueError(f"start_fraction must be in [0, 1), got {start_fraction}")
+        self.total_steps = int(total_steps)
+        self.start = int(round(start_fraction * self.total_steps))
+
+    def __call__(self, step: int) -> float:
+        if step < self.start:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.start) / max(1, self.total_steps - self.start))
+
+
+def linear_decay(optimizer, total_steps: int, start_fraction: float = 0.75) -> LambdaLR:
+    return LambdaLR(optimizer, LinearDecay(total_steps, start_fraction))

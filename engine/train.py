@@ -165,7 +165,7 @@ def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, 
         if limit_batches is not None and b >= limit_batches:
             break
         images = batch["image"].to(device)
-        if channels_last:
+        if channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         logits.append(model(images).float().cpu())
         rows.append(batch["index"])
@@ -218,11 +218,23 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         aug = OmegaConf.to_container(cfg.augment, resolve=True)
+        # Pseudo-fakes from real faces (configs/synthesis/); validation uses them too when asked,
+        # so that model selection never sees the data set's own manipulations.
+        self.synthesis = instantiate(cfg.synthesis) if cfg.get("synthesis") else None
+        self.val_synthesis = val_synthesis = (self.synthesis if self.synthesis is not None
+                                              and self.synthesis.validate_on == "synthetic" else None)
+        # What the model asks of the data: blending masks as targets, clips instead of frames.
+        common = {"crop_spec": self.preprocess_spec, "clip_length": spec.get("clip_length")}
         self.train_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
                                          train_transform(spec["input_size"], spec["mean"], spec["std"], aug),
-                                         split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed)
+                                         split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+                                         synthesis=self.synthesis, masks="mask" in self.model.targets, **common)
         self.val_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
-                                       eval_transform(spec["input_size"], spec["mean"], spec["std"]), split="val")
+                                       eval_transform(spec["input_size"], spec["mean"], spec["std"]), split="val",
+                                       seed=cfg.seed, synthesis=val_synthesis, **common)
+        if self.synthesis is not None:
+            log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
+                     _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"need face crops in both train and val splits; found {len(self.train_set)} train and "
                              f"{len(self.val_set)} val crops in {cfg.data.manifest_path}")
@@ -261,10 +273,12 @@ class Trainer:
         cfg_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
         evaluated = self.ema.module if self.ema is not None else self.model
         return {
-            # The weights that were validated (the EMA weights when EMA is on), plain timm keys.
-            "model": {k: v.detach().cpu() for k, v in evaluated.backbone.state_dict().items()},
-            "model_raw": None if self.ema is None else
-            {k: v.detach().cpu() for k, v in self.model.backbone.state_dict().items()},
+            # The weights that were validated (the EMA weights when EMA is on): the timm backbone
+            # under plain timm keys, and what a detector family adds beside it.
+            "model": _cpu(evaluated.backbone_state_dict()),
+            "model_family": _cpu(evaluated.family_state_dict()),
+            "model_raw": None if self.ema is None else _cpu(self.model.backbone_state_dict()),
+            "model_family_raw": None if self.ema is None else _cpu(self.model.family_state_dict()),
             "ema": None if self.ema is None else {"decay": self.ema.decay, "updates": self.ema.updates},
             "epochs_without_improvement": self.epochs_without_improvement,
             "model_spec": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
@@ -293,11 +307,11 @@ class Trainer:
         if self.ema is not None:
             if ckpt.get("model_raw") is None:
                 raise ValueError(f"{path} was trained without EMA; resume it with trainer.ema_decay=null")
-            self.model.backbone.load_state_dict(ckpt["model_raw"], strict=True)
-            self.ema.module.backbone.load_state_dict(ckpt["model"], strict=True)
+            self.model.load_trained_state(ckpt["model_raw"], ckpt.get("model_family_raw"))
+            self.ema.module.load_trained_state(ckpt["model"], ckpt.get("model_family"))
             self.ema.updates = int(ckpt["ema"]["updates"])
         else:
-            self.model.backbone.load_state_dict(ckpt["model"], strict=True)
+            self.model.load_trained_state(ckpt["model"], ckpt.get("model_family"))
         self.epochs_without_improvement = int(ckpt.get("epochs_without_improvement", 0))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -310,12 +324,12 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------
     def _forward_loss(self, batch: dict, scale: float) -> torch.Tensor:
         images = batch["image"].to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast_context(self.device, self.precision):
-            logits = self.forward_model(images)
-        return self.model.loss(logits, batch) * scale
+            outputs = self.forward_model(images, with_aux=True)
+        return self.model.loss(outputs, batch) * scale
 
     def _backward(self, window: list[dict], scaler) -> float:
         """Gradients of the mean loss over all samples of the window (equal to one big batch)."""
@@ -459,6 +473,9 @@ class Trainer:
         calibration["fitted_on"].update(dataset=self.cfg.data.name, index=str(self.cfg.data.index_path),
                                         checkpoint="this one: the validation scores of its epoch, at the end of "
                                                    "training")
+        if self.val_synthesis is not None:
+            # The fakes it was fitted on are pseudo-fakes, not the data set's manipulations.
+            calibration["fitted_on"]["fakes"] = f"synthesised from the val split's real faces: {list(self.synthesis.methods)}"
         path = self.ckpt_dir / "best.ckpt"
         save_checkpoint({**load_checkpoint(path), "calibration": calibration}, path)
         log.info("best.ckpt calibrated on %d validation videos: %s", calibration["fitted_on"]["n_videos"],
@@ -468,6 +485,14 @@ class Trainer:
             log.info("cross-fitted %s ECE %.4f -> %.4f, log loss %.4f -> %.4f", level, held["before"][level]["ece"],
                      held["after"][level]["ece"], held["before"][level]["log_loss"], held["after"][level]["log_loss"])
         return calibration
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _count_by_method(table: pd.DataFrame) -> dict:
+    return {str(k): int(v) for k, v in table.groupby("method").size().items()}
 
 
 class _NoLogger:

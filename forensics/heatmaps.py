@@ -82,7 +82,8 @@ def grad_cam(module, x: np.ndarray) -> tuple[np.ndarray, float] | None:
         with torch.enable_grad():
             logit = module(torch.from_numpy(x).to(device)).reshape(-1)[0]
             a = store.get("a")
-            if a is None or a.ndim != 4 or min(a.shape[2:]) < 1:
+            # A frozen feature extractor (the linear-probe family) has no gradient to weigh by.
+            if a is None or a.ndim != 4 or min(a.shape[2:]) < 1 or not a.requires_grad:
                 return None
             (grads,) = torch.autograd.grad(logit, a)
     finally:

@@ -128,6 +128,16 @@ class ScanModel:
         return None if self.fit_for_casework else f"NOT VALIDATED FOR CASEWORK: {self.casework_note}"
 
 
+def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
+    """The scan scores face crops one at a time; a video-family model scores clips of consecutive
+    crops, so scoring it frame by frame would not be the model that was evaluated."""
+    clip_length = int(input_spec.get("clip_length") or 1)
+    if clip_length > 1:
+        raise ValueError(f"{source}: this model scores clips of {clip_length} consecutive face crops (the video "
+                         "family); the scan scores single crops, so it cannot use it. Evaluate it with evaluate.py "
+                         "on a preprocessed data set, or scan with a frame-level model")
+
+
 def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
     """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch."""
     import onnxruntime as ort
@@ -138,6 +148,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
     card = json.loads(card_path.read_text())
+    refuse_clip_models(card.get("input") or {}, folder)
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
@@ -175,6 +186,7 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = load_checkpoint(ckpt_path)
+    refuse_clip_models(ckpt["preprocessing"]["input"], ckpt_path)
     model = model_from_checkpoint(ckpt).to(device)
 
     def logits(x: np.ndarray) -> np.ndarray:

@@ -57,6 +57,8 @@ class KeyReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     head_reinitialised: list[str] = field(default_factory=list)
+    # The file's classifier when the model was built without one (num_classes=0: features only).
+    head_unused: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: list(v) for k, v in self.__dict__.items()}
@@ -80,23 +82,40 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """Module names of a timm model's classifier (its pretrained config says which)."""
+    clf = getattr(model, "pretrained_cfg", {}).get("classifier") if hasattr(model, "pretrained_cfg") else None
+    if not clf:
+        return ()
+    return (clf,) if isinstance(clf, str) else tuple(clf)
+
+
 def check_weight_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> KeyReport:
     """Compare a weight file with a model: what timm would keep quietly, we list."""
     own = model.state_dict()
-    head_names = set()
-    if hasattr(model, "default_cfg"):
-        clf = model.pretrained_cfg.get("classifier")
-        if clf:
-            head_names = {k for k in own if k.startswith(clf + ".")}
+    heads = classifier_names(model)
+
+    def is_head(key: str) -> bool:
+        return any(key == h or key.startswith(h + ".") for h in heads)
+
     report = KeyReport()
     for k, v in own.items():
         if k not in state:
-            (report.head_reinitialised if k in head_names else report.missing).append(k)
+            (report.head_reinitialised if is_head(k) else report.missing).append(k)
         elif tuple(state[k].shape) != tuple(v.shape):
-            (report.head_reinitialised if k in head_names else report.mismatched).append(k)
-    report.unexpected = [k for k in state if k not in own and not any(
-        k.startswith(h.rsplit(".", 1)[0] + ".") for h in head_names)]
+            (report.head_reinitialised if is_head(k) else report.mismatched).append(k)
+    for k in state:
+        if k not in own:
+            (report.head_unused if is_head(k) else report.unexpected).append(k)
     return report
+
+
+def pretrained_num_classes(name: str) -> int:
+    """Outputs of a model's pretrained classifier (e.g. 768 for the CLIP ViT-L/14 projection)."""
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained config for {name!r}")
+    return int(cfg.num_classes)
 
 
 def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, weights_file: str | None = None,
@@ -121,10 +140,13 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
         # timm keeps the file's classifier only when the overlay's num_classes matches the model's;
         # otherwise it drops it without a word, which the report above has already named.
         overlay = dict(file=str(path))
-        if not report.head_reinitialised:
+        if not report.head_reinitialised and not report.head_unused:
             overlay["num_classes"] = num_classes
-        if problems:
-            # Non-strict by request: load what fits by name and shape, keep the rest as initialised.
+        # timm drops a classifier only when num_classes differs from its pretrained config's; a
+        # file without a head for a model that keeps the pretrained head size would fail inside timm.
+        timm_keeps_head = report.head_reinitialised and num_classes == model.pretrained_cfg.get("num_classes")
+        if problems or timm_keeps_head:
+            # Load what fits by name and shape (every other key is already reported), keep the rest.
             fits = {k: v for k, v in state.items() if k in model.state_dict() and k not in report.mismatched
                     and k not in report.head_reinitialised}
             model.load_state_dict(fits, strict=False)
@@ -139,6 +161,8 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
         if report.head_reinitialised:
             log.warning("%s: classifier %s initialised fresh (the file's head does not fit num_classes=%d)",
                         name, report.head_reinitialised, num_classes)
+        if report.head_unused:
+            log.info("%s: built without a classifier; the file's %s is not used", name, report.head_unused)
         if problems:
             log.warning("%s: non-strict load from %s: %s", name, path, report.as_dict())
     elif pretrained:

@@ -60,9 +60,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int, opset: int 
     raise RuntimeError("ONNX export failed with both exporters: " + " | ".join(errors))
 
 
-def export_safetensors(backbone: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Plain timm keys, loadable by `timm.create_model(..., pretrained_cfg_overlay=dict(file=path))`."""
+def export_safetensors(weights: nn.Module | dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """A module's (or a state dict's) tensors; a timm backbone's plain timm keys are loadable by
+    `timm.create_model(..., pretrained_cfg_overlay=dict(file=path))`."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(state, str(path), metadata=metadata or {})

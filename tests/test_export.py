@@ -280,3 +280,41 @@ def test_benchmark_infer_subcommand_times_both_runtimes(tmp_path):
         result["runtimes"]["pytorch_eager_cpu"]["1"]["all_ms"]) == 2
     assert set(result["ratios"]["onnxruntime_cpu/pytorch_eager_cpu"]) == {"1", "32"}
     assert "speed-up onnxruntime_cpu/pytorch_eager_cpu" in out.stdout
+
+
+def _train_family(demo_data, out, overrides):
+    cfg = compose_config("train", demo_data["overrides"] + ["model.backbone=test_efficientnet", "model.input_size=64",
+                                                           "debug=fast", "trainer.limit_train_batches=1",
+                                                           "trainer.limit_val_batches=1", *overrides], output_dir=out)
+    return train(resolved(cfg))["last_ckpt"]
+
+
+def test_a_family_exports_backbone_and_family_weights_that_rebuild_its_logits(demo_data, tmp_path):
+    ckpt_path = _train_family(demo_data, tmp_path / "train", ["model=frequency", "model.stream=srm"])
+    cfg = compose_config("export", demo_data["overrides"] + [f"ckpt_path={ckpt_path}", "verify.n_images=8",
+                                                            "triton.enabled=false"], output_dir=tmp_path / "x")
+    card = export_checkpoint(resolved(cfg))
+    out = tmp_path / "x" / "export"
+    assert card["family"] == "frequency_two_stream"
+    assert card["weights"]["file"] == "weights.safetensors" and card["weights"]["family_file"] == "family.safetensors"
+    assert card["weights"]["round_trip"]["max_abs_logit_diff"] <= 1e-6
+    assert {"weights.safetensors", "family.safetensors"} <= set(card["files"])
+    # The backbone file holds plain timm keys only; the family's parts are in the other file.
+    backbone, family = load_file(str(out / "weights.safetensors")), load_file(str(out / "family.safetensors"))
+    assert not any(k.startswith("backbone.") for k in backbone) and family
+    assert all(k.split(".")[0] in ("stream", "stream_filter", "head") for k in family)
+    assert "timm.create_model" not in card["timm_load"]  # the backbone alone is not the detector
+
+
+def test_clip_models_are_refused_by_export_and_scan(demo_data, tmp_path):
+    from faketrace.forensics.scoring import load_torch_model
+
+    ckpt_path = _train_family(demo_data, tmp_path / "train", ["model=video_temporal", "model.clip_length=2",
+                                                             "model.temporal_dim=16"])
+    cfg = compose_config("export", demo_data["overrides"] + [f"ckpt_path={ckpt_path}", "verify.n_images=8"],
+                         output_dir=tmp_path / "x")
+    with pytest.raises(ExportVerificationError, match="clips of 2 crops"):
+        export_checkpoint(resolved(cfg))
+    assert not (tmp_path / "x" / "export").exists()
+    with pytest.raises(ValueError, match="scores clips of 2 consecutive face crops"):
+        load_torch_model(ckpt_path, device="cpu")

@@ -9,7 +9,7 @@ import torch
 
 from faketrace.engine.checkpoint import load_checkpoint
 from faketrace.engine.optim import SAM
-from faketrace.engine.schedulers import warmup_cosine, warmup_poly, warmup_step
+from faketrace.engine.schedulers import linear_decay, warmup_cosine, warmup_poly, warmup_step
 from faketrace.engine.train import Trainer, make_loader, train
 
 from .conftest import compose_config, resolved
@@ -45,6 +45,8 @@ def test_schedules_follow_their_formulas():
     poly = _lrs(warmup_poly, total, total_steps=total, power=2.0, warmup_steps=0)
     for t in (0, 10, 49):
         assert poly[t] == pytest.approx(0.1 * (1 - t / total) ** 2)
+    lin = _lrs(linear_decay, total, total_steps=total, start_fraction=0.8)  # decay over the last 10 steps
+    assert [lin[t] for t in (0, 39, 40, 45, 49)] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.01])
 
 
 def test_layerwise_learning_rates_and_freezing(demo_data, tmp_path):
