@@ -165,6 +165,9 @@ def gradient_module_from_export(model) -> tuple[object | None, str]:
         return None, "the export's model card is not the one the scan read"
     card = json.loads(card_path.read_text())
     listed = (card.get("files") or {}).get("weights.safetensors", {}).get("sha256")
+    if (card.get("weights") or {}).get("family_file"):
+        return None, (f"a {card.get('family')} export is more than its timm backbone (give ckpt_path= for "
+                      "Grad-CAM)")
     if not card.get("timm_load") or not listed or not weights.is_file():
         return None, "the export has no plain-timm weights.safetensors"
     if sha256_file(weights) != listed:
