@@ -1,8 +1,13 @@
 """The Detector base class: a timm backbone with one logit per image and working defaults.
 
-Contract: `forward(images) -> logits` of shape (B,), with auxiliary outputs (if a family has
-them) in `self.aux` style dicts from `forward_outputs`; `loss(outputs, batch)` defaults to BCE.
-Families subclass and override only what differs.
+Contract: `forward(images) -> logits` of shape (B,); `forward(images, with_aux=True)` returns
+the dict of `forward_outputs` (the logits under "logits", plus a family's auxiliary outputs,
+e.g. a per-pixel manipulation map); `loss(outputs, batch)` defaults to BCE on the logits.
+Families subclass and override only what differs: usually `forward_outputs`, sometimes `loss`.
+
+Weights: the timm backbone keeps plain timm keys (`backbone_state_dict`); whatever a family adds
+beside it (a localisation decoder, ...) is `family_state_dict`, so checkpoints and exports can
+keep the two apart.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ class Detector(nn.Module):
     """Plain binary classifier: timm backbone with a single-logit head."""
 
     family = "binary_classifier"
+    #: Auxiliary outputs of `forward_outputs` beyond the logits (e.g. ("map",) for localisation).
+    aux_outputs: tuple[str, ...] = ()
 
     def __init__(self, backbone: str, pretrained: bool = False, weights_file: str | None = None,
                  strict_weights: bool = True, input_size: int | None = None, mean: list | None = None,
@@ -36,14 +43,48 @@ class Detector(nn.Module):
         self.interpolation = cfg["interpolation"]
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images).squeeze(-1)
+    # -- the forward contract ---------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, with_aux: bool = False):
+        outputs = self.forward_outputs(images)
+        return outputs if with_aux else outputs["logits"]
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def forward_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"logits": (B,)} plus a family's auxiliary outputs."""
+        return {"logits": self.backbone(images).squeeze(-1)}
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, outputs, batch: dict) -> torch.Tensor:
+        """BCE on the logits; `outputs` is the dict of `forward_outputs` or the logits alone."""
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        return self.classification_loss(logits, batch)
+
+    def classification_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         target = batch["label"].float()
         if self.label_smoothing:
             target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
         return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+    # -- weights -------------------------------------------------------------------------------
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The timm backbone's weights under plain timm keys."""
+        return self.backbone.state_dict()
+
+    def family_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything outside the timm backbone (empty for the plain classifier)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def load_trained_state(self, backbone_state: dict, family_state: dict | None = None) -> None:
+        """Load a trained detector's weights strictly (both parts, nothing missing or extra)."""
+        self.backbone.load_state_dict(backbone_state, strict=True)
+        expected = set(self.family_state_dict())
+        given = dict(family_state or {})
+        if set(given) != expected:
+            raise ValueError(f"{type(self).__name__}: family weights do not fit: missing "
+                             f"{sorted(expected - set(given))[:5]}, unexpected {sorted(set(given) - expected)[:5]}")
+        if given:
+            result = self.load_state_dict({**{f"backbone.{k}": v for k, v in backbone_state.items()}, **given},
+                                          strict=True)
+            assert not result.missing_keys and not result.unexpected_keys
 
     def input_spec(self) -> dict:
         """What an image must look like on the way in: stored in checkpoints and model cards."""
