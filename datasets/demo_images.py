@@ -155,7 +155,7 @@ def generator_render(layout: dict, height: int, width: int, rng: np.random.Gener
     img = img / ((1.0 + (1.0 + mismatch)) / 2) ** 2
     noise = cv2.resize(rng.normal(0, 1, ((height + 3) // 4, (width + 3) // 4, 3)).astype(np.float32),
                        (width, height), interpolation=cv2.INTER_CUBIC)
-    img = img + noise * rng.uniform(*gen["read_noise"]) * 1.5
+    img = img + noise * rng.uniform(*gen["generated_smooth_noise"])
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 

@@ -310,8 +310,8 @@ def image_spec_from_config(cfg: DictConfig, input_size: int) -> ImageSpec:
 
 
 def casework_fitness(cfg: DictConfig) -> tuple[bool, str]:
-    if str(cfg.data.name).startswith("demo"):  # demo and its shifted domain: both synthetic
-        return False, NOT_FIT_REASON_DEMO
+    if str(cfg.data.name).startswith("demo"):  # demo, its shifted domain and the image-level demo: all synthetic
+        return False, cfg.data.get("not_fit_reason") or NOT_FIT_REASON_DEMO
     if not cfg.get("casework", {}).get("validated_on_real_data", False):
         return False, "not validated on real data (set casework.validated_on_real_data after a documented validation)"
     return True, "validated on real data by the operator of this run"
