@@ -272,6 +272,7 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
     if not ckpt["fit_for_casework"]:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
     _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
+    tiles.to_csv(run_dir / "tile_scores.csv", index=False)
     return result
 
 

@@ -1,7 +1,8 @@
 """Export orchestration: checkpoint -> model.onnx + weights.safetensors + model_card.json.
 
 The ONNX model is verified against PyTorch on real face crops from the data set (not random
-noise) and the export fails if the largest absolute logit difference exceeds the tolerance.
+noise; image-level models: tiles of the data set's images) and the export fails if the largest
+absolute logit difference exceeds the tolerance.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.io import atomic_write_text, sha256_file
 from faketrace.datasets.transforms import eval_transform
 from faketrace.engine.checkpoint import load_checkpoint, versions
-from faketrace.engine.evaluate import model_from_checkpoint
+from faketrace.engine.evaluate import DIFFUSION_NOTE, checkpoint_level, image_dataset, model_from_checkpoint
 from faketrace.models.export import export_onnx, export_safetensors
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,12 @@ class ExportVerificationError(RuntimeError):
     pass
 
 
-def verification_images(cfg: DictConfig, spec: dict) -> torch.Tensor:
+def verification_images(cfg: DictConfig, spec: dict, ckpt: dict | None = None) -> torch.Tensor:
+    if ckpt is not None and checkpoint_level(ckpt) == "image":
+        ds = image_dataset(ckpt, cfg.data, cfg.verify.split)
+        tiles = torch.cat([ds[int(i)]["tiles"] for i in np.linspace(0, len(ds) - 1, min(8, len(ds))).round()])
+        pick = np.linspace(0, len(tiles) - 1, min(int(cfg.verify.n_images), len(tiles))).round().astype(int)
+        return tiles[pick]
     faces, _, _ = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
     ds = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
                          split=cfg.verify.split)
@@ -65,7 +71,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     model = model_from_checkpoint(ckpt)
     spec = ckpt["preprocessing"]["input"]
     onnx_info = export_onnx(model, out / "model.onnx", spec["input_size"], int(cfg.opset))
-    images = verification_images(cfg, spec)
+    images = verification_images(cfg, spec, ckpt)
     check = verify_onnx(model, out / "model.onnx", images, float(cfg.verify.atol))
     meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
             "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
@@ -85,12 +91,17 @@ def model_card(ckpt: dict, cfg: DictConfig, onnx_info: dict, check: dict, out: P
         "fit_for_casework": ckpt["fit_for_casework"],
         "casework_note": ckpt["casework_note"],
         "warning": None if ckpt["fit_for_casework"] else f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}",
-        "task": "binary face-manipulation detection on face crops (1 = manipulated)",
+        "task": "binary face-manipulation detection on face crops (1 = manipulated)" if checkpoint_level(ckpt) == "face"
+        else "binary whole-image manipulation detection on native-resolution tiles (1 = manipulated); image score "
+             f"= {spec['image']['aggregation']} over tiles",
+        "level": checkpoint_level(ckpt),
+        "image_preprocessing": spec.get("image"),
+        "image_note": DIFFUSION_NOTE if checkpoint_level(ckpt) == "image" else None,
         "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
         "input": spec["input"],
         "output": {"name": "logit", "shape": ["batch"],
                    "probability": "sigmoid(logit / temperature)", "temperature": ckpt["calibration"]["temperature"]},
-        "face_preprocessing": spec["face"], "face_detector": spec["detector"],
+        "face_preprocessing": spec.get("face"), "face_detector": spec.get("detector"),
         "video_aggregation": spec["aggregation"],
         "calibration": ckpt["calibration"],
         "training": {"data": ckpt["data"], "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],

@@ -227,3 +227,30 @@ def test_image_level_model_runs_on_video_frames(demo_data, image_ckpt):
     per_video = frames[frames.video_id.isin(videos.id)].groupby("video_id").size()
     assert len(per_video) == len(videos) and (per_video == ckpt["preprocessing"]["frames_per_video_eval"]).all()
     assert frames["score"].between(0, 1).all()
+
+
+def test_robustness_sweep_runs_on_an_image_level_model_and_notes_the_messenger_profile(demo_data, image_ckpt,
+                                                                                       tmp_path):
+    from faketrace.engine.robustness import robustness_sweep
+
+    cfg = compose_config("robustness", _image_overrides(demo_data) + [
+        f"ckpt_path={image_ckpt}", "distortions=[jpeg_quality,telegram]", "levels={jpeg_quality: [50], telegram: [photo]}",
+        "bootstrap.n_resamples=20", "num_workers=0"], output_dir=tmp_path)
+    table = robustness_sweep(resolved(cfg))
+    assert list(table.distortion) == ["none", "jpeg_quality", "telegram"]
+    assert (table.face_rate == 1.0).all() and table.video_auc.notna().all()
+    saved = json.loads((tmp_path / "robustness.json").read_text())
+    assert saved["level"] == "image" and "messenger profile" in saved["note"]
+    assert saved["preprocessing"]["tile_size"] == 32
+    assert "messenger profile" in (tmp_path / "robustness.md").read_text()
+
+
+def test_export_of_an_image_level_model_verifies_on_tiles(demo_data, image_ckpt, tmp_path):
+    from faketrace.engine.export import export_checkpoint
+
+    cfg = compose_config("export", _image_overrides(demo_data) + [f"ckpt_path={image_ckpt}",
+                                                                  f"out_dir={tmp_path / 'model'}"], output_dir=tmp_path)
+    card = export_checkpoint(resolved(cfg))
+    assert card["level"] == "image" and card["image_preprocessing"]["tile_size"] == 32
+    assert card["onnx"]["verification"]["passed"] and card["onnx"]["verification"]["n_images"] > 1
+    assert "diffusion" in card["image_note"] and card["face_preprocessing"] is None
