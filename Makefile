@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PY) -m pip check
 	touch $@
 
-demo: install  ## the whole job on embedded demo media: generate, preprocess, train, evaluate, export
+demo: install  ## the whole job on embedded demo media: generate, preprocess, train, evaluate, export; image level too
 	$(PY) scripts/make_demo_data.py hydra.run.dir=$(DEMO)/make_demo_data
 	$(PY) scripts/preprocess.py hydra.run.dir=$(DEMO)/preprocess
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/train
@@ -34,12 +34,18 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	rm -rf $(DEMO)/scan
 	$(PY) evaluate.py mode=scan inputs=[data/demo/raw] model_dir=$(DEMO)/export/model allow_unvalidated=true \
 		case.id=DEMO case.operator=make-demo case.dir=$(DEMO)/scan scan.progress=false
+	@# Image level (no face crop): procedural scenes with pasted regions and generated scenes.
+	$(PY) scripts/make_demo_data.py data=demo_images hydra.run.dir=$(DEMO)/make_demo_images
+	$(PY) train.py experiment=demo_images hydra.run.dir=$(DEMO)/train_images
+	$(PY) evaluate.py data=demo_images ckpt_path=$(DEMO)/train_images/checkpoints/best.ckpt \
+		hydra.run.dir=$(DEMO)/evaluate_images
 	@echo
 	@echo "metrics:        $(DEMO)/evaluate/metrics.json (and summary.md, metrics.csv, frame_scores.csv)"
 	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
 	@echo "checkpoint:     $(DEMO)/train/checkpoints/best.ckpt"
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, weights.safetensors, model_card.json)"
 	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json)"
+	@echo "image level:    $(DEMO)/evaluate_images/metrics.json (tile max and mean, per operator, localisation)"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
 
 test: install  ## the whole suite, slow tests included
