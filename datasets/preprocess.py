@@ -35,7 +35,7 @@ from tqdm import tqdm
 from faketrace.datasets.face_pipeline import ChosenFace, PreprocessSpec, choose_faces, crop_pixels
 from faketrace.datasets.faces import Face, build_detector, describe_detector, encode_crop
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan, InjectedFault
-from faketrace.datasets.io import atomic_path, atomic_write_bytes
+from faketrace.datasets.io import atomic_path, atomic_write_bytes, is_disk_full
 from faketrace.datasets.media import DecodeError, read_image, read_video_frames, sniff_media_type
 from faketrace.datasets.schema import (
     MANIFEST_COLUMNS,
@@ -341,6 +341,8 @@ def _run_pending(pending: list[dict], root: Path, faces_dir: Path, spec: Preproc
                 except InjectedFault:
                     raise
                 except Exception as exc:  # one broken item must not stop the run; it is named at the end
+                    if is_disk_full(exc):  # ... but a full disk stops it: every later item would fail too
+                        raise _stopped_by_full_disk(exc, done, pending) from exc
                     log.exception("preprocess: %s failed", item["id"])
                     failed[item["id"]] = f"{type(exc).__name__}: {exc}"
         else:
@@ -359,11 +361,20 @@ def _run_pending(pending: list[dict], root: Path, faces_dir: Path, spec: Preproc
                         pool.shutdown(cancel_futures=True)
                         raise
                     except Exception as exc:
+                        if is_disk_full(exc):
+                            pool.shutdown(cancel_futures=True)
+                            raise _stopped_by_full_disk(exc, done, pending) from exc
                         log.error("preprocess: %s failed: %s", futures[future], exc)
                         failed[futures[future]] = f"{type(exc).__name__}: {exc}"
     finally:
         bar.close()
     return done, failed
+
+
+def _stopped_by_full_disk(exc: OSError, done: list[dict], pending: list[dict]) -> OSError:
+    return OSError(exc.errno, f"{exc.strerror}. Preprocessing stopped: {len(done)} of the {len(pending)} items "
+                              "this run had to do were finished and are kept (their crops and manifest parts); "
+                              "free space and rerun the same command to go on with the rest")
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
 """Throughput benchmarks (timm's protocol: warm-up steps, then timed steps, GPU synchronised).
 
 Numbers are medians over repeats; the ratios compare the real pipeline with the model alone,
-so a slow data path shows up as a ratio well below 1.
+so a slow data path shows up as a ratio well below 1. `bench_infer` compares inference runtimes
+(PyTorch eager, ONNX Runtime) on the same exported graph.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import statistics
 import tempfile
 import time
+import warnings
 from itertools import islice
 from pathlib import Path
 
@@ -210,4 +214,114 @@ def bench_metrics(args: argparse.Namespace) -> dict:
         seconds, _ = _timed_fastest(fn, args.repeats, args.warmup)
         results["seconds"][name] = round(seconds, 3)
         print(f"{name:<48} {seconds:8.3f} s")
+    return results
+
+
+# -- inference ------------------------------------------------------------------------------
+
+# The backbones the issue names, at the sizes deepfake work runs them (random weights: speed only).
+INFER_MODELS = ("efficientnet_b4:380", "legacy_xception:299", "convnext_tiny:224")
+
+
+def _step_seconds(fn, steps: int, warmup: int, sync=None) -> list[float]:
+    """Seconds per timed step after `warmup` untimed ones (synchronised per step on a GPU)."""
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _runtimes(model: torch.nn.Module, onnx_path: Path, threads: int, cuda: bool) -> dict:
+    """name -> (run(batch array) callable, sync): PyTorch eager and ONNX Runtime on CPU, and on a
+    GPU PyTorch AMP (fp16 autocast) and ONNX Runtime's CUDA provider."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    cpu = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def torch_cpu(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    out = {"pytorch_eager_cpu": (torch_cpu, None),
+           "onnxruntime_cpu": (lambda x: cpu.run(["logit"], {"image": x}), None)}
+    if cuda:
+        gpu_model = copy.deepcopy(model).cuda().eval()
+        device = torch.device("cuda")
+
+        def torch_amp(x):  # host array in, host logits out: the same work ONNX Runtime's run() does
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+                return gpu_model(torch.from_numpy(x).to(device)).float().cpu()
+
+        out["pytorch_amp_cuda"] = (torch_amp, lambda: torch.cuda.synchronize(device))
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            gpu = ort.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            out["onnxruntime_cuda"] = (lambda x: gpu.run(["logit"], {"image": x}), None)
+    return out
+
+
+def bench_infer(args: argparse.Namespace) -> dict:
+    """Latency at batch 1 and throughput at batch 32, PyTorch eager vs ONNX Runtime (and GPU paths)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from faketrace.models.detector import Detector
+    from faketrace.models.export import export_onnx
+
+    threads = int(args.threads or torch.get_num_threads())
+    torch.set_num_threads(threads)
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="faketrace-infer-"))
+    plan = {1: (args.batch1_warmup, args.batch1_steps), 32: (args.batch32_warmup, args.batch32_steps)}
+    results = {"threads": threads, "cuda": cuda, "onnxruntime": ort.__version__, "torch": torch.__version__,
+               "machine": platform.machine(), "cpu_count": os.cpu_count(),
+               "plan": {str(b): {"warmup": w, "steps": s} for b, (w, s) in plan.items()}, "models": {}}
+    if not cuda:
+        results["gpu_note"] = "no CUDA device: PyTorch AMP and ONNX Runtime CUDA not measured"
+    for spec in args.models:
+        name, size = spec.split(":")
+        size = int(size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = Detector(name, pretrained=False, input_size=size).eval()
+        onnx_path = work / f"{name}_{size}.onnx"
+        export_onnx(model, onnx_path, size)
+        rng = np.random.default_rng(0)
+        row = {"input_size": size, "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "runtimes": {}}
+        for runtime, (run, sync) in _runtimes(model, onnx_path, threads, cuda).items():
+            r = {}
+            for batch, (warmup, steps) in plan.items():
+                x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+                times = _step_seconds(lambda run=run, x=x: run(x), steps, warmup, sync)
+                med = statistics.median(times)
+                r[str(batch)] = {"median_ms": med * 1e3, "images_s": batch / med, "all_ms": [t * 1e3 for t in times]}
+            row["runtimes"][runtime] = r
+        rt = row["runtimes"]
+        row["ratios"] = {}
+        for ref, other in (("pytorch_eager_cpu", "onnxruntime_cpu"), ("pytorch_amp_cuda", "onnxruntime_cuda")):
+            if ref in rt and other in rt:
+                row["ratios"][f"{other}/{ref}"] = {b: rt[ref][b]["median_ms"] / rt[other][b]["median_ms"]
+                                                   for b in ("1", "32")}
+        results["models"][f"{name}@{size}"] = row
+        print(f"{name} @ {size} px ({row['params_m']:.1f} M parameters, {threads} threads)")
+        for runtime, r in rt.items():
+            print(f"  {runtime:<20} batch 1: {r['1']['median_ms']:8.1f} ms   batch 32: {r['32']['images_s']:7.1f} img/s")
+        for pair, ratio in row["ratios"].items():
+            print(f"  speed-up {pair}: batch 1 {ratio['1']:.2f}x, batch 32 {ratio['32']:.2f}x")
+        del model
+    if not cuda:
+        print(results["gpu_note"])
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return results

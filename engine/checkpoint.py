@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from faketrace.datasets.io import atomic_path
+from faketrace.models.serialization import load_torch_file
 
 CHECKPOINT_FORMAT = "faketrace.checkpoint/1"
 NOT_FIT_REASON_DEMO = ("trained on the synthetic demo data (one morphed face, three operators); "
@@ -76,11 +77,14 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load without unpickling code; refuse files that are not faketrace checkpoints."""
+    """Load without unpickling code; refuse files that are not faketrace checkpoints.
+
+    A file that would need to run code to load (a crafted pickle) raises UnsafeModelFileError.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return ckpt

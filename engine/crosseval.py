@@ -1,9 +1,10 @@
 """Cross-data-set matrix: checkpoints (rows, with their training data) x test sets (columns).
 
 Each cell is the video AUC with its bootstrap interval on the test split of that data set,
-under the checkpoint's own aggregation rule and raw probabilities (AUC does not depend on a
-monotone calibration of frame scores, and the mean rule changes it only slightly). Written as
-CSV (one row per cell, the source of truth), JSON, Markdown and a heatmap PNG.
+under the checkpoint's own aggregation rule and raw probabilities: the cells compare detectors,
+not calibrations, and a calibration fitted on one data set's validation split says nothing about
+another data set (its video map can also reorder videos and stills, so it would move the AUC).
+Written as CSV (one row per cell, the source of truth), JSON, Markdown and a heatmap PNG.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ rule, and both rules (max, mean) are reported, with pixel-level localisation met
 model has a map.
 
 `detector` holds the raw numbers (probability = sigmoid(logit)), the same definitions training
-validation uses, so evaluating on val reproduces it. When the checkpoint carries a temperature
-(scripts/calibrate.py), `detector_calibrated` adds the numbers on sigmoid(logit / T) and at the
-EER threshold chosen on validation data. `calibrate_checkpoint` fits that calibration.
+validation uses, so evaluating on val reproduces it. When the checkpoint carries a calibration
+(fitted at the end of training, or by scripts/calibrate.py), `detector_calibrated` adds the
+numbers on the calibrated probabilities and at the EER threshold chosen on validation data.
+`calibrate_checkpoint` fits that calibration.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from faketrace.engine import plots as P
 from faketrace.engine.baseline import IMAGE_NAME as IMAGE_BASELINE_NAME
 from faketrace.engine.baseline import NAME as BASELINE_NAME
 from faketrace.engine.baseline import colour_baseline_scores, image_colour_baseline_scores
-from faketrace.engine.calibration import apply_temperature, calibrated_videos, fit_calibration
+from faketrace.engine.calibration import (
+    calibrated_frames,
+    calibrated_video_scores,
+    calibrated_videos,
+    fit_calibration,
+    maps_summary,
+)
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
 from faketrace.engine.train import frames_from_tiles, predict, predict_tiles, resolve_device, score_frames
 
@@ -182,12 +189,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "versions": versions(),
     }
     if calibration.get("method") == "temperature":
-        calibrated = apply_temperature(frames, float(calibration["temperature"]))
-        operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
-        video_t = float(calibration.get("video_temperature", 1.0))
-        result["detector_calibrated"] = {"temperature": calibration["temperature"], "video_temperature": video_t,
-                                         **M.report_levels(calibrated, rule, by=by, operating_thresholds=operating,
-                                                           bootstrap=boot, video_temperature=video_t)}
+        result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
     if cfg.baseline:
@@ -198,6 +200,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
     _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
     return result
+
+
+def calibrated_report(frames: pd.DataFrame, calibration: dict, rule: str, by: list, boot: dict | None) -> dict:
+    """`detector_calibrated`: the calibration's maps applied to frames and videos, EER thresholds from validation."""
+    operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
+    return {**{k: calibration.get(k) for k in ("temperature", "bias", "video_temperature", "video_bias",
+                                               "video_min_frames")},
+            **M.report_levels(calibrated_frames(frames, calibration), rule, by=by, operating_thresholds=operating,
+                              bootstrap=boot, video_scores=lambda videos: calibrated_video_scores(videos, calibration))}
 
 
 def _checkpoint_record(cfg: DictConfig, ckpt: dict) -> dict:
@@ -253,12 +264,7 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
     }
     calibration = ckpt["calibration"]
     if calibration.get("method") == "temperature":
-        calibrated = apply_temperature(frames, float(calibration["temperature"]))
-        operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
-        video_t = float(calibration.get("video_temperature", 1.0))
-        result["detector_calibrated"] = {"temperature": calibration["temperature"], "video_temperature": video_t,
-                                         **M.report_levels(calibrated, rule, by=by, operating_thresholds=operating,
-                                                           bootstrap=boot, video_temperature=video_t)}
+        result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, None, boot)
     if cfg.baseline:
@@ -326,7 +332,8 @@ def calibrate_checkpoint(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
     frames = score_split(ckpt, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device)
-    calibration = fit_calibration(frames, rule, cfg.split, cfg.fit_on, int(cfg.seed), float(cfg.target_fpr))
+    calibration = fit_calibration(frames, rule, cfg.split, cfg.fit_on, int(cfg.seed), float(cfg.target_fpr),
+                                  int(cfg.folds))
     calibration["fitted_on"].update(dataset=cfg.data.name, index=str(cfg.data.index_path),
                                     source_checkpoint_sha256=sha256_file(cfg.ckpt_path))
     src = Path(cfg.ckpt_path)
@@ -335,7 +342,7 @@ def calibrate_checkpoint(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "calibration.json", json.dumps({"checkpoint": str(out), **calibration}, indent=2))
-    log.info("temperature %.4f fitted on %s; calibrated checkpoint %s", calibration["temperature"], cfg.split, out)
+    log.info("%s fitted on %s; calibrated checkpoint %s", maps_summary(calibration), cfg.split, out)
     return {"checkpoint": str(out), "calibration": calibration}
 
 
@@ -395,9 +402,7 @@ def markdown_summary(result: dict) -> str:
               f"- test set: {ts['n_items_scored']} of {ts['n_items']} items scored; "
               f"{ts['items_without_face']['n']} without a face ({ts['items_without_face']['handling']})",
               f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
-              + (f" (T = {ck['calibration']['temperature']:.4f}, T_video = "
-                 f"{ck['calibration'].get('video_temperature', 1.0):.4f})"
-                 if ck["calibration"].get("method") == "temperature" else ""),
+              + (f" ({maps_summary(ck['calibration'])})" if ck["calibration"].get("method") == "temperature" else ""),
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
                                  f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)")]
     if result.get("level") == "image":
@@ -474,8 +479,9 @@ def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) ->
     cal = result["checkpoint"]["calibration"]
     if cal.get("method") == "temperature":
         calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
-        curves.update({f"frames, T={cal['temperature']:.2f}": calibrated,
-                       f"videos, T_video={cal.get('video_temperature', 1.0):.2f}": calibrated_videos_table})
+        curves.update({f"frames, calibrated (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})": calibrated,
+                       f"videos, calibrated (T_video={cal.get('video_temperature', 1.0):.2f}, "
+                       f"b_video={cal.get('video_bias', 0.0):.2f})": calibrated_videos_table})
     figs["reliability"] = P.reliability_figure(curves, warning=warning)
     figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
     figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)

@@ -9,7 +9,7 @@ docs/evaluation.md states each definition (EER variants, ECE bins, bootstrap, De
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from statistics import NormalDist
 
 import numpy as np
@@ -186,6 +186,23 @@ def expected_calibration_error(labels, scores, n_bins: int = ECE_BINS) -> float 
         return None
     used = table[table["count"] > 0]
     return float((used["count"] / n * (used["fake_share"] - used["mean_score"]).abs()).sum())
+
+
+def ece_if_calibrated(scores, n_bins: int = ECE_BINS, n_draws: int = 200, seed: int = 0) -> float | None:
+    """Mean ECE of these scores when labels are drawn from them: the ECE perfect calibration shows.
+
+    ECE is biased upward over few items (each bin's fake share is a small-sample estimate), so an
+    ECE is only meaningful next to this floor: at 160 videos it is about 0.07.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) == 0:
+        return None
+    b = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+    expected = np.bincount(b, weights=s, minlength=n_bins)
+    rng = np.random.default_rng(seed)
+    eces = [np.abs(np.bincount(b, weights=(rng.random(len(s)) < s).astype(np.float64), minlength=n_bins)
+                   - expected).sum() / len(s) for _ in range(n_draws)]
+    return float(np.mean(eces))
 
 
 def _confusion(y: np.ndarray, pred: np.ndarray) -> dict:
@@ -479,17 +496,18 @@ def breakdown(videos: pd.DataFrame, column: str, bootstrap: dict | None = None) 
 
 def report_levels(frames: pd.DataFrame, rule: str = "mean", by: str | list[str] | None = "method",
                   operating_thresholds: dict | None = None, bootstrap: dict | None = None,
-                  video_temperature: float | None = None) -> dict:
+                  video_scores: Callable[[pd.DataFrame], np.ndarray] | None = None) -> dict:
     """Frame-level and video-level reports, plus per-column breakdowns of video AUC.
 
     `frames` has video_id, label, score (probability), and optionally the `by` columns.
     `operating_thresholds` maps level -> threshold chosen on validation data. `bootstrap`
     (n_resamples, seed, level) adds intervals: frame AUC resampling videos, video metrics.
-    `video_temperature` rescales the aggregated video scores (see engine/calibration.py).
+    `video_scores` turns the aggregated video table into the video probabilities (the video map of
+    engine/calibration.py); without it the aggregate is the video probability.
     """
     videos = aggregate_videos(frames, rule)
-    if video_temperature is not None:
-        videos["score"] = temperature_scaled(videos["score"].to_numpy(), video_temperature)
+    if video_scores is not None:
+        videos["score"] = video_scores(videos)
     thr = operating_thresholds or {}
     out = {
         "frame": {"level": "frame", **binary_report(frames["label"], frames["score"],
@@ -516,11 +534,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def logit(p, eps: float = LOG_LOSS_EPS) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     return np.log(p) - np.log1p(-p)
-
-
-def temperature_scaled(probs, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T): the probabilities of a score rescaled by a temperature."""
-    return sigmoid(logit(probs) / temperature)
 
 
 def sklearn_reference(labels, scores) -> dict:

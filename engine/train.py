@@ -8,6 +8,9 @@ batches and the same frame table, so the loop itself has no level-specific branc
 Model selection uses the validation split only (video AUC by default); the test split is never
 touched here. `last.ckpt` is written every epoch and `best.ckpt` when validation improves, both
 atomically; `ckpt_path=` resumes exactly (weights, optimiser, scheduler, RNG states, epoch).
+At the end, the calibration (engine/calibration.py) is fitted on the best epoch's validation
+scores and stored in best.ckpt, so the checkpoint one keeps is calibrated without a second pass
+over the data; last.ckpt, the one to resume from, stays uncalibrated.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from faketrace.datasets.images import ImageCropDataset, ImageTileDataset, collat
 from faketrace.datasets.preprocess import PreprocessSpec
 from faketrace.datasets.transforms import eval_transform, train_transform
 from faketrace.engine import metrics as M
+from faketrace.engine.calibration import fit_calibration, maps_summary
 from faketrace.engine.checkpoint import (
     NOT_FIT_REASON_DEMO,
     git_sha,
@@ -372,6 +376,7 @@ class Trainer:
         self.global_step = 0
         self.best_score = -math.inf
         self.best_metrics: dict | None = None
+        self.best_val_table: pd.DataFrame | None = None  # frame logits of the best epoch, for calibration
         self.fit, self.fit_reason = casework_fitness(cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -520,7 +525,7 @@ class Trainer:
                     logger.log({"step": self.global_step, "epoch": epoch, "train/loss": loss,
                                 "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
             self.epoch = epoch + 1
-            val_report, _ = self.validate()
+            val_report, val_table = self.validate()
             score = _monitor_value(val_report, cfg.monitor)
             improved = score is not None and score > self.best_score
             row = {"step": self.global_step, "epoch": epoch, "train/loss_epoch": float(np.mean(losses)) if losses
@@ -533,6 +538,7 @@ class Trainer:
             if improved:
                 self.best_score = float(score)
                 self.best_metrics = val_report
+                self.best_val_table = val_table
             logger.log(row)
             log.info("epoch %d: loss %.4f, val video AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0,
                      _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
@@ -553,9 +559,39 @@ class Trainer:
             # No epoch improved on a single-class validation set: keep last as best, and say so.
             log.warning("validation %s was never defined; best.ckpt is the last epoch", cfg.monitor)
             os.link(self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt")
-        return {"stopped_early": self.stopped_early, "epochs_run": self.epoch,
+        calibration = self.calibrate_best() if self.dist.is_main else None
+        self.dist.barrier()
+        return {"stopped_early": self.stopped_early, "epochs_run": self.epoch, "calibration": calibration,
                 "best_ckpt": str(self.ckpt_dir / "best.ckpt"), "last_ckpt": str(self.ckpt_dir / "last.ckpt"),
                 "best_score": self.best_score, "monitor": cfg.monitor, "val": val_report, "run_dir": str(self.run_dir)}
+
+    def calibrate_best(self) -> dict | None:
+        """Fit the calibration on the best epoch's validation scores and store it in best.ckpt."""
+        settings = self.cfg.get("calibration") or {}
+        if not settings.get("fit", False):
+            return None
+        if self.best_val_table is None:
+            log.info("best.ckpt is from before this run (resumed) or never improved: not calibrated here; "
+                     "use scripts/calibrate.py")
+            return None
+        try:
+            calibration = fit_calibration(self.best_val_table, self.cfg.aggregation, "val", "all",
+                                          int(settings.seed), float(settings.target_fpr), int(settings.folds))
+        except ValueError as err:  # a validation split with one class cannot calibrate anything
+            log.warning("best.ckpt left uncalibrated: %s", err)
+            return None
+        calibration["fitted_on"].update(dataset=self.cfg.data.name, index=str(self.cfg.data.index_path),
+                                        checkpoint="this one: the validation scores of its epoch, at the end of "
+                                                   "training")
+        path = self.ckpt_dir / "best.ckpt"
+        save_checkpoint({**load_checkpoint(path), "calibration": calibration}, path)
+        log.info("best.ckpt calibrated on %d validation videos: %s", calibration["fitted_on"]["n_videos"],
+                 maps_summary(calibration))
+        held = calibration["held_out"]
+        for level in ("frame", "video") if held else ():
+            log.info("cross-fitted %s ECE %.4f -> %.4f, log loss %.4f -> %.4f", level, held["before"][level]["ece"],
+                     held["after"][level]["ece"], held["before"][level]["log_loss"], held["after"][level]["log_loss"])
+        return calibration
 
 
 def _cpu(state: dict) -> dict:

@@ -3,7 +3,10 @@
 Each item's result is committed in its own transaction, so a scan killed at any point keeps every
 finished item and a re-run picks up where it stopped. WAL journaling with synchronous=NORMAL is
 safe against a killed process (the case this store is for); every session is recorded with its
-start, end and exit status.
+start, end and exit status. A write that fails (a full disk: SQLITE_FULL) raises CaseStoreError
+naming what could not be stored; everything committed before stays in the store. The audit table
+records every report file written (path relative to the case directory, SHA-256, size), so a
+report handed on can be checked against the case.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     items_scanned INTEGER NOT NULL DEFAULT 0,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_utc TEXT NOT NULL,
+    action TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    size_bytes INTEGER,
+    detail TEXT
+);
 """
 
 
@@ -46,10 +58,13 @@ class CaseStore:
     def __init__(self, case_dir: str | Path):
         self.path = Path(case_dir) / STORE_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise CaseStoreError(f"cannot open the case store {self.path}: {exc}") from exc
         version = self.get_meta("store_version")
         if version is None:
             self.set_meta("store_version", STORE_VERSION)
@@ -59,23 +74,40 @@ class CaseStore:
     def close(self) -> None:
         self.db.close()
 
+    def _write(self, what: str, sql: str, params: tuple) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            full = getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL" or "disk is full" in str(exc)
+            try:
+                stored = f"{self.db.execute('SELECT COUNT(*) FROM items').fetchone()[0]} "
+            except sqlite3.Error:
+                stored = ""
+            kept = f"the {stored}item results stored before are kept"
+            raise CaseStoreError(
+                f"could not store {what} in {self.path}: {exc}{' (the disk is full)' if full else ''}. Nothing of it "
+                f"was stored and {kept}; {'free space and ' if full else ''}re-run the same command to go on "
+                "from there") from exc
+
     # -- meta ---------------------------------------------------------------------------------
     def get_meta(self, key: str):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def set_meta(self, key: str, value) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self._write(f"the case setting {key!r}", "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (key, json.dumps(value)))
 
     # -- sessions -----------------------------------------------------------------------------
     def start_session(self, started_utc: str, record: dict) -> int:
-        cur = self.db.execute("INSERT INTO sessions (started_utc, record) VALUES (?, ?)",
-                              (started_utc, json.dumps(record, default=str)))
+        cur = self._write("the record of a new session", "INSERT INTO sessions (started_utc, record) VALUES (?, ?)",
+                          (started_utc, json.dumps(record, default=str)))
         return int(cur.lastrowid)
 
     def end_session(self, session: int, ended_utc: str, exit_status: int, items_scanned: int) -> None:
-        self.db.execute("UPDATE sessions SET ended_utc = ?, exit_status = ?, items_scanned = ? WHERE session = ?",
-                        (ended_utc, exit_status, items_scanned, session))
+        self._write(f"the end of session {session}",
+                    "UPDATE sessions SET ended_utc = ?, exit_status = ?, items_scanned = ? WHERE session = ?",
+                    (ended_utc, exit_status, items_scanned, session))
 
     def sessions(self) -> list[dict]:
         rows = self.db.execute("SELECT session, started_utc, ended_utc, exit_status, items_scanned, record "
@@ -92,15 +124,25 @@ class CaseStore:
         return None if row is None else (row[0], row[1])
 
     def put(self, item_id: str, seq: int, result: dict, session: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO items (item_id, seq, status, sha256, result, session) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (item_id, seq, result["status"], result.get("sha256"),
-                         json.dumps(result, sort_keys=True), session))
+        self._write(f"the result of item {item_id}",
+                    "INSERT OR REPLACE INTO items (item_id, seq, status, sha256, result, session) VALUES (?, ?, ?, ?, ?, ?)",
+                    (item_id, seq, result["status"], result.get("sha256"), json.dumps(result, sort_keys=True), session))
 
     def results(self) -> Iterator[dict]:
         """Every stored result in discovery order, one at a time."""
         for (text,) in self.db.execute("SELECT result FROM items ORDER BY seq, item_id"):
             yield json.loads(text)
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit(self, time_utc: str, action: str, path: str, sha256: str | None, size_bytes: int | None,
+              detail: dict | None = None) -> None:
+        self.db.execute("INSERT INTO audit (time_utc, action, path, sha256, size_bytes, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                        (time_utc, action, path, sha256, size_bytes, json.dumps(detail or {}, sort_keys=True)))
+
+    def audit_log(self) -> list[dict]:
+        rows = self.db.execute("SELECT id, time_utc, action, path, sha256, size_bytes, detail FROM audit ORDER BY id")
+        return [{"id": i, "time_utc": t, "action": a, "path": p, "sha256": h, "size_bytes": n, "detail": json.loads(d)}
+                for i, t, a, p, h, n, d in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM items GROUP BY status ORDER BY status").fetchall())

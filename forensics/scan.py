@@ -8,6 +8,7 @@ are opened read-only (O_NOATIME where allowed) and nothing is written beside the
 
 Outputs in the case directory: case.sqlite (state), scan_results.jsonl (one item per line, in
 discovery order), scan_summary.json, input_hashes.csv and custody.json; docs/scan.md explains them.
+Then the case report (forensics/report.py, docs/report.md) is built from them.
 """
 
 from __future__ import annotations
@@ -119,10 +120,25 @@ def load_model(cfg: DictConfig) -> ScanModel:
     raise ValueError("a scan needs a model: ckpt_path=CHECKPOINT (PyTorch) or model_dir=EXPORT_FOLDER (ONNX Runtime)")
 
 
+def load_image_model(cfg: DictConfig) -> ScanModel | None:
+    """The optional second, image-level model (whole-image tiles) run beside a face-level one."""
+    if cfg.get("image_model_dir"):
+        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"))
+    elif cfg.get("image_ckpt_path"):
+        model = load_torch_model(cfg.image_ckpt_path, device=str(cfg.get("device", "auto")))
+    else:
+        return None
+    if model.level != "image":
+        raise ValueError(f"{model.path} is a {model.level}-level model; image_ckpt_path / image_model_dir take "
+                         "an image-level one")
+    return model
+
+
 def options_from_config(cfg: DictConfig, model: ScanModel) -> ScanOptions:
     s = cfg.scan
     bands = OmegaConf.to_container(s.bands, resolve=True) if s.get("bands") else None
-    return ScanOptions(frames_per_video=int(s.frames_per_video or model.face_spec.frames_per_video),
+    default_frames = model.face_spec.frames_per_video if model.face_spec is not None else 32
+    return ScanOptions(frames_per_video=int(s.frames_per_video or default_frames),
                        video_rule=str(s.video_rule or model.aggregation), batch_size=int(s.batch_size),
                        detector_batch=int(s.detector_batch), min_face_px=int(s.min_face_px),
                        min_jpeg_quality=int(s.min_jpeg_quality),
@@ -141,7 +157,7 @@ def fault_plan(cfg: DictConfig) -> FaultPlan | None:
     return FaultPlan.parse(os.environ.get(FAULT_ENV))
 
 
-def scan_item(item: EvidenceItem, scorer: MediaScorer, model: ScanModel) -> dict:
+def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> dict:
     """One item's result; any failure becomes a status and a reason, never an exception."""
     result = {"item_id": item.item_id, "input_index": item.input_index, "input": item.input_root,
               "rel_path": item.rel_path, "source": item.source, "telegram": item.telegram or None}
@@ -157,8 +173,8 @@ def scan_item(item: EvidenceItem, scorer: MediaScorer, model: ScanModel) -> dict
     except Exception as exc:  # one bad item must not take the case down; the log keeps the traceback
         log.error("item %s failed:\n%s", item.item_id, traceback.format_exc())
         result.update(status="error", reason=f"{type(exc).__name__}: {exc}")
-    if result["status"] == "scanned" and model.warning:
-        result["warning"] = model.warning
+    if result["status"] == "scanned" and warning:
+        result["warning"] = warning
     return result
 
 
@@ -169,24 +185,31 @@ class CaseScan:
         self.inputs = describe_inputs(list(cfg.inputs))
         check_case_dir(self.case_dir, [i.path for i in self.inputs])
         self.model = load_model(cfg)
-        if not self.model.fit_for_casework and not cfg.allow_unvalidated:
+        self.image_model = load_image_model(cfg)
+        models = [m for m in (self.model, self.image_model) if m is not None]
+        unfit = [m for m in models if not m.fit_for_casework]
+        if unfit and not cfg.allow_unvalidated:
             raise UnvalidatedModelError(
-                f"{self.model.path} is not fit for casework ({self.model.casework_note}). A scan with it is for "
+                f"{unfit[0].path} is not fit for casework ({unfit[0].casework_note}). A scan with it is for "
                 "testing the tool only: pass allow_unvalidated=true to run it anyway; every output will say so.")
-        spec = self.model.face_spec
-        self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
-                                       nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
-                                       device=self.model.device, threads=int(cfg.scan.get("threads") or 1))
-        self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
-                                               spec.detector_max_side)
+        self.warning = " | ".join(m.warning for m in unfit) or None
+        face_model = self.model if self.model.level == "face" else None
+        self.detector = self.detector_used = None
+        self.warnings: list[str] = [self.warning] if self.warning else []
+        if face_model is not None:
+            spec = face_model.face_spec
+            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+                                           nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
+                                           device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
+            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
+                                                   spec.detector_max_side)
+            trained_with = face_model.detector.get("weights_sha256")
+            if trained_with and trained_with != self.detector_used["weights_sha256"]:
+                self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
+                                     f"from those the model's crops were made with ({trained_with})")
         self.options = options_from_config(cfg, self.model)
-        self.scorer = MediaScorer(self.model, self.detector, self.options)
+        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
         self.fault = FaultInjector(fault_plan(cfg))
-        self.warnings: list[str] = [] if self.model.fit_for_casework else [self.model.warning]
-        trained_with = self.model.detector.get("weights_sha256")
-        if trained_with and trained_with != self.detector_used["weights_sha256"]:
-            self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ from "
-                                 f"those the model's crops were made with ({trained_with})")
         for info in self.inputs:
             self.warnings.extend(info.notes)
 
@@ -195,6 +218,7 @@ class CaseScan:
         o = self.options
         return {"case_id": str(self.cfg.case.id), "inputs": [i.path for i in self.inputs],
                 "model_sha256": self.model.sha256,
+                "image_model_sha256": self.image_model.sha256 if self.image_model else None,
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
@@ -238,7 +262,7 @@ class CaseScan:
             if store.done(item.item_id) is not None:
                 skipped += 1
                 continue
-            result = scan_item(item, self.scorer, self.model)
+            result = scan_item(item, self.scorer, self.warning)
             self.fault("scan_before_item_stored")
             store.put(item.item_id, seq, result, session)
             self.fault("scan_after_item_stored")
@@ -258,7 +282,25 @@ class CaseScan:
         store.end_session(session, ended, exit_status, scanned)
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
+        summary["report"] = self._report()
         return summary
+
+    def _report(self) -> dict | None:
+        """The case report (forensics/report.py); its failure leaves the scan's results intact."""
+        rcfg = self.cfg.get("report")
+        if rcfg is None or not rcfg.get("enabled", True):
+            return None
+        from faketrace.forensics.report import ReportOptions, build_report
+
+        try:
+            report = build_report(self.case_dir, ReportOptions.from_config(rcfg), self.model, self.detector)
+        except Exception as exc:
+            log.error("the report failed:\n%s", traceback.format_exc())
+            return {"error": f"{type(exc).__name__}: {exc}",
+                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+        return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
+                "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
+                "duplicate_groups": report["summary"]["duplicate_groups"]}
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
@@ -284,18 +326,25 @@ class CaseScan:
                 "algorithm": "SHA-256 of each file before it was decoded and again after the whole scan"}
 
     # -- outputs --
+    def _describe(self, m: ScanModel) -> dict:
+        bands = self.scorer.bands if m.level == "face" else self.scorer.image_bands
+        return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
+                "fit_for_casework": m.fit_for_casework, "casework_note": m.casework_note, "card": m.card,
+                "calibration": m.calibration, "video_rule": self.options.video_rule,
+                "image_preprocessing": m.image_spec.to_dict() if m.image_spec else None,
+                "bands": {lvl: vars(b) for lvl, b in bands.items()}}
+
     def _header(self) -> dict:
-        m = self.model
-        return {"case_id": str(self.cfg.case.id), "warning": m.warning,
-                "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256, "fit_for_casework": m.fit_for_casework,
-                          "casework_note": m.casework_note, "card": m.card, "calibration": m.calibration,
-                          "video_rule": self.options.video_rule,
-                          "bands": {lvl: vars(b) for lvl, b in self.scorer.bands.items()}},
-                "verdicts": VERDICT_WORDS,
+        header = {"case_id": str(self.cfg.case.id), "warning": self.warning, "model": self._describe(self.model),
+                  "verdicts": VERDICT_WORDS,
                 "inconclusive_means": ("the score lies between the bands, or the input is outside what the model "
                                        f"can judge (faces under {self.options.min_face_px} px, JPEG quality under "
                                        f"{self.options.min_jpeg_quality}, video under "
                                        f"{self.options.min_video_bits_per_pixel} bits per pixel per frame)")}
+        if self.image_model is not None:
+            header["image_model"] = self._describe(self.image_model)
+            header["combination"] = MediaScorer.COMBINATION
+        return header
 
     def _write_results(self, store: CaseStore, counts: dict, integrity: dict, exit_status: int, scanned: int,
                        skipped: int) -> dict:
@@ -322,7 +371,7 @@ class CaseScan:
         m = self.model
         record = {
             "custody_version": CUSTODY_VERSION,
-            "warning": m.warning,
+            "warning": self.warning,
             "case": {"id": str(self.cfg.case.id), "operator": str(self.cfg.case.operator),
                      "directory": str(self.case_dir.resolve())},
             "session": {"number": session, "started_utc": started, "ended_utc": ended,
@@ -335,6 +384,8 @@ class CaseScan:
             "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256, "fit_for_casework": m.fit_for_casework,
                       "casework_note": m.casework_note, "card": m.card, "calibration": m.calibration,
                       "face_detector_trained_with": m.detector, "face_detector_used": self.detector_used},
+            "image_model": None if self.image_model is None else
+            {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
             "inputs": [vars(i) for i in self.inputs],
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
@@ -379,4 +430,10 @@ def format_summary(summary: dict) -> str:
     for w in summary.get("warnings", [])[1:] if summary.get("warning") else summary.get("warnings", []):
         lines.append(f"  note: {w}")
     lines.append(f"  exit status {summary['exit_status']}: {summary['exit_meaning']}")
+    report = summary.get("report")
+    if report and report.get("error"):
+        lines.append(f"  REPORT FAILED: {report['error']}; the results are intact: {report['retry']}")
+    elif report:
+        lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
+                     f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
     return "\n".join(lines)

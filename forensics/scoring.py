@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
+from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
     MAX_IMAGE_PIXELS,
@@ -29,6 +30,7 @@ from faketrace.datasets.media import (
     IsolatedDecoder,
     sniff_media_type,
 )
+from faketrace.models.onnx_safety import check_external_data
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
@@ -74,6 +76,31 @@ def video_rule(frame_probs: np.ndarray, rule: str) -> float:
     raise ValueError(f"unknown video rule {rule!r}; known: {VIDEO_RULES}")
 
 
+def frame_probabilities(logits, calibration: dict) -> np.ndarray:
+    """Calibrated frame (crop or tile) probabilities: sigmoid(logit / T + b), as engine/calibration.py."""
+    return sigmoid(np.asarray(logits, np.float64) / float(calibration.get("temperature", 1.0))
+                   + float(calibration.get("bias", 0.0)))
+
+
+def item_probability(aggregated: float, n_frames: int, calibration: dict) -> float:
+    """An item's probability from its aggregated frame probabilities, as evaluation computes it.
+
+    Items with at least `video_min_frames` scored frames go through the video map
+    sigmoid(logit(v) / T_video + b_video); a single frame keeps its probability (calibration
+    records of version 1 carry no video_min_frames and rescaled every item).
+    """
+    if n_frames >= int(calibration.get("video_min_frames", 1)):
+        return float(sigmoid(logit(aggregated) / float(calibration.get("video_temperature", 1.0))
+                             + float(calibration.get("video_bias", 0.0))))
+    return float(aggregated)
+
+
+def calibration_summary(calibration: dict) -> dict:
+    keys = ("method", "temperature", "bias", "video_temperature", "video_bias", "video_min_frames")
+    return {k: (r6(calibration[k]) if isinstance(calibration[k], float) else calibration[k])
+            for k in keys if k in calibration}
+
+
 # -- models ---------------------------------------------------------------------------------------
 @dataclass
 class ScanModel:
@@ -82,7 +109,7 @@ class ScanModel:
     kind: str  # pytorch | onnx
     path: str
     sha256: str
-    face_spec: PreprocessSpec
+    face_spec: PreprocessSpec | None  # face-level models
     input_spec: dict
     aggregation: str
     calibration: dict
@@ -92,6 +119,9 @@ class ScanModel:
     card: dict  # what the custody record and the report say about the model
     logits: Callable[[np.ndarray], np.ndarray]
     device: str = "cpu"
+    level: str = "face"  # face: scores face crops; image: scores whole-image tiles
+    image_spec: ImageSpec | None = None  # image-level models
+    module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
     def warning(self) -> str | None:
@@ -116,6 +146,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
@@ -123,8 +154,11 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
         return np.asarray(session.run([out_name], {in_name: x})[0], np.float64).reshape(-1)
 
     summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
-    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha,
-                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]), input_spec=card["input"],
+    level = card.get("level", "face")
+    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
+                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
+                     image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
+                     input_spec=card["input"],
                      aggregation=card["video_aggregation"], calibration=card["calibration"],
                      fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
                      detector=card.get("face_detector", {}),
@@ -153,11 +187,15 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
             "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
                          "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
             "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
-    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path),
-                     face_spec=PreprocessSpec.from_dict(pre["face"]), input_spec=pre["input"],
+    level = pre.get("level", "face")
+    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
+                     face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
+                     image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
+                     input_spec=pre["input"],
                      aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
                      fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device)
+                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
+                     module=model)
 
 
 # -- bands ----------------------------------------------------------------------------------------
@@ -176,7 +214,7 @@ class Bands:
 
 
 def bands_for(calibration: dict, level: str, override: dict | None = None) -> Bands:
-    """Bands at `level` (frame for images, video for videos) from the model's fitted thresholds.
+    """Bands from the model's thresholds at `level` ("video": evaluation's item level, stills included).
 
     Upper: the threshold that kept the false-positive rate at or below the target on validation
     videos; lower: the equal-error-rate threshold. Both were fitted on validation data, never test.
@@ -217,15 +255,35 @@ class ScanOptions:
 
 
 class MediaScorer:
-    """Scores files with one model and one face detector."""
+    """Scores files with a face-level model, an image-level model, or both.
 
-    def __init__(self, model: ScanModel, detector, options: ScanOptions):
-        self.model, self.detector, self.options = model, detector, options
-        # Every face is scored, with the crop geometry the model was trained on.
-        self.spec = dataclasses.replace(model.face_spec, face_policy="all")
-        self.t_frame = float(model.calibration.get("temperature", 1.0))
-        self.t_video = float(model.calibration.get("video_temperature", 1.0))
-        self.bands = {lvl: bands_for(model.calibration, lvl, options.bands_override) for lvl in ("frame", "video")}
+    With both, each item reports both scores and verdicts, and the more severe verdict decides
+    (likely manipulated > inconclusive > no evidence; on a tie, the larger calibrated
+    probability); `decided_by` names the model. An item without a face still gets its image-level
+    score.
+    """
+
+    COMBINATION = ("most severe verdict of the face-level and image-level models, each under its own "
+                   "calibrated bands; on equal verdicts the larger calibrated probability decides")
+
+    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
+        if model is not None and model.level == "image":
+            if image_model is not None:
+                raise ValueError("two image-level models given; the second model must be face-level")
+            model, image_model = None, model
+        if model is None and image_model is None:
+            raise ValueError("a scan needs a face-level model, an image-level model, or both")
+        self.model, self.image_model, self.detector, self.options = model, image_model, detector, options
+        if model is not None:
+            # Every face is scored, with the crop geometry the model was trained on.
+            self.spec = dataclasses.replace(model.face_spec, face_policy="all")
+            # Item-level thresholds (evaluation's video-level table holds videos and stills alike).
+            self.bands = {"item": bands_for(model.calibration, "video", options.bands_override)}
+        else:
+            self.spec = PreprocessSpec()  # frame sampling of videos only
+            self.bands = {}
+        if image_model is not None:
+            self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
 
     def close(self) -> None:
@@ -257,8 +315,15 @@ class MediaScorer:
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
-        out.update(self._score_frames(frames, animated=kind == "video" or decode.get("n_frames", 1) > 1))
-        return self._scope(out)
+        animated = kind == "video" or decode.get("n_frames", 1) > 1
+        if self.model is not None:
+            out.update(self._score_frames(frames, animated))
+            out = self._scope(out)
+        if self.image_model is None:
+            return out
+        image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
+        image_level.pop("decode")
+        return self._combine(out, image_level)
 
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
@@ -306,7 +371,8 @@ class MediaScorer:
         x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
-        probs = sigmoid(logits / self.t_frame)
+        cal = self.model.calibration
+        probs = frame_probabilities(logits, cal)
         faces = []
         for c, lg, p in zip(chosen, logits, probs, strict=True):
             b = c.face.box
@@ -320,23 +386,80 @@ class MediaScorer:
         if animated:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
-            probability = float(sigmoid(logit(aggregated) / self.t_video))
-            how = f"{rule} over frames of each frame's highest face probability, then video temperature"
+            how = f"{rule} over frames of each frame's highest face probability, then the video map"
         else:
             level, rule = "frame", None
-            probability = float(probs.max())
+            aggregated = float(probs.max())
             how = "highest calibrated probability among the faces"
+        probability = item_probability(aggregated, len(per_frame), cal)
         top = int(np.argmax(probs))
         result.update(status="scanned", reason=None, faces=faces,
                       frame_scores=[{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
                       most_suspicious_face=faces[top],
                       score={"probability": r6(probability), "level": level, "rule": rule, "how": how,
-                             "temperature": r6(self.t_frame), "video_temperature": r6(self.t_video) if animated else None})
-        result.update(self._verdict(probability, level, faces, result))
+                             "calibration": calibration_summary(cal)})
+        result.update(self._verdict(probability, faces))
         return result
 
-    def _verdict(self, p: float, level: str, faces: list[dict], result: dict) -> dict:
-        bands = self.bands[level]
+    def _score_image_level(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
+        """Whole-image score: tiles at native resolution, tile rule per frame, then the video rule."""
+        m, spec = self.image_model, self.image_model.image_spec
+        cal = m.calibration
+        per_frame, tiles_of = {}, {}
+        for k in sorted(frames):
+            x, boxes = image_model_input(frames[k], spec, m.input_spec)
+            logits = np.concatenate([m.logits(x[i:i + self.options.batch_size])
+                                     for i in range(0, len(x), self.options.batch_size)])
+            probs = frame_probabilities(logits, cal)
+            per_frame[k] = aggregate_tiles(probs, spec.aggregation)
+            tiles_of[k] = {"frame_index": int(k), "boxes": [list(map(int, b)) for b in boxes],
+                           "probabilities": [r6(p) for p in probs]}
+        if animated:
+            level, rule = "video", self.options.video_rule
+            aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
+            how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
+        else:
+            level, rule = "frame", None
+            aggregated = per_frame[min(per_frame)]
+            how = f"{spec.aggregation} of the calibrated tile probabilities"
+        probability = item_probability(aggregated, len(per_frame), cal)
+        top = max(per_frame, key=lambda k: (per_frame[k], -k))
+        bands = self.image_bands["item"]
+        verdict = bands.verdict(round(probability, DECIMALS))
+        return {"status": "scanned", "score": {"probability": r6(probability), "level": level, "rule": rule,
+                                               "tile_rule": spec.aggregation, "how": how,
+                                               "calibration": calibration_summary(cal)},
+                "score_band": verdict, "verdict": verdict, "out_of_scope": [],
+                "bands": {"lower": r6(bands.lower), "upper": r6(bands.upper), "source": bands.source},
+                "frame_scores": [{"frame_index": k, "probability": r6(per_frame[k])} for k in sorted(per_frame)],
+                "tiles": tiles_of[top], "tile_size": spec.tile_size,
+                "model": {"path": m.path, "sha256": m.sha256, "kind": m.kind}}
+
+    def _combine(self, face: dict, image: dict) -> dict:
+        """One item result from both levels; both kept in full under face_level / image_level."""
+        severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+        out = dict(face)
+        out["image_level"] = image
+        out["combination"] = self.COMBINATION
+        if self.model is None or face.get("status") != "scanned":
+            if self.model is not None:
+                out["face_level"] = {"status": face.get("status"), "reason": face.get("reason")}
+            decided = "image"
+        else:
+            out["face_level"] = {k: face[k] for k in ("score", "score_band", "verdict", "verdict_reason", "bands",
+                                                      "out_of_scope") if k in face}
+            key = {"face": (severity[face["verdict"]], face["score"]["probability"]),
+                   "image": (severity[image["verdict"]], image["score"]["probability"])}
+            decided = "image" if key["image"] > key["face"] else "face"
+        if decided == "image":
+            out.update(status="scanned", reason=None, score=image["score"], verdict=image["verdict"],
+                       score_band=image["score_band"], bands=image["bands"],
+                       verdict_reason=f"image-level model: {image['verdict_reason']}")
+        out["decided_by"] = decided
+        return out
+
+    def _verdict(self, p: float, faces: list[dict]) -> dict:
+        bands = self.bands["item"]
         by_score = bands.verdict(round(p, DECIMALS))
         out_of_scope = []
         if all(f["size_px"] < self.options.min_face_px for f in faces):

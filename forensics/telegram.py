@@ -138,8 +138,17 @@ def resolve_media_path(value: str, bases: list[Path], root: Path) -> tuple[str, 
     real_root = root.resolve()
     for base in bases:
         candidate = base.joinpath(*pure.parts)
-        if candidate.is_file() or candidate.is_symlink():
-            real = candidate.resolve()
+        try:
+            present = candidate.is_file() or candidate.is_symlink()
+        except OSError as exc:  # a name too long, a folder that cannot be read
+            return "missing", f"the export names {value!r} but it cannot be looked up: {exc.strerror}", None
+        if present:
+            try:
+                real = candidate.resolve(strict=True)
+            except RuntimeError:  # pathlib's word for a link loop
+                return "refused", f"path is a symbolic link loop: {value!r}", None
+            except OSError as exc:  # a link to nothing
+                return "missing", f"the export names {value!r}, a symbolic link to nothing ({exc.strerror})", None
             if real != real_root and real_root not in real.parents:
                 return "refused", f"path resolves outside the export folder (symbolic link): {value!r}", None
             return "ok", None, candidate
@@ -156,7 +165,7 @@ def iter_references(root: Path, info: ExportInfo | None = None) -> Iterator[Medi
     try:
         with open(root / "result.json", encoding="utf-8") as fh:
             data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge integers
         raise ExportError(f"cannot read {root / 'result.json'}: {exc}") from exc
     if not isinstance(data, dict):
         raise ExportError(f"{root / 'result.json'} does not hold a JSON object")
@@ -172,7 +181,12 @@ def iter_references(root: Path, info: ExportInfo | None = None) -> Iterator[Medi
     if info is not None:
         info.kind, info.chats = kind, len(chats)
     for chat, bases in chats:
-        for msg in chat.get("messages") or []:
+        chat_messages = chat.get("messages")
+        if not isinstance(chat_messages, list):
+            if chat_messages is not None and info is not None:
+                info.notes.append(f"a chat's `messages` is not a list ({type(chat_messages).__name__}); skipped")
+            continue
+        for msg in chat_messages:
             if not isinstance(msg, dict):
                 continue
             if info is not None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from faketrace.models.serialization import load_torch_file
+
 
 def _import_timm_without_wandb():
     """Import timm without letting it import wandb.
@@ -69,7 +71,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch_file(path, "weight file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -146,6 +148,17 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
                       "real training wants model.weights_file=PATH or model.pretrained=true (hub).", stacklevel=2)
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     return model, report
+
+
+def load_exported_weights(name: str, weights_file: str | Path, num_classes: int = 1) -> nn.Module:
+    """A released `weights.safetensors` loaded as any timm user would, head included.
+
+    Exactly the call a model card documents. Declaring the file's `num_classes` in the overlay is
+    what keeps timm from dropping the head silently; the export compares the logits of this model
+    with the checkpoint's, so a dropped head fails the export rather than shipping.
+    """
+    return timm.create_model(name, pretrained=True, num_classes=num_classes,
+                             pretrained_cfg_overlay=dict(file=str(weights_file), num_classes=num_classes))
 
 
 def data_config(model: nn.Module) -> dict:

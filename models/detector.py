@@ -25,6 +25,9 @@ class Detector(nn.Module):
     family = "binary_classifier"
     #: Auxiliary outputs of `forward_outputs` beyond the logits (e.g. ("map",) for localisation).
     aux_outputs: tuple[str, ...] = ()
+    # The whole model is the timm backbone: its weights alone, under timm's own keys, reproduce the
+    # logits (export writes weights.safetensors only then). Families with extra parts set False.
+    plain_timm = True
 
     def __init__(self, backbone: str, pretrained: bool = False, weights_file: str | None = None,
                  strict_weights: bool = True, input_size: int | None = None, mean: list | None = None,

@@ -11,6 +11,9 @@ repeats (timm's protocol).
   evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export.
 - `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
   loader-only training throughput, and the ratios (b)/(a), (c)/(a).
+- `infer`: latency at batch 1 and throughput at batch 32 of PyTorch eager and ONNX Runtime on
+  CPU (PyTorch AMP and ONNX Runtime CUDA too when a GPU is at hand) for EfficientNet-B4 at 380 px,
+  Xception at 299 px and ConvNeXt-T at 224 px, random weights; prints the speed-up ratios.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ def run_train(args, overrides: list[str]) -> dict:
     return result
 
 
+def run_infer(args, extra: list[str]) -> dict:
+    from faketrace.engine.benchmarks import bench_infer
+
+    if extra:
+        raise SystemExit(f"infer takes no overrides, got {extra}")
+    return bench_infer(args)
+
+
 def run_scan(args, overrides: list[str]) -> dict:
     from faketrace.forensics.benchmarks import bench_scan
 
@@ -76,7 +87,7 @@ def run_scan(args, overrides: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faketrace.engine.benchmarks import SIZES
+    from faketrace.engine.benchmarks import INFER_MODELS, SIZES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3)
     train.set_defaults(run=run_train)
+    infer = commands.add_parser("infer", help="PyTorch eager vs ONNX Runtime: batch-1 latency, batch-32 throughput")
+    infer.add_argument("--models", nargs="+", default=list(INFER_MODELS), metavar="TIMM_NAME:SIZE")
+    infer.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: torch's)")
+    infer.add_argument("--batch1-warmup", type=int, default=5)
+    infer.add_argument("--batch1-steps", type=int, default=30)
+    infer.add_argument("--batch32-warmup", type=int, default=2)
+    infer.add_argument("--batch32-steps", type=int, default=5)
+    infer.add_argument("--device", default="auto", choices=["auto", "cpu"], help="auto: GPU paths too when one exists")
+    infer.add_argument("--work-dir", default=None, help="where the ONNX files go (default: a new temp folder)")
+    infer.add_argument("--json", default=None, help="also write the results here")
+    infer.set_defaults(run=run_infer)
     return parser
 
 

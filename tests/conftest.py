@@ -87,6 +87,43 @@ def _quiet_env():
 
 # -- evidence for the forensic scan -----------------------------------------------------------------
 
+@pytest.fixture(scope="session")
+def scan_ckpt(demo_data, tmp_path_factory):
+    """A tiny model trained on the small demo, calibrated on its validation split (thresholds included)."""
+    from faketrace.engine.evaluate import calibrate_checkpoint
+    from faketrace.engine.train import train
+
+    out = tmp_path_factory.mktemp("scan_train")
+    cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=out)
+    last = train(resolved(cfg))["last_ckpt"]
+    cal = out / "calibrated.ckpt"
+    calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+        f"ckpt_path={last}", f"out_path={cal}", "fit_on=all", "num_workers=0"], output_dir=out / "cal")))
+    return cal
+
+
+@pytest.fixture(scope="session")
+def evidence(demo_data, tmp_path_factory):
+    return make_evidence(tmp_path_factory.mktemp("evidence"), Path(demo_data["cfg"].data.root), demo_data["index"])
+
+
+def scan_cfg(inputs, case_dir: Path, model: list[str], extra: list[str] = ()):
+    """The resolved config of `evaluate.py mode=scan` over `inputs` into `case_dir`."""
+    listed = ",".join(str(p) for p in inputs)
+    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{listed}]", "case.id=TEST-1", "case.operator=pytest",
+                                      f"case.dir={case_dir}", "scan.progress=false", *model, *extra],
+                         output_dir=case_dir)
+    return resolved(cfg)
+
+
+def results(case_dir: Path) -> tuple[dict, dict]:
+    """(header, {item_id: result}) of a case's scan_results.jsonl."""
+    import json
+
+    lines = (case_dir / "scan_results.jsonl").read_text().splitlines()
+    return json.loads(lines[0]), {r["item_id"]: r for r in map(json.loads, lines[1:])}
+
+
 def remux_faststart(src: Path, dst: Path) -> None:
     """Copy an MP4 with its index (moov) at the front, as streaming uploads are written."""
     import av
@@ -126,6 +163,12 @@ def make_evidence(root: Path, demo_raw: Path, index) -> dict:
     (loose / "sub").mkdir(parents=True)
     (loose / "sub" / "clip_fake.mp4").write_bytes(fake_video.read_bytes())
     (loose / "photo_real.jpg").write_bytes(real_image.read_bytes())
+    # The same picture re-compressed and resized: a near-duplicate the report groups by PDQ.
+    from PIL import Image
+
+    with Image.open(real_image) as im:
+        im.convert("RGB").resize((im.width * 9 // 10, im.height * 9 // 10)).save(loose / "photo_real_copy.jpg",
+                                                                                 quality=60)
     (loose / "empty.jpg").write_bytes(b"")
     (loose / "notes.jpg").write_text("this is a text file with an image extension\n")
     (loose / "truncated_index_at_end.mp4").write_bytes(fake_video.read_bytes()[: fake_video.stat().st_size // 2])

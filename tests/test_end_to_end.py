@@ -33,6 +33,14 @@ def test_demo_pipeline_from_the_command_line(tmp_path):
     assert "NOT FIT FOR CASEWORK" in printed and "baseline" in printed
     metrics = json.loads((runs / "eval" / "metrics.json").read_text())
     assert metrics["test_set"]["split"] == "test" and metrics["detector"]["video"]["n"] > 0
-    exported = _run(["scripts/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={runs}/export"], tmp_path)
-    assert "max |logit diff|" in exported
-    assert (runs / "export" / "export" / "model.onnx").is_file()
+    # Training calibrated best.ckpt on validation, so the evaluation reports calibrated numbers too.
+    assert metrics["checkpoint"]["calibration"]["fitted_on"]["split"] == "val" and "detector_calibrated" in metrics
+    exported = _run(["scripts/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={runs}/export",
+                     f"evaluation={runs}/eval/metrics.json"], tmp_path)
+    assert "max |logit diff|" in exported and "test crops, batch sizes 1, 8" in exported
+    folder = runs / "export" / "export"
+    assert (folder / "model.onnx").is_file() and "## Evaluation" in (folder / "MODEL_CARD.md").read_text()
+    media = tmp_path / "data" / "demo" / "raw"
+    predicted = _run(["scripts/predict.py", str(folder), str(media / "images"), "--allow-unvalidated"], tmp_path)
+    results = [json.loads(line) for line in predicted.splitlines()]
+    assert results and all(r["status"] in ("scanned", "no_face") for r in results)

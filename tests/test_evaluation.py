@@ -11,7 +11,16 @@ import torch
 
 from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
-from faketrace.engine.calibration import fit_calibration, fit_temperature
+from faketrace.engine.calibration import (
+    calibrated_frames,
+    calibrated_video_scores,
+    calibrated_videos,
+    fit_calibration,
+    fit_temperature,
+    fit_temperature_and_bias,
+    raw_videos,
+    split_videos,
+)
 from faketrace.engine.checkpoint import load_checkpoint
 
 from .conftest import SMALL_DEMO, compose_config, resolved
@@ -34,26 +43,72 @@ def _overconfident_frames(seed: int, n_videos: int = 600, frames_per_video: int 
                          "label": label, "logit": overconfidence * z})
 
 
-def test_temperature_scaling_lowers_ece_on_held_out_videos():
+def test_calibration_lowers_ece_on_videos_it_was_not_fitted_on():
     frames = _overconfident_frames(0)
-    cal = fit_calibration(frames, "mean", split="val", fit_on="half", seed=0, target_fpr=0.05)
+    cal = fit_calibration(frames, "mean", split="val", seed=0, target_fpr=0.05)  # fit_on="all": cross-fitted
+    assert cal["fitted_on"]["n_videos"] == frames["video_id"].nunique()
     assert cal["temperature"] > 1.5  # an overconfident model is cooled down
+    assert cal["form"]["video"] != "none" and cal["video_temperature"] < 1  # the video mean is sharpened again
     held = cal["held_out"]
-    assert held["n_videos"] + cal["fitted_on"]["n_videos"] == frames["video_id"].nunique()
+    assert held["how"].startswith("cross-fitted") and held["n_videos"] == frames["video_id"].nunique()
     for level in ("frame", "video"):
         assert held["after"][level]["ece"] < held["before"][level]["ece"], level
         assert held["after"][level]["log_loss"] < held["before"][level]["log_loss"], level
     assert held["ece_improved"] == {"frame": True, "video": True}
-    # The frame temperature alone leaves the video mean under-confident (worse than raw): hence T_video.
-    from faketrace.engine.calibration import apply_temperature, split_videos
-
-    held_frames = frames[frames["video_id"].isin(split_videos(frames, 0)[1])]
-    frame_t_only = M.aggregate_videos(apply_temperature(held_frames, cal["temperature"]), "mean")
-    assert M.expected_calibration_error(frame_t_only["label"], frame_t_only["score"]) > held["before"]["video"]["ece"]
-    # Frame AUC does not move: T is monotone.
-    assert held["after"]["frame"]["auc"] == pytest.approx(held["before"]["frame"]["auc"], abs=1e-12)
+    # Fresh videos from the same model, never seen by any fit: ECE drops at both levels.
+    fresh = _overconfident_frames(10)
+    before, after = raw_videos(fresh, "mean"), calibrated_videos(fresh, "mean", cal)
+    for b, a in zip(before, after, strict=True):
+        assert M.expected_calibration_error(a["label"], a["score"]) < 0.5 * M.expected_calibration_error(
+            b["label"], b["score"])
+    # Frame AUC does not move under one map, which is monotone (pooled folds each have their own map).
+    assert M.roc_auc(after[0]["label"], after[0]["score"]) == pytest.approx(
+        M.roc_auc(before[0]["label"], before[0]["score"]), abs=1e-12)
     thr = cal["thresholds"]["video"]
     assert 0 < thr["eer"] < 1 and thr["target_fpr"] == 0.05 and thr["at_target_fpr"] is not None
+
+
+def test_a_shifted_model_gets_a_bias_and_a_calibrated_one_is_left_alone():
+    shifted = _overconfident_frames(4).assign(logit=lambda d: d["logit"] + 2.0)  # calls too much fake
+    cal = fit_calibration(shifted, "mean", split="val")
+    assert cal["form"]["frame"] == "temperature+bias" and cal["bias"] < -0.3
+    fresh = _overconfident_frames(11).assign(logit=lambda d: d["logit"] + 2.0)
+    t_only = calibrated_frames(fresh, {"temperature": fit_temperature(shifted["logit"], shifted["label"])})
+    with_bias = calibrated_frames(fresh, cal)
+    assert (M.expected_calibration_error(with_bias["label"], with_bias["score"])
+            < M.expected_calibration_error(t_only["label"], t_only["score"]))
+    # Calibrated logits (label drawn from sigmoid(logit), the same logit on every frame of a video):
+    # both maps stay near the identity.
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 2, 2000)
+    honest = pd.DataFrame({"video_id": np.repeat(np.arange(2000), 2), "frame_index": np.tile([0, 1], 2000),
+                           "label": np.repeat((rng.random(2000) < M.sigmoid(z)).astype(int), 2),
+                           "logit": np.repeat(z, 2)})
+    cal = fit_calibration(honest, "mean", split="val")
+    assert cal["temperature"] == pytest.approx(1.0, abs=0.1) and abs(cal["bias"]) < 0.15
+    assert cal["video_temperature"] == pytest.approx(1.0, abs=0.1) and abs(cal["video_bias"]) < 0.15
+
+
+def test_half_split_measures_on_the_other_half_and_the_frame_map_alone_under_sharpens_videos():
+    frames = _overconfident_frames(0)
+    cal = fit_calibration(frames, "mean", split="val", fit_on="half", seed=0)
+    held = cal["held_out"]
+    assert held["n_videos"] + cal["fitted_on"]["n_videos"] == frames["video_id"].nunique()
+    assert held["ece_improved"] == {"frame": True, "video": True}
+    # The frame map alone leaves the video mean under-confident (worse than raw): hence the video map.
+    held_frames = frames[frames["video_id"].isin(split_videos(frames, 0)[1])]
+    frame_only = M.aggregate_videos(calibrated_frames(held_frames, cal), "mean")
+    assert M.expected_calibration_error(frame_only["label"], frame_only["score"]) > held["before"]["video"]["ece"]
+
+
+def test_an_item_with_one_frame_keeps_its_frame_probability():
+    cal = {"temperature": 2.0, "bias": 0.5, "video_temperature": 0.4, "video_bias": -0.2, "video_min_frames": 2}
+    videos = pd.DataFrame({"score": [0.7, 0.7], "n_frames": [1, 8]})
+    out = calibrated_video_scores(videos, cal)
+    assert out[0] == 0.7 and out[1] == pytest.approx(M.sigmoid(M.logit(0.7) / 0.4 - 0.2))
+    # A version-1 record (no video_min_frames) rescaled every item, and is still read that way.
+    old = calibrated_video_scores(videos, {"temperature": 2.0, "video_temperature": 0.4})
+    assert old == pytest.approx(np.full(2, M.sigmoid(M.logit(0.7) / 0.4)))
 
 
 def test_fitted_temperature_minimises_the_log_loss():
@@ -64,9 +119,26 @@ def test_fitted_temperature_minimises_the_log_loss():
     assert abs(grid[int(np.argmin(losses))] - t) <= t * 0.011
 
 
+def test_temperature_and_bias_equal_an_unpenalised_logistic_regression_on_the_logit():
+    from sklearn.linear_model import LogisticRegression
+
+    frames = _overconfident_frames(1, n_videos=200).assign(logit=lambda d: d["logit"] - 1.0)
+    t, b = fit_temperature_and_bias(frames["logit"], frames["label"])
+    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(frames[["logit"]], frames["label"])
+    assert 1 / t == pytest.approx(ref.coef_[0, 0], rel=1e-4) and b == pytest.approx(ref.intercept_[0], abs=1e-4)
+    # Logits that rank the classes backwards: no positive T fits; the bounded search returns the hottest.
+    t, b = fit_temperature_and_bias(-frames["logit"], frames["label"])
+    assert t == pytest.approx(np.exp(5), rel=1e-3) and np.isfinite(b)
+
+
 def test_calibration_refuses_the_test_split():
     with pytest.raises(ValueError, match="test"):
         fit_calibration(_overconfident_frames(2, n_videos=20), "mean", split="test")
+    # Test frames called val are refused too: the rows say which split they come from.
+    frames = _overconfident_frames(2, n_videos=20).assign(split="val")
+    frames.loc[frames["video_id"] == 3, "split"] = "test"
+    with pytest.raises(ValueError, match="test"):
+        fit_calibration(frames, "mean", split="val")
 
 
 def _axes_labelled(fig):
@@ -125,6 +197,17 @@ def test_calibrate_writes_a_calibrated_copy_and_evaluate_uses_it(demo_data, trai
     assert cal["method"] == "temperature" and cal["temperature"] > 0 and cal["fitted_on"]["split"] == "val"
     assert cal["held_out"]["n_videos"] > 0 and out["checkpoint"] == str(tmp_path / "cal.ckpt")
     assert load_checkpoint(trained)["calibration"]["method"] == "none"  # the source is untouched
+    # Training calibrated best.ckpt on the validation scores of its epoch: the same maps this fit
+    # finds from the checkpoint's weights (last.ckpt, to resume from, stays uncalibrated).
+    best = trained.with_name("best.ckpt")
+    at_training = load_checkpoint(best)["calibration"]
+    assert at_training["method"] == "temperature" and at_training["fitted_on"]["split"] == "val"
+    refit = calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
+        f"ckpt_path={best}", "num_workers=0", f"out_path={tmp_path / 'best_cal.ckpt'}"],
+        output_dir=tmp_path / "cal_best")))["calibration"]
+    for key in ("temperature", "bias", "video_temperature", "video_bias"):
+        assert refit[key] == pytest.approx(at_training[key], rel=1e-6, abs=1e-9), key
+    assert refit["form"] == at_training["form"]
     with pytest.raises(ValueError, match="test"):
         calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
             f"ckpt_path={trained}", "split=test"], output_dir=tmp_path / "refused")))

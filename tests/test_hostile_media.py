@@ -1,8 +1,8 @@
 """Hostile media: one generated corpus, one table of expected statuses, every entry point that reads media.
 
-Entry points here: preprocessing (per-item outcome in videos.parquet and manifest rows), training
-data loading (the manifest's crops through FaceCropDataset) and the scan (item status). The
-standalone predictor applies the same table in its own tests.
+Entry points: preprocessing (per-item outcome in videos.parquet and manifest rows), training data
+loading (the manifest's crops through FaceCropDataset), the scan and the standalone predictor (item
+status; the predictor runs the exported ONNX model and must give every entry the scan's status).
 """
 
 from __future__ import annotations
@@ -108,6 +108,24 @@ def test_scan_gives_every_hostile_entry_its_expected_status(corpus, scan_ckpt, t
 
 
 @pytest.mark.slow
+def test_the_standalone_predictor_gives_every_hostile_entry_the_scans_status(demo_data, corpus, scan_ckpt, tmp_path):
+    from faketrace.engine.export import export_checkpoint
+    from faketrace.forensics.predict import EXIT_ITEMS_FAILED, main
+
+    export = tmp_path / "export"
+    export_checkpoint(resolved(compose_config("export", demo_data["overrides"] + [
+        f"ckpt_path={scan_ckpt}", "verify.n_images=8", f"out_dir={export}"], output_dir=tmp_path / "e")))
+    out = tmp_path / "predicted.jsonl"
+    code = main([str(export), str(corpus), "--allow-unvalidated", "--out", str(out)])
+    items = {r["rel_path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert code == EXIT_ITEMS_FAILED
+    assert {name: items[name]["status"] for name in EXPECTED} == {name: want[0] for name, want in EXPECTED.items()}
+    assert all(items[n]["reason"] for n, (s, _) in EXPECTED.items() if s != "scanned")
+    assert "pixels" in items["bomb_20000x20000.png"]["reason"]
+    assert items["truncated_index_at_start.mp4"]["decode"]["partial"] is True
+
+
+@pytest.mark.slow
 def test_preprocessing_and_training_data_loading_give_the_expected_outcomes(corpus, tmp_path):
     from faketrace.datasets.frames import FaceCropDataset, load_face_table
     from faketrace.datasets.preprocess import PreprocessSpec, RunOptions, preprocess_index
@@ -159,7 +177,7 @@ def test_a_crashing_or_hanging_decoder_costs_one_item(scan_ckpt, corpus, tmp_pat
         cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{evidence}]", "case.id=C", "case.operator=p",
                                           f"case.dir={case}", f"ckpt_path={scan_ckpt}", "allow_unvalidated=true",
                                           "scan.progress=false", "scan.image_time_limit_s=1",
-                                          "scan.decode_grace_s=2"], output_dir=case)
+                                          "scan.decode_grace_s=2", "report.enabled=false"], output_dir=case)
         scan_from_config(resolved(cfg))
         lines = (case / "scan_results.jsonl").read_text().splitlines()[1:]
         return {r["rel_path"]: (r["status"], r.get("reason") or "") for r in map(json.loads, lines)}

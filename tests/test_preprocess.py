@@ -7,6 +7,7 @@ killed runs must give the same manifest.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -25,7 +26,9 @@ from omegaconf import OmegaConf
 
 from faketrace.datasets.demo import DemoRenderer, make_identities
 from faketrace.datasets.faces import similarity_transform
+from faketrace.datasets.faults import FAULT_ENV
 from faketrace.datasets.media import read_video_frames
+from faketrace.datasets.offline import OFFLINE_ENV
 from faketrace.datasets.preprocess import (
     FaultPlan,
     InjectedFault,
@@ -279,6 +282,30 @@ def test_resume_after_an_injected_failure_equals_an_uninterrupted_run(small, tmp
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
 
 
+@pytest.mark.parametrize("where", ["third item's part", "final manifest"])
+def test_a_full_disk_stops_the_run_keeps_finished_items_and_says_what_failed(small, tmp_path, monkeypatch, where):
+    faces = tmp_path / "faces"
+    ids = list(small["index"].id)
+    target = part_path(faces, ids[2]) if where == "third item's part" else faces / "manifest.parquet"
+    monkeypatch.setenv(FAULT_ENV, f"atomic_after_tmp_written/{target.name}:enospc")
+    with pytest.raises(OSError) as full:
+        preprocess_index(small["index"], small["root"], faces, small["spec"], faces / "manifest.parquet",
+                         options=QUIET)
+    assert full.value.errno == errno.ENOSPC
+    message = str(full.value)
+    assert f"while writing {target}" in message, message
+    finished = ids[:2] if where == "third item's part" else ids
+    if where == "third item's part":
+        assert f"{len(finished)} of the {len(ids)} items this run had to do were finished and are kept" in message
+    assert sorted(p.name for p in (faces / "parts").glob("*.parquet")) == sorted(part_path(faces, i).name
+                                                                                for i in finished)
+    assert not (faces / "manifest.parquet").exists()
+    monkeypatch.delenv(FAULT_ENV)
+    manifest = preprocess_index(small["index"], small["root"], faces, small["spec"], faces / "manifest.parquet",
+                                options=QUIET)
+    _assert_same_run(faces, manifest, small)
+
+
 def test_half_written_part_is_not_trusted(small, tmp_path):
     faces = tmp_path / "faces"
     first = small["index"].iloc[0]["id"]
@@ -362,3 +389,34 @@ def test_version_1_manifests_still_read(tmp_path):
     pq.write_table(table, tmp_path / "v1.parquet")
     manifest, _ = read_manifest(tmp_path / "v1.parquet")
     assert manifest.track_id.isna().all() and manifest.face_index.isna().all()
+
+
+def _inet_connects(trace):
+    """connect() calls of the AF_INET and AF_INET6 families in an strace -f log."""
+    return [line for line in trace.read_text().splitlines() if "connect(" in line and "AF_INET" in line]
+
+
+@pytest.mark.slow
+def test_preprocessing_makes_no_network_connection(small, tmp_path):
+    strace = shutil.which("strace")
+    assert strace, "strace is needed (.ci/run installs it with apt-get)"
+    # Without what faketrace sets itself (ORT_DISABLE_TELEMETRY, ...): the script must set it on its own.
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV and k != FAULT_ENV}
+    # The control: the same tracing does see a connection attempt when a process makes one.
+    control = tmp_path / "control.txt"
+    probe = ("import socket; s = socket.socket(); s.settimeout(1)\n"
+             "try: s.connect(('127.0.0.1', 9))\nexcept OSError: pass")
+    subprocess.run([strace, "-f", "-e", "trace=connect", "-o", str(control), sys.executable, "-c", probe],
+                   env=env, capture_output=True, timeout=120)
+    assert len(_inet_connects(control)) == 1
+
+    trace, faces = tmp_path / "trace.txt", tmp_path / "faces"
+    args = [f"data.index_path={small['work'] / 'index.parquet'}", f"data.root={small['root']}",
+            f"data.faces_dir={faces}", *FACE_OVERRIDES, "progress=false", "workers=2", f"hydra.run.dir={tmp_path}/run"]
+    proc = subprocess.run([strace, "-f", "-e", "trace=connect", "-o", str(trace), sys.executable,
+                           "scripts/preprocess.py", *args], cwd=REPO, env={**env, "FAKETRACE_DATA": str(tmp_path)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest, _ = read_manifest(faces / "manifest.parquet")
+    _assert_same_run(faces, manifest, small)  # the traced run did the whole job, in worker processes too
+    assert _inet_connects(trace) == []

