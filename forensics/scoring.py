@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
-from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input
+from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
     MAX_IMAGE_PIXELS,
@@ -412,8 +412,11 @@ class MediaScorer:
                                      for i in range(0, len(x), self.options.batch_size)])
             probs = frame_probabilities(logits, cal)
             per_frame[k] = aggregate_tiles(probs, spec.aggregation)
+            # Boxes are in the coordinates of the image the model worked at (resized only when the
+            # spec says so); its size lets the report draw the tile map over the frame.
+            h, w = prepare(frames[k], spec).shape[:2] if spec.resize else frames[k].shape[:2]
             tiles_of[k] = {"frame_index": int(k), "boxes": [list(map(int, b)) for b in boxes],
-                           "probabilities": [r6(p) for p in probs]}
+                           "probabilities": [r6(p) for p in probs], "image_size": [int(h), int(w)]}
         if animated:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)

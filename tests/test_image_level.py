@@ -254,3 +254,81 @@ def test_export_of_an_image_level_model_verifies_on_tiles(demo_data, image_ckpt,
     assert card["level"] == "image" and card["image_preprocessing"]["tile_size"] == 32
     assert card["onnx"]["verification"]["passed"] and card["onnx"]["verification"]["n_images"] > 1
     assert "diffusion" in card["image_note"] and card["face_preprocessing"] is None
+    assert card["face_detector"] is None and not (tmp_path / "model" / "face_detector.onnx").exists()
+    assert any("diffusion" in x for x in card["never_seen"])
+    assert "Whole-image tiling" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+
+
+# -- the scan and its report ----------------------------------------------------------------------
+
+def test_scan_with_face_and_exported_image_level_models_reports_both_and_a_redacted_map(
+        demo_data, image_ckpt, scan_ckpt, evidence, tmp_path):
+    """Face-less demo scenes and a face photo, scanned by the face model and the exported image-level
+    model: every item gets an image-level score and bands, the face photo both levels and the deciding
+    one; the ONNX export scores as the checkpoint does; the report's image-level map is drawn over
+    the redacted picture."""
+    import shutil
+
+    from faketrace.engine.export import export_checkpoint
+    from faketrace.forensics.heatmaps import overlay
+    from faketrace.forensics.redact import fit_within, redact
+    from faketrace.forensics.scan import scan_from_config
+    from faketrace.forensics.scoring import VERDICTS
+
+    from .conftest import results, scan_cfg
+
+    export_checkpoint(resolved(compose_config("export", _image_overrides(demo_data) + [
+        f"ckpt_path={image_ckpt}", f"out_dir={tmp_path / 'model'}"], output_dir=tmp_path / "export")))
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    index, root = demo_data["image_index"], demo_data["image_cfg"].data.root
+    scenes = index[index.split == "test"].groupby("method").head(1)  # one real, one pasted, one generated
+    for row in scenes.itertuples():
+        shutil.copy(f"{root}/{row.path}", folder / f"{row.method}.jpg")
+    shutil.copy(evidence["loose"] / "photo_real.jpg", folder / "face.jpg")
+    every = "report.heatmaps_for=[likely_manipulated,inconclusive,no_evidence_of_manipulation]"
+
+    case = tmp_path / "case"
+    scan_from_config(scan_cfg([folder], case, [f"ckpt_path={scan_ckpt}", f"image_model_dir={tmp_path / 'model'}",
+                                               "allow_unvalidated=true"], [every]))
+    header, items = results(case)
+    assert header["model"]["level"] == "face" and header["image_model"]["level"] == "image"
+    assert len(items) == 4
+    for r in items.values():
+        level = r["image_level"]
+        assert r["status"] == "scanned" and 0 <= level["score"]["probability"] <= 1
+        assert level["verdict"] in VERDICTS and {"lower", "upper", "source"} <= set(level["bands"])
+        assert level["score"]["tile_rule"] == "max" and len(level["tiles"]["probabilities"]) >= 4
+    for method in scenes.method:
+        r = items[f"0/{method}.jpg"]
+        assert r["face_level"]["status"] == "no_face" and r["decided_by"] == "image"
+    face = items["0/face.jpg"]
+    assert face["faces"] and {"score", "verdict", "bands"} <= set(face["face_level"])
+    assert face["decided_by"] in ("face", "image") and face["verdict"] == face[f"{face['decided_by']}_level"]["verdict"]
+
+    # The export and the checkpoint agree on every image-level score.
+    scan_from_config(scan_cfg([folder], tmp_path / "case_pt", [f"image_ckpt_path={image_ckpt}",
+                                                               f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"]))
+    _, by_torch = results(tmp_path / "case_pt")
+    for k, r in items.items():
+        np.testing.assert_allclose(r["image_level"]["tiles"]["probabilities"],
+                                   by_torch[k]["image_level"]["tiles"]["probabilities"], atol=1e-4)
+
+    report = json.loads((case / "report.json").read_text())
+    assert report["redacted"] and report["plain_language"]["image_level"]
+    for rec in report["items"]:
+        assert rec["image_level"]["probability"] == items[rec["item_id"]]["image_level"]["score"]["probability"]
+        assert rec["decided_by"] == items[rec["item_id"]]["decided_by"]
+        m = rec["image_map"]
+        assert m["file"] and m["redacted"] and m["n_tiles"] == len(items[rec["item_id"]]["image_level"]["tiles"]["boxes"])
+        written = np.asarray(cv2.cvtColor(cv2.imread(str(case / m["file"])), cv2.COLOR_BGR2RGB), np.float64)
+        frame = cv2.cvtColor(cv2.imread(str(folder / rec["rel_path"])), cv2.COLOR_BGR2RGB)
+        tiles = items[rec["item_id"]]["image_level"]["tiles"]
+        from faketrace.datasets.image_pipeline import tile_score_map
+
+        heat = tile_score_map(tiles["probabilities"], [tuple(b) for b in tiles["boxes"]], *frame.shape[:2])
+        small = fit_within(frame, 240)
+        blurred, sharp = overlay(redact(small), heat), overlay(small, heat)
+        # The map lies over the blurred picture (JPEG error only), far from the one over the sharp picture.
+        assert np.abs(written - blurred).mean() < 3 < np.abs(written - sharp).mean()
+    assert "image-level map" in (case / "report.html").read_text()
