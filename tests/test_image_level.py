@@ -314,6 +314,16 @@ def test_scan_with_face_and_exported_image_level_models_reports_both_and_a_redac
         np.testing.assert_allclose(r["image_level"]["tiles"]["probabilities"],
                                    by_torch[k]["image_level"]["tiles"]["probabilities"], atol=1e-4)
 
+    # The standalone predictor takes the image-level export folder (no face detector in it).
+    from faketrace.forensics.predict import load_predictor
+
+    predictor = load_predictor(tmp_path / "model", allow_unvalidated=True)
+    try:
+        alone = predictor.scorer.score_file(folder / "real.jpg")
+    finally:
+        predictor.close()
+    assert alone["decided_by"] == "image" and alone["score"] == items["0/real.jpg"]["image_level"]["score"]
+
     report = json.loads((case / "report.json").read_text())
     assert report["redacted"] and report["plain_language"]["image_level"]
     for rec in report["items"]:
