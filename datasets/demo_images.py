@@ -206,7 +206,7 @@ def generate_demo_images(root: str | Path, index_path: str | Path, seed: int, ge
     rows, truth = [], []
 
     def add(scene: dict, item_id: str, method: str, img: np.ndarray, mask: np.ndarray | None, donor=None):
-        rel = f"images/{item_id}.jpg"
+        rel = f"images/{scene['split']}/{item_id}.jpg"  # a folder per split: a scan can take the test split alone
         _write(root / rel, _jpeg_bytes(img, gen["image_quality"]))
         mask_rel = None
         if mask is not None:

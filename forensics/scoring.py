@@ -121,6 +121,7 @@ class ScanModel:
     device: str = "cpu"
     level: str = "face"  # face: scores face crops; image: scores whole-image tiles
     image_spec: ImageSpec | None = None  # image-level models
+    frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
@@ -158,6 +159,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
                      face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
                      image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
+                     frames_per_video=card.get("frames_per_video") if level == "image" else None,
                      input_spec=card["input"],
                      aggregation=card["video_aggregation"], calibration=card["calibration"],
                      fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
@@ -191,6 +193,7 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
                      face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
                      image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
+                     frames_per_video=pre.get("frames_per_video_eval") if level == "image" else None,
                      input_spec=pre["input"],
                      aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
                      fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
@@ -239,6 +242,9 @@ def bands_for(calibration: dict, level: str, override: dict | None = None) -> Ba
 @dataclass(frozen=True)
 class ScanOptions:
     frames_per_video: int = 32
+    # Of a video's decoded frames, the image-level model scores this many, spread evenly (None: all):
+    # its own evaluation count, so a clip costs it what it cost in evaluation, not tiles x 32 frames.
+    image_frames_per_video: int | None = None
     video_rule: str = "mean"
     batch_size: int = 32
     detector_batch: int = 16
@@ -406,7 +412,10 @@ class MediaScorer:
         m, spec = self.image_model, self.image_model.image_spec
         cal = m.calibration
         per_frame, tiles_of = {}, {}
-        for k in sorted(frames):
+        keys, n = sorted(frames), self.options.image_frames_per_video
+        if animated and n and len(keys) > n:
+            keys = sorted({keys[int(round(x))] for x in np.linspace(0, len(keys) - 1, int(n))})
+        for k in keys:
             x, boxes = image_model_input(frames[k], spec, m.input_spec)
             logits = np.concatenate([m.logits(x[i:i + self.options.batch_size])
                                      for i in range(0, len(x), self.options.batch_size)])

@@ -314,6 +314,19 @@ def test_scan_with_face_and_exported_image_level_models_reports_both_and_a_redac
         np.testing.assert_allclose(r["image_level"]["tiles"]["probabilities"],
                                    by_torch[k]["image_level"]["tiles"]["probabilities"], atol=1e-4)
 
+    # A clip: the face model scores its sampled frames, the image-level model the number it is told
+    # (scan.image_frames_per_video; by default its checkpoint's), spread evenly over them.
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    shutil.copy(evidence["loose"] / "sub" / "clip_fake.mp4", clip / "clip.mp4")
+    scan_from_config(scan_cfg([clip], tmp_path / "case_clip", [f"ckpt_path={scan_ckpt}", f"image_ckpt_path={image_ckpt}",
+                                                               "allow_unvalidated=true"],
+                              ["scan.image_frames_per_video=2", "report.enabled=false"]))
+    (r,) = results(tmp_path / "case_clip")[1].values()
+    assert r["image_level"]["score"]["level"] == "video" and len(r["image_level"]["frame_scores"]) == 2
+    if r.get("faces"):  # the face level keeps all its frames
+        assert len(r["frame_scores"]) > 2
+
     # The standalone predictor takes the image-level export folder (no face detector in it).
     from faketrace.forensics.predict import load_predictor
 
