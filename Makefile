@@ -22,18 +22,31 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PY) -m pip check
 	touch $@
 
-demo: install  ## the whole job on embedded demo media: generate, preprocess, train, evaluate, export
+demo: install  ## the whole job on embedded demo media: generate, preprocess, train, evaluate, export; image level too
 	$(PY) scripts/make_demo_data.py hydra.run.dir=$(DEMO)/make_demo_data
 	$(PY) scripts/preprocess.py hydra.run.dir=$(DEMO)/preprocess
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/train
 	$(PY) evaluate.py ckpt_path=$(DEMO)/train/checkpoints/best.ckpt hydra.run.dir=$(DEMO)/evaluate
 	$(PY) scripts/export.py ckpt_path=$(DEMO)/train/checkpoints/best.ckpt hydra.run.dir=$(DEMO)/export \
 		out_dir=$(DEMO)/export/model evaluation=$(DEMO)/evaluate/metrics.json
-	@# The analyst path on the demo media: a scan with the exported model (ONNX Runtime, offline).
+	@# Image level (no face crop): procedural scenes, some with regions pasted through soft masks,
+	@# some generated; a ResNet-18 with a localisation head on native-resolution 64 px tiles.
+	$(PY) scripts/make_demo_data.py data=demo_images hydra.run.dir=$(DEMO)/make_demo_images
+	$(PY) train.py experiment=demo_images hydra.run.dir=$(DEMO)/train_images
+	$(PY) evaluate.py data=demo_images ckpt_path=$(DEMO)/train_images/checkpoints/best.ckpt \
+		hydra.run.dir=$(DEMO)/evaluate_images
+	$(PY) scripts/export.py data=demo_images ckpt_path=$(DEMO)/train_images/checkpoints/best.ckpt \
+		hydra.run.dir=$(DEMO)/export_images out_dir=$(DEMO)/export_images/model \
+		evaluation=$(DEMO)/evaluate_images/metrics.json
+	@# The analyst path on the demo media: a scan with both exported models (ONNX Runtime, offline)
+	@# of the face demo and the image-level demo's test split: faces and scenes alike get an image-level
+	@# score; items with a face get both, and the deciding one. To keep the demo short the image-level
+	@# model tiles one frame per demo video (scan.image_frames_per_video; by default its own 4).
 	@# A case directory never mixes two models, so a re-run of the demo starts its case afresh.
 	rm -rf $(DEMO)/scan
-	$(PY) evaluate.py mode=scan inputs=[data/demo/raw] model_dir=$(DEMO)/export/model allow_unvalidated=true \
-		case.id=DEMO case.operator=make-demo case.dir=$(DEMO)/scan scan.progress=false
+	$(PY) evaluate.py mode=scan inputs=[data/demo/raw,data/demo_images/raw/images/test] \
+		model_dir=$(DEMO)/export/model image_model_dir=$(DEMO)/export_images/model scan.image_frames_per_video=1 \
+		allow_unvalidated=true case.id=DEMO case.operator=make-demo case.dir=$(DEMO)/scan scan.progress=false
 	@echo
 	@echo "metrics:        $(DEMO)/evaluate/metrics.json (and summary.md, metrics.csv, frame_scores.csv)"
 	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
@@ -41,7 +54,9 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, face_detector.onnx, weights.safetensors, triton/,"
 	@echo "                model_card.json, MODEL_CARD.md); score media with it, without torch:"
 	@echo "                python scripts/predict.py $(DEMO)/export/model FILES_OR_FOLDERS --allow-unvalidated"
-	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json)"
+	@echo "image level:    $(DEMO)/evaluate_images/metrics.json (tile max and mean, per operator, baseline,"
+	@echo "                localisation); exported to $(DEMO)/export_images/model/"
+	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json), both models"
 	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred)"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
 

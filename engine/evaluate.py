@@ -1,7 +1,11 @@
 """Evaluation of a checkpoint on a split: metrics.json (source of truth), CSV, Markdown, plots.
 
 The preprocessing is the checkpoint's own: its input size, mean and std, and the face pipeline
-spec, which is compared with the manifest's so that a mismatch is reported, not hidden.
+spec, which is compared with the manifest's so that a mismatch is reported, not hidden. An
+image-level checkpoint (`preprocessing["level"] == "image"`) is evaluated on whole images and
+video frames from the data set root, tiled by its ImageSpec; the image score is named by its tile
+rule, and both rules (max, mean) are reported, with pixel-level localisation metrics when the
+model has a map.
 
 `detector` holds the raw numbers (probability = sigmoid(logit)), the same definitions training
 validation uses, so evaluating on val reproduces it. When the checkpoint carries a calibration
@@ -24,13 +28,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
+from faketrace.datasets.image_pipeline import TILE_AGGREGATIONS, ImageSpec
+from faketrace.datasets.images import ImageTileDataset, load_image_table
 from faketrace.datasets.io import atomic_write_text, sha256_file
 from faketrace.datasets.schema import read_index
 from faketrace.datasets.transforms import eval_transform
 from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
+from faketrace.engine.baseline import IMAGE_NAME as IMAGE_BASELINE_NAME
 from faketrace.engine.baseline import NAME as BASELINE_NAME
-from faketrace.engine.baseline import colour_baseline_scores
+from faketrace.engine.baseline import colour_baseline_scores, image_colour_baseline_scores
 from faketrace.engine.calibration import (
     calibrated_frames,
     calibrated_video_scores,
@@ -39,7 +46,7 @@ from faketrace.engine.calibration import (
     maps_summary,
 )
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
-from faketrace.engine.train import predict, resolve_device
+from faketrace.engine.train import frames_from_tiles, predict, predict_tiles, resolve_device, score_frames
 
 log = logging.getLogger(__name__)
 METRICS_SCHEMA_VERSION = 2
@@ -55,6 +62,17 @@ DEFINITIONS = {
     "@0.5": "at probability threshold 0.5", "@operating": "at the EER threshold fitted on validation data",
     "intervals": "percentile bootstrap, resampling videos within each class (frame level: whole videos)",
 }
+IMAGE_DEFINITIONS = {
+    "frame (image level)": "one image, or one sampled video frame; its score aggregates its tile probabilities",
+    "tile_aggregation": "max: the most suspicious tile decides; mean: the average over tiles",
+    "pixel_auc": "ROC AUC over the pixels of all images with a truth mask, pooled (truth: mask >= 0.5)",
+    "pixel_ap": "average precision over the same pooled pixels",
+    "mean_iou": "mean over images of IoU(map >= threshold, mask >= 0.5); an image with both empty counts 1",
+    "pooled_iou": "sum of intersections / sum of unions over the same images",
+    "iou_threshold": "the map threshold (0.01 steps) with the highest mean IoU on the validation split",
+}
+DIFFUSION_NOTE = ("image level: this model has learned what its training data show; it has not seen diffusion "
+                  "output (inpainting or full generation) unless it was trained on some")
 
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
@@ -68,6 +86,23 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     return model.eval()
 
 
+def checkpoint_level(ckpt: dict) -> str:
+    """face or image: what the checkpoint's model was trained on (older checkpoints: face)."""
+    return ckpt["preprocessing"].get("level", "face")
+
+
+def image_dataset(ckpt: dict, data_cfg: DictConfig, split: str, with_masks: bool = False) -> ImageTileDataset:
+    """The evaluation tiles of a split under an image-level checkpoint's own ImageSpec."""
+    pre = ckpt["preprocessing"]
+    n_frames = int(pre.get("frames_per_video_eval") or 4)
+    table, _ = load_image_table(data_cfg.index_path, n_frames)
+    dataset = ImageTileDataset(table, data_cfg.root, ImageSpec.from_dict(pre["image"]), pre["input"], split=split,
+                               frames_per_video=n_frames, with_masks=with_masks)
+    if len(dataset) == 0:
+        raise ValueError(f"no images or video frames in split {split!r} of {data_cfg.index_path}")
+    return dataset
+
+
 def check_preprocessing(ckpt: dict, manifest_meta: dict) -> list[str]:
     """Differences between the crops a model was trained on and the crops it is given."""
     trained = ckpt["preprocessing"]["face"]
@@ -78,8 +113,14 @@ def check_preprocessing(ckpt: dict, manifest_meta: dict) -> list[str]:
 
 def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, num_workers: int,
                 device: torch.device, faces: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Frame table (video_id, frame_index, label, method, split, logit, score) of a checkpoint on a split."""
+    """Frame table (video_id, frame_index, label, method, split, logit, score) of a checkpoint on a split.
+
+    Image-level checkpoints: one row per image or sampled video frame, scored by the checkpoint's
+    tile rule (`faces` is not used).
+    """
     model = model_from_checkpoint(ckpt).to(device)
+    if checkpoint_level(ckpt) == "image":
+        return score_frames(model, image_dataset(ckpt, data_cfg, split), batch_size, num_workers, device)
     if faces is None:
         faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
     spec = ckpt["preprocessing"]["input"]
@@ -108,6 +149,8 @@ def _bootstrap_cfg(cfg: DictConfig) -> dict | None:
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.ckpt_path)
+    if checkpoint_level(ckpt) == "image":
+        return evaluate_image_checkpoint(cfg, ckpt)
     device = resolve_device(cfg.device)
     faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
     mismatch = check_preprocessing(ckpt, manifest_meta)
@@ -146,12 +189,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "versions": versions(),
     }
     if calibration.get("method") == "temperature":
-        operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
-        result["detector_calibrated"] = {
-            **{k: calibration.get(k) for k in ("temperature", "bias", "video_temperature", "video_bias",
-                                               "video_min_frames")},
-            **M.report_levels(calibrated_frames(frames, calibration), rule, by=by, operating_thresholds=operating,
-                              bootstrap=boot, video_scores=lambda videos: calibrated_video_scores(videos, calibration))}
+        result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
     if cfg.baseline:
@@ -162,6 +200,106 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
     _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
     return result
+
+
+def calibrated_report(frames: pd.DataFrame, calibration: dict, rule: str, by: list, boot: dict | None) -> dict:
+    """`detector_calibrated`: the calibration's maps applied to frames and videos, EER thresholds from validation."""
+    operating = {level: calibration["thresholds"][level]["eer"] for level in ("frame", "video")}
+    return {**{k: calibration.get(k) for k in ("temperature", "bias", "video_temperature", "video_bias",
+                                               "video_min_frames")},
+            **M.report_levels(calibrated_frames(frames, calibration), rule, by=by, operating_thresholds=operating,
+                              bootstrap=boot, video_scores=lambda videos: calibrated_video_scores(videos, calibration))}
+
+
+def _checkpoint_record(cfg: DictConfig, ckpt: dict) -> dict:
+    return {"path": str(cfg.ckpt_path), "sha256": sha256_file(cfg.ckpt_path), "epoch": ckpt["epoch"],
+            "backbone": ckpt["model_spec"]["backbone"], "family": ckpt["model_spec"]["family"],
+            "trained_on": ckpt["data"]["name"], "fit_for_casework": ckpt["fit_for_casework"],
+            "casework_note": ckpt["casework_note"], "calibration": ckpt["calibration"]}
+
+
+def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
+    """metrics.json of an image-level checkpoint: both tile rules, per-operator AUC, baseline, localisation."""
+    run_dir = Path(cfg.paths.output_dir)
+    device = resolve_device(cfg.device)
+    pre = ckpt["preprocessing"]
+    spec = ImageSpec.from_dict(pre["image"])
+    rule = cfg.aggregation or pre["aggregation"]
+    index, index_meta = read_index(cfg.data.index_path)
+    by = list(cfg.get("breakdown_by") or ["method"])
+    boot = _bootstrap_cfg(cfg)
+    model = model_from_checkpoint(ckpt).to(device)
+    with_maps = "map" in getattr(model, "aux_outputs", ())
+    dataset = image_dataset(ckpt, cfg.data, cfg.split, with_masks=with_maps)
+    tiles, maps = predict_tiles(model, dataset, cfg.batch_size, cfg.num_workers, device, with_maps=with_maps)
+    per_rule = {r: with_index_columns(frames_from_tiles(tiles, r), index, by) for r in TILE_AGGREGATIONS}
+    frames = per_rule[spec.aggregation]
+    in_split = index[index["split"] == cfg.split]
+    scored = set(frames["video_id"])
+    errors = tiles.attrs.get("errors", {})
+    result = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "level": "image",
+        "checkpoint": _checkpoint_record(cfg, ckpt),
+        "test_set": {"dataset": cfg.data.name, "split": cfg.split, "index": str(cfg.data.index_path),
+                     "index_sha256": sha256_file(cfg.data.index_path),
+                     "synthetic": bool(index_meta.get("synthetic")), "n_items": int(len(in_split)),
+                     "n_items_scored": int(len(scored)), "n_frames_scored": int(len(frames)),
+                     "n_tiles": int(len(tiles)),
+                     "items_without_face": {"n": 0, "handling": "not applicable: image level needs no face"},
+                     "frames_not_decoded": {"n": len(errors), "handling": "excluded from metrics",
+                                            "reasons": dict(list(errors.items())[:50])}},
+        "preprocessing": {**pre, "mismatch_with_manifest": []},
+        "aggregation": rule,
+        "tile_aggregation": spec.aggregation,
+        "breakdown_by": by,
+        "bootstrap": boot,
+        "definitions": {**DEFINITIONS, **IMAGE_DEFINITIONS},
+        "detector": {"tile_aggregation": spec.aggregation,
+                     **M.report_levels(frames, rule, by=by, bootstrap=boot)},
+        **{f"detector_tile_{r}": {"tile_aggregation": r, **M.report_levels(per_rule[r], rule, by=by, bootstrap=boot)}
+           for r in TILE_AGGREGATIONS},
+        "note": DIFFUSION_NOTE,
+        "versions": versions(),
+    }
+    calibration = ckpt["calibration"]
+    if calibration.get("method") == "temperature":
+        result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
+    if cfg.get("compare_with"):
+        result["comparison"] = compare_checkpoints(cfg, frames, rule, device, None, boot)
+    if cfg.baseline:
+        n_frames = int(pre.get("frames_per_video_eval") or 4)
+        table, _ = load_image_table(cfg.data.index_path, n_frames)
+        base = image_colour_baseline_scores(table, cfg.data.root, spec, cfg.split, n_frames, seed=int(cfg.seed))
+        base = with_index_columns(base, index, by)
+        result["baseline"] = {"name": IMAGE_BASELINE_NAME, **M.report_levels(base, rule, by=by, bootstrap=boot)}
+    if with_maps:
+        result["localization"] = localization_metrics(cfg, ckpt, model, maps, device)
+    if not ckpt["fit_for_casework"]:
+        result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
+    _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
+    tiles.to_csv(run_dir / "tile_scores.csv", index=False)
+    return result
+
+
+def localization_metrics(cfg: DictConfig, ckpt: dict, model, maps: dict, device) -> dict:
+    """Pixel AUC / AP on the evaluated split, and IoU at the threshold with the best mean IoU on validation."""
+    if cfg.split == "val":
+        val_maps, source = maps, "fitted on the evaluated split itself (split=val): optimistic"
+    else:
+        val_set = image_dataset(ckpt, cfg.data, "val", with_masks=True)
+        _, val_maps = predict_tiles(model, val_set, cfg.batch_size, cfg.num_workers, device, with_maps=True)
+        source = "validation split"
+    keys = sorted(val_maps)
+    threshold, val_iou = M.fit_iou_threshold([val_maps[k][0] for k in keys], [val_maps[k][1] for k in keys])
+    keys = sorted(maps)
+    report = M.localization_report([maps[k][0] for k in keys], [maps[k][1] for k in keys], threshold,
+                                   f"{source} ({len(val_maps)} images with masks)")
+    report["iou_on_fit_split"] = val_iou
+    report["items"] = "images (or frames) whose index row has a mask_path; real and fully generated items have none"
+    if not keys:
+        report["null_reason"] = "no item of the split has a truth mask"
+    return report
 
 
 def compare_checkpoints(cfg: DictConfig, frames_a: pd.DataFrame, rule: str, device, faces, boot: dict | None) -> dict:
@@ -213,14 +351,15 @@ def calibrate_checkpoint(cfg: DictConfig) -> dict:
 ROW_METRICS = ("n", "n_real", "n_fake", "auc", "ap", "eer", "eer_nearest_point", "accuracy@0.5",
                "balanced_accuracy@0.5", "accuracy@operating", "balanced_accuracy@operating", "log_loss", "brier",
                "ece", "tpr@fpr=0.01", "tpr@fpr=0.001")
-MODELS = ("detector", "detector_calibrated", "baseline")
+MODELS = ("detector", "detector_calibrated", "detector_tile_max", "detector_tile_mean", "baseline")
 
 
 def _rows(result: dict) -> list[dict]:
     rows = []
     common = {"checkpoint": result["checkpoint"]["path"],
               "test_set": f"{result['test_set']['dataset']}/{result['test_set']['split']}",
-              "preprocessing": result["preprocessing"]["face"]["detector"]}
+              "preprocessing": (result["preprocessing"].get("face") or {}).get("detector")
+              or f"image tiles {result['preprocessing']['image']['tile_size']} px"}
     for who in MODELS:
         if who not in result:
             continue
@@ -265,8 +404,15 @@ def markdown_summary(result: dict) -> str:
               f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
               + (f" ({maps_summary(ck['calibration'])})" if ck["calibration"].get("method") == "temperature" else ""),
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
-                                 f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)"), "",
-              "| model | level | n (real/fake) | AUC [CI] | AP | EER (interp.) | EER (nearest) | acc@0.5 | "
+                                 f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)")]
+    if result.get("level") == "image":
+        image = result["preprocessing"]["image"]
+        lines += [f"- image level: {ts['n_frames_scored']} images/frames in {ts['n_tiles']} tiles of "
+                  f"{image['tile_size']} px (stride {image['stride'] or image['tile_size']}, resize "
+                  f"{image['resize'] or 'none: native resolution'}); `detector` = tile rule `{result['tile_aggregation']}`"
+                  "; `detector_tile_max` and `detector_tile_mean` name both rules; the frame level is the image",
+                  f"- {result['note']}"]
+    lines += ["", "| model | level | n (real/fake) | AUC [CI] | AP | EER (interp.) | EER (nearest) | acc@0.5 | "
               "bal. acc@0.5 | bal. acc@operating | log loss | Brier | ECE | TPR@FPR 1% | TPR@FPR 0.1% |",
               "|" + "---|" * 15]
     for who in MODELS:
@@ -289,6 +435,13 @@ def markdown_summary(result: dict) -> str:
         for r in breakdown_rows:
             ci = f" [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" if r.get("auc_low") is not None else ""
             lines.append(f"| {r['subset']} | {r['n']} ({r['n_real']}/{r['n_fake']}) | {_fmt(r['auc'])}{ci} |")
+    loc = result.get("localization")
+    if loc:
+        lines += ["", "## Localisation (pixel level)", "",
+                  f"{loc['n_images']} images with a truth mask; pixel AUC {_fmt(loc['pixel_auc'])}, pixel AP "
+                  f"{_fmt(loc['pixel_ap'])}; at map threshold {_fmt(loc['iou_threshold'], 2)} "
+                  f"({loc['iou_threshold_source']}): mean IoU {_fmt(loc['mean_iou'])}, pooled IoU "
+                  f"{_fmt(loc['pooled_iou'])}"]
     comp = result.get("comparison")
     if comp:
         lines += ["", "## Paired comparison", "", f"A = `{comp['a']}`, B = `{comp['b']}`; {comp['question']}", "",
@@ -342,6 +495,13 @@ def format_table(result: dict) -> str:
             return "   n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:8.4f}"
         lines.append(f"{r['model']:<20}{r['level']:<8}{r['subset']:<26}{r['n']:>6}{f(r['auc'])}{f(r.get('ap'))}"
                      f"{f(r.get('eer'))}{f(r.get('accuracy@0.5'))}")
+    loc = result.get("localization")
+    if loc:
+        lines.append(f"localisation: {loc['n_images']} masked images, pixel AUC {_fmt(loc['pixel_auc'])}, "
+                     f"mean IoU {_fmt(loc['mean_iou'])} at threshold {_fmt(loc['iou_threshold'], 2)} "
+                     f"(fitted on {loc['iou_threshold_source']})")
+    if result.get("note"):
+        lines.append(result["note"])
     if result.get("warning"):
         lines.append(result["warning"])
     return "\n".join(lines)

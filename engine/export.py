@@ -2,10 +2,12 @@
 
 The folder (written under a staging name and renamed into place only when every check passed):
 
-- `model.onnx`: dynamic batch, weights inside; ONNX Runtime vs PyTorch on real face crops at
-  batch sizes 1 and 8, largest absolute logit difference <= `verify.atol`, else no export.
-- `face_detector.onnx`: the RetinaFace file the crops depend on (hash checked against the one the
-  checkpoint's training data was preprocessed with).
+- `model.onnx`: dynamic batch, weights inside; ONNX Runtime vs PyTorch on real face crops
+  (image-level models: native-resolution tiles of the data set's images) at batch sizes 1 and 8,
+  largest absolute logit difference <= `verify.atol`, else no export.
+- `face_detector.onnx` (face-level models): the RetinaFace file the crops depend on (hash checked
+  against the one the checkpoint's training data was preprocessed with). Image-level models use
+  no face detector; their card carries the ImageSpec (`image_preprocessing`) the scan tiles with.
 - `weights.safetensors` (plain timm models): reloaded through `timm.create_model` and compared
   with the checkpoint's logits (<= 1e-6), so a head timm would drop cannot ship. A detector
   family adds `family.safetensors` (its parts beside the timm backbone); the two rebuild the
@@ -39,7 +41,7 @@ from faketrace.datasets.schema import read_index
 from faketrace.datasets.transforms import eval_transform
 from faketrace.engine import metrics as M
 from faketrace.engine.checkpoint import load_checkpoint, versions
-from faketrace.engine.evaluate import model_from_checkpoint
+from faketrace.engine.evaluate import DIFFUSION_NOTE, checkpoint_level, image_dataset, model_from_checkpoint
 from faketrace.models.backbones import load_exported_weights
 from faketrace.models.card import CARD_FILE, MARKDOWN_FILE, file_hashes, render_markdown
 from faketrace.models.export import export_onnx, export_safetensors
@@ -76,6 +78,18 @@ def spread_images(ds: FaceCropDataset, n: int, what: str) -> torch.Tensor:
         raise ExportVerificationError(f"no face crops to {what}")
     pick = np.linspace(0, len(ds) - 1, min(int(n), len(ds))).round().astype(int)
     return torch.stack([ds[int(i)]["image"] for i in pick])
+
+
+def tile_images(ckpt: dict, cfg: DictConfig, split: str, n: int, what: str) -> torch.Tensor:
+    """`n` evaluation tiles spread over the images of a split (image-level checkpoints)."""
+    try:
+        ds = image_dataset(ckpt, cfg.data, split)
+    except ValueError as err:
+        raise ExportVerificationError(f"no images to {what}: {err}") from err
+    # Tiles of up to 8 images spread over the split, then `n` tiles spread over those.
+    tiles = torch.cat([ds[int(i)]["tiles"] for i in np.linspace(0, len(ds) - 1, min(8, len(ds))).round()])
+    pick = np.linspace(0, len(tiles) - 1, min(int(n), len(tiles))).round().astype(int)
+    return tiles[pick]
 
 
 def verification_split(cfg: DictConfig, evaluation: dict | None) -> str:
@@ -311,6 +325,9 @@ def evaluation_summary(path: str | Path, ckpt_sha256: str) -> dict:
             "test_set": {k: ts.get(k) for k in ("dataset", "split", "index", "index_sha256", "synthetic", "n_items",
                                                   "n_items_scored")},
             "aggregation": report["aggregation"], "bootstrap": report.get("bootstrap"), "results": results,
+            "tile_aggregation": report.get("tile_aggregation"),
+            "localization": {k: v for k, v in report["localization"].items() if k != "items"}
+            if report.get("localization") else None,
             "definitions": report.get("definitions")}
 
 
@@ -332,6 +349,9 @@ def never_seen(ckpt: dict, splits: dict, extra) -> list[str]:
     if train:
         fakes = [m for m in train["methods"] if m != "real"]
         out.append(f"manipulation methods other than {', '.join(f'`{m}`' for m in fakes)} (the training split's)")
+    if ckpt["preprocessing"].get("level") == "image":
+        out.append("diffusion output (inpainting or full generation), unless the training methods above are some: "
+                   "pasted, resampled regions are a stand-in for inpainting, not the real thing")
     if (data.get("index_meta") or {}).get("synthetic"):
         out.append("real recordings of real people: it was trained on synthetic media only")
     return out + [str(x) for x in extra or []]
@@ -372,22 +392,28 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     evaluation = evaluation_summary(cfg.evaluation, ckpt_sha) if cfg.get("evaluation") else None
     robustness = robustness_summary(cfg.robustness, ckpt_sha) if cfg.get("robustness") else None
     split = verification_split(cfg, evaluation)
-    faces, _, _ = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
-    images = spread_images(crop_dataset(cfg, spec, split, faces), int(cfg.verify.n_images),
-                           f"verify the export with in split {split!r}")
-
-    # The crops the model saw came from this detector: ship the same file, or refuse.
-    det_bytes = detector_weights()
-    trained_with = ckpt["preprocessing"]["detector"].get("weights_sha256")
-    if trained_with and sha256_bytes(det_bytes) != trained_with:
-        raise ExportVerificationError(f"installed face detector (sha256 {sha256_bytes(det_bytes)[:12]}…) is not the "
-                                      f"one the training crops were made with ({trained_with[:12]}…)")
+    image_level = checkpoint_level(ckpt) == "image"
+    what = f"verify the export with in split {split!r}"
+    if image_level:
+        faces, det_bytes = None, None
+        images = tile_images(ckpt, cfg, split, int(cfg.verify.n_images), what)
+    else:
+        faces, _, _ = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
+        images = spread_images(crop_dataset(cfg, spec, split, faces), int(cfg.verify.n_images), what)
+        # The crops the model saw came from this detector: ship the same file, or refuse.
+        det_bytes = detector_weights()
+        trained_with = ckpt["preprocessing"]["detector"].get("weights_sha256")
+        if trained_with and sha256_bytes(det_bytes) != trained_with:
+            raise ExportVerificationError(f"installed face detector (sha256 {sha256_bytes(det_bytes)[:12]}…) is not "
+                                          f"the one the training crops were made with ({trained_with[:12]}…)")
 
     with staged_folder(Path(cfg.out_dir)) as out:
         onnx_info = export_onnx(model, out / "model.onnx", spec["input_size"], int(cfg.opset))
         check = verify_onnx(model, out / "model.onnx", images, float(cfg.verify.atol), split=split)
-        atomic_write_bytes(out / DETECTOR_FILE, det_bytes)
-        detector = {**ckpt["preprocessing"]["detector"], "file": DETECTOR_FILE, "sha256": sha256_bytes(det_bytes)}
+        detector = None
+        if det_bytes is not None:
+            atomic_write_bytes(out / DETECTOR_FILE, det_bytes)
+            detector = {**ckpt["preprocessing"]["detector"], "file": DETECTOR_FILE, "sha256": sha256_bytes(det_bytes)}
 
         meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
                 "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
@@ -409,6 +435,10 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         fp16 = (export_fp16(model, out / "model.onnx", out / "model.fp16.onnx", images, float(cfg.fp16.atol))
                 if cfg.fp16.enabled else None)
         rule = ckpt["preprocessing"]["aggregation"]
+        if cfg.quantize.enabled and image_level:
+            # Its AUC check scores face crops; tiles would need the tile rule first. Not built yet.
+            raise ExportVerificationError("quantize.enabled: int8 export is measured on face crops and is not "
+                                          "available for image-level models")
         quant = (quantize_int8(cfg, spec, rule, out / "model.onnx", out / "model.int8.onnx", faces)
                  if cfg.quantize.enabled else None)
         name = f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}"
@@ -425,8 +455,9 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         atomic_write_text(out / MARKDOWN_FILE, render_markdown(card))
         card["files"] = file_hashes(out)
         atomic_write_text(out / CARD_FILE, json.dumps(card, indent=2, default=str))
-    log.info("exported to %s (max |logit diff| %.2e on %d real crops, batch sizes %s)", cfg.out_dir,
-             check["max_abs_logit_diff"], check["n_images"], ", ".join(check["batch_sizes"]))
+    log.info("exported to %s (max |logit diff| %.2e on %d real %s, batch sizes %s)", cfg.out_dir,
+             check["max_abs_logit_diff"], check["n_images"], "tiles" if image_level else "crops",
+             ", ".join(check["batch_sizes"]))
     return card
 
 
@@ -434,21 +465,30 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
                fp16: dict | None, quant: dict | None, triton: dict | None, splits: dict, evaluation: dict | None,
                robustness: dict | None, ckpt_sha: str) -> dict:
     spec = ckpt["preprocessing"]
+    image_level = checkpoint_level(ckpt) == "image"
     card_text = OmegaConf.to_container(cfg.card, resolve=True)
+    by_level = card_text.pop("image_level", None) or {}
+    if image_level:  # the policy text of whole-image models replaces the face-crop one
+        card_text.update(by_level)
     return {
         "model_card_version": MODEL_CARD_VERSION,
         "name": name,
         "fit_for_casework": ckpt["fit_for_casework"],
         "casework_note": ckpt["casework_note"],
         "warning": None if ckpt["fit_for_casework"] else f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}",
-        "task": "binary face-manipulation detection on face crops (1 = manipulated)",
+        "task": ("binary whole-image manipulation detection on native-resolution tiles (1 = manipulated); the "
+                 f"image score is the {spec['image']['aggregation']} of the tile probabilities" if image_level
+                 else "binary face-manipulation detection on face crops (1 = manipulated)"),
+        "level": checkpoint_level(ckpt),
         "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
         "input": spec["input"],
         "output": {"name": "logit", "input_name": "image", "shape": ["batch"],
                    "probability": ckpt["calibration"].get("probability", {}).get("frame", "sigmoid(logit)"),
                    "temperature": ckpt["calibration"]["temperature"], "bias": ckpt["calibration"].get("bias", 0.0)},
-        "face_preprocessing": spec["face"], "face_detector": detector,
-        "frames_per_video": spec["face"]["frames_per_video"],
+        "face_preprocessing": spec.get("face"), "face_detector": detector,
+        "image_preprocessing": spec.get("image"),
+        "image_note": DIFFUSION_NOTE if image_level else None,
+        "frames_per_video": spec["frames_per_video_eval"] if image_level else spec["face"]["frames_per_video"],
         "video_aggregation": spec["aggregation"],
         "calibration": ckpt["calibration"],
         "training": {"data": ckpt["data"], "splits": splits, "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],

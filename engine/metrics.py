@@ -548,3 +548,80 @@ def sklearn_reference(labels, scores) -> dict:
 
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
+
+
+# -- localisation (pixel level) --------------------------------------------------------------------
+
+LOCALIZATION_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 100))  # 0.01 ... 0.99
+MASK_THRESHOLD = 0.5  # a (soft) truth mask counts a pixel as manipulated at or above this
+
+
+def _pixels(maps, masks) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if len(maps) != len(masks):
+        raise ValueError(f"{len(maps)} maps and {len(masks)} masks")
+    values, truths = [], []
+    for m, t in zip(maps, masks, strict=True):
+        m, t = np.asarray(m, np.float64), np.asarray(t, np.float64)
+        if m.shape != t.shape:
+            raise ValueError(f"map {m.shape} and mask {t.shape} differ in shape")
+        values.append(m.reshape(-1))
+        truths.append((t >= MASK_THRESHOLD).reshape(-1))
+    return values, truths
+
+
+def pixel_auc(maps, masks) -> float | None:
+    """ROC AUC over all pixels of all images pooled (truth: mask >= 0.5); None with one class only."""
+    values, truths = _pixels(maps, masks)
+    if not values:
+        return None
+    return roc_auc(np.concatenate(truths).astype(np.int64), np.concatenate(values))
+
+
+def iou_curve(maps, masks, thresholds=LOCALIZATION_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over images of IoU(map >= t, mask >= 0.5) and the pooled IoU, for every threshold t.
+
+    Pooled IoU = (sum of intersections) / (sum of unions) over images. An image where both the
+    prediction and the truth are empty has IoU 1. Counts come from one sort per image.
+    """
+    values, truths = _pixels(maps, masks)
+    t = np.asarray(thresholds, np.float64)
+    per_image = np.zeros((len(values), len(t)))
+    inter_sum, union_sum = np.zeros(len(t)), np.zeros(len(t))
+    for i, (v, y) in enumerate(zip(values, truths, strict=True)):
+        all_sorted, true_sorted = np.sort(v), np.sort(v[y])
+        predicted = len(v) - np.searchsorted(all_sorted, t, side="left")
+        inter = len(true_sorted) - np.searchsorted(true_sorted, t, side="left")
+        union = int(y.sum()) + predicted - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_image[i] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        inter_sum += inter
+        union_sum += union
+    mean = per_image.mean(axis=0) if len(values) else np.full(len(t), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.where(union_sum > 0, inter_sum / np.maximum(union_sum, 1), 1.0)
+    return mean, pooled
+
+
+def fit_iou_threshold(maps, masks, thresholds=LOCALIZATION_THRESHOLDS) -> tuple[float | None, float | None]:
+    """The threshold (of the candidates) with the highest mean IoU, and that IoU; the lowest on ties."""
+    if not len(maps):
+        return None, None
+    mean, _ = iou_curve(maps, masks, thresholds)
+    k = int(np.argmax(mean))
+    return float(thresholds[k]), float(mean[k])
+
+
+def localization_report(maps, masks, threshold: float | None, threshold_source: str) -> dict:
+    """Pixel AUC and AP (pooled), and IoU at a threshold fitted elsewhere (validation data)."""
+    values, truths = _pixels(maps, masks)
+    y = np.concatenate(truths).astype(np.int64) if values else np.zeros(0, np.int64)
+    s = np.concatenate(values) if values else np.zeros(0)
+    out = {"n_images": len(values), "n_pixels": int(len(y)), "manipulated_pixel_share": float(y.mean()) if len(y)
+           else None, "pixel_auc": roc_auc(y, s) if len(y) else None,
+           "pixel_ap": average_precision(y, s) if len(y) else None,
+           "iou_threshold": threshold, "iou_threshold_source": threshold_source,
+           "mean_iou": None, "pooled_iou": None}
+    if threshold is not None and values:
+        mean, pooled = iou_curve(maps, masks, [threshold])
+        out.update(mean_iou=float(mean[0]), pooled_iou=float(pooled[0]))
+    return out

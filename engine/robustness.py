@@ -5,6 +5,11 @@ the face pipeline runs on them with the checkpoint's own preprocessing spec (so 
 faces what an analyst's upload would give it), and the crops are scored. The clean score is
 computed the same way (perturbation "none"), so re-encoding alone is not mistaken for an effect.
 Outputs: robustness.csv / .json / .md and robustness.png (AUC against severity per distortion).
+
+Image-level checkpoints skip the face pipeline: the perturbed images and video frames are tiled
+with the checkpoint's ImageSpec and scored directly (`face_rate` is then the share of frames that
+decoded). Their traces live at native resolution, so the messenger profile (`telegram`: downscale
+and JPEG) removes much of what they look for; the outputs say so.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from faketrace.datasets.schema import read_index, write_index
 from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.checkpoint import load_checkpoint, versions
-from faketrace.engine.evaluate import score_split
+from faketrace.engine.evaluate import checkpoint_level, score_split
 from faketrace.engine.train import resolve_device
 
 log = logging.getLogger(__name__)
+MESSENGER_NOTE = ("image level: the messenger profile (telegram: long side capped, JPEG re-encode; downscale) removes "
+                  "much of the native-resolution trace image-level models rely on; a drop there is expected, and a "
+                  "model meant for messenger uploads should be trained on such copies")
 
 
 def _perturbed_set(index: pd.DataFrame, src_root: Path, work: Path, distortion: str, level, seed: int) -> pd.DataFrame:
@@ -48,18 +56,26 @@ def _perturbed_set(index: pd.DataFrame, src_root: Path, work: Path, distortion: 
 def score_condition(ckpt: dict, index: pd.DataFrame, src_root: Path, work: Path, distortion: str, level, cfg) -> dict:
     perturbed = _perturbed_set(index, src_root, work, distortion, level, int(cfg.seed))
     write_index(perturbed, work / "index.parquet", {"perturbation": {"distortion": distortion, "level": level}})
-    spec = PreprocessSpec.from_dict(ckpt["preprocessing"]["face"])
-    manifest = preprocess_index(perturbed, work / "raw", work / "faces", spec, work / "faces" / "manifest.parquet",
-                                cfg.get("detector_device", "cpu"))
     data = OmegaConf.create({"index_path": str(work / "index.parquet"), "faces_dir": str(work / "faces"),
-                             "manifest_path": str(work / "faces" / "manifest.parquet")})
-    faces, _, _ = load_face_table(data.index_path, data.manifest_path)
+                             "manifest_path": str(work / "faces" / "manifest.parquet"), "root": str(work / "raw")})
     rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
-    frames = score_split(ckpt, data, cfg.split, cfg.batch_size, cfg.num_workers, resolve_device(cfg.device), faces)
+    device = resolve_device(cfg.device)
+    if checkpoint_level(ckpt) == "image":
+        frames = score_split(ckpt, data, cfg.split, cfg.batch_size, cfg.num_workers, device)
+        expected = sum(1 if m == "image" else int(ckpt["preprocessing"]["frames_per_video_eval"])
+                       for m in perturbed["media_type"])
+        face_rate = len(frames) / expected if expected else 0.0
+    else:
+        spec = PreprocessSpec.from_dict(ckpt["preprocessing"]["face"])
+        manifest = preprocess_index(perturbed, work / "raw", work / "faces", spec, work / "faces" / "manifest.parquet",
+                                    cfg.get("detector_device", "cpu"))
+        face_rate = float((manifest["status"] == "face").mean()) if len(manifest) else 0.0
+        faces, _, _ = load_face_table(data.index_path, data.manifest_path)
+        frames = score_split(ckpt, data, cfg.split, cfg.batch_size, cfg.num_workers, device, faces)
     videos = M.aggregate_videos(frames, rule)
     # Levels mix numbers and names (telegram); as text they survive the CSV round trip unchanged.
     row = {"distortion": distortion, "level": "-" if level is None else str(level), "n_items": int(len(index)), "n_videos_scored": int(len(videos)),
-           "face_rate": float((manifest["status"] == "face").mean()) if len(manifest) else 0.0,
+           "face_rate": face_rate,
            "video_auc": M.roc_auc(videos["label"], videos["score"]),
            "frame_auc": M.roc_auc(frames["label"], frames["score"]), "video_auc_low": None, "video_auc_high": None}
     boot = cfg.get("bootstrap")
@@ -98,17 +114,28 @@ def robustness_sweep(cfg) -> pd.DataFrame:
     table.insert(0, "checkpoint", str(cfg.ckpt_path))
     table.insert(1, "test_set", f"{cfg.data.name}/{cfg.split}")
     table.to_csv(out / "robustness.csv", index=False)
+    image_level = checkpoint_level(ckpt) == "image"
+    note = MESSENGER_NOTE if image_level else None
     atomic_write_text(out / "robustness.json", json.dumps(
         {"schema_version": 1, "checkpoint_sha256": sha256_file(cfg.ckpt_path), "versions": versions(),
-         "preprocessing": ckpt["preprocessing"]["face"], "rows": table.to_dict("records")}, indent=2, default=str))
-    atomic_write_text(out / "robustness.md", robustness_markdown(table))
+         "level": checkpoint_level(ckpt),
+         "preprocessing": ckpt["preprocessing"]["image" if image_level else "face"],
+         "face_rate": "share of sampled frames that decoded (image level)" if image_level
+         else "share of sampled frames with a face",
+         "note": note, "rows": table.to_dict("records")}, indent=2, default=str))
+    atomic_write_text(out / "robustness.md", robustness_markdown(table, note))
+    if note:
+        log.warning(note)
     P.save(P.robustness_figure(table), out / "robustness.png")
     return table
 
 
-def robustness_markdown(table: pd.DataFrame) -> str:
-    lines = ["# Robustness: video AUC against perturbation severity", "",
-             "| distortion | severity | level | video AUC [CI] | frame AUC | faces found |", "|---|---|---|---|---|---|"]
+def robustness_markdown(table: pd.DataFrame, note: str | None = None) -> str:
+    lines = ["# Robustness: video AUC against perturbation severity", ""]
+    if note:
+        lines += [f"**Note**: {note}.", ""]
+    found = "frames decoded" if note else "faces found"
+    lines += [f"| distortion | severity | level | video AUC [CI] | frame AUC | {found} |", "|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
         ci = f" [{r['video_auc_low']:.3f}, {r['video_auc_high']:.3f}]" if pd.notna(r.get("video_auc_low")) else ""
         auc = "n/a" if pd.isna(r["video_auc"]) else f"{r['video_auc']:.3f}"

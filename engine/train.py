@@ -1,4 +1,9 @@
-"""The training loop: fine-tune a Detector on face crops, validate every epoch, checkpoint.
+"""The training loop: fine-tune a Detector on face crops or whole images, validate every epoch, checkpoint.
+
+`data.level` picks what the model sees: `face` (crops from the face manifest, the default) or
+`image` (random native-resolution crops of whole images and video frames for training, fixed tiles
+aggregated per image for validation; configs/train.yaml `image:`). Both give the loop the same
+batches and the same frame table, so the loop itself has no level-specific branch.
 
 Model selection uses the validation split only (video AUC by default); the test split is never
 touched here. `last.ckpt` is written every epoch and `best.ckpt` when validation improves, both
@@ -28,6 +33,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRan
 from tqdm import tqdm
 
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
+from faketrace.datasets.image_pipeline import ImageSpec
+from faketrace.datasets.images import ImageCropDataset, ImageTileDataset, collate_frames, load_image_table
 from faketrace.datasets.preprocess import PreprocessSpec
 from faketrace.datasets.transforms import eval_transform, train_transform
 from faketrace.engine import metrics as M
@@ -183,9 +190,132 @@ def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, 
     return table
 
 
+@torch.no_grad()
+def predict_tiles(model, dataset: ImageTileDataset, batch_size: int, num_workers: int, device: torch.device,
+                  limit_batches: int | None = None, channels_last: bool = False,
+                  dist_ctx: DistContext | None = None, with_maps: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Tile table of an image-level dataset (one row per tile: box, logit, score), and maps.
+
+    The loader batches frames (`max(1, batch_size // 8)` at a time) and the model sees at most
+    `batch_size` tiles per call. With `with_maps` (a model with a "map" output, single process),
+    each frame that has a truth mask gets its map stitched from its tiles (the mean where tiles
+    overlap): {(video_id, frame_index): (map, truth)}, both float32 at the frame's resolution.
+    Frames that do not decode have no tile rows; the table's attrs list them as `errors`.
+    """
+    ctx = dist_ctx or DistContext()
+    if with_maps and ctx.enabled:
+        raise ValueError("manipulation maps are computed in a single process")
+    model.eval()
+    shard = dataset if not ctx.enabled else Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    frames_per_batch = max(1, int(batch_size) // 8)
+    loader = DataLoader(shard, batch_size=frames_per_batch, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_frames, worker_init_fn=_worker_init)
+    owners, boxes, logits, errors, maps = [], [], [], {}, {}
+    for b, batch in enumerate(loader):
+        if limit_batches is not None and b >= limit_batches:
+            break
+        tiles = batch["tiles"]
+        out_logits, out_maps = [], []
+        for start in range(0, len(tiles), int(batch_size)):
+            x = tiles[start:start + int(batch_size)].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if with_maps:
+                outputs = model(x, with_aux=True)
+                out_logits.append(outputs["logits"].float().cpu())
+                out_maps.append(torch.sigmoid(outputs["map"].float()).cpu())
+            else:
+                out_logits.append(model(x).float().cpu())
+        if out_logits:
+            logits.append(torch.cat(out_logits))
+        owners.append(batch["owner"])
+        boxes.append(batch["boxes"])
+        for row, error in zip(batch["rows"], batch["errors"], strict=True):
+            if error:
+                errors[row] = error
+        if with_maps and out_maps:
+            tile_maps = torch.cat(out_maps).numpy()
+            owner = batch["owner"].numpy()
+            for row, truth, (h, w) in zip(batch["rows"], batch["masks"], batch["shapes"], strict=True):
+                if truth is None:
+                    continue
+                pick = np.flatnonzero(owner == row)
+                acc, count = np.zeros((h, w), np.float64), np.zeros((h, w), np.int64)
+                for t in pick:
+                    x0, y0, x1, y1 = (int(v) for v in batch["boxes"][t])
+                    acc[y0:y1, x0:x1] += tile_maps[t, :y1 - y0, :x1 - x0]
+                    count[y0:y1, x0:x1] += 1
+                item = dataset.table.iloc[row]
+                maps[(item["video_id"], int(item["frame_index"]))] = ((acc / np.maximum(count, 1)).astype(np.float32),
+                                                                      truth.astype(np.float32))
+    owner = torch.cat(owners).numpy() if owners else np.zeros(0, np.int64)
+    box = torch.cat(boxes).numpy() if boxes else np.zeros((0, 4), np.int64)
+    logit = torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
+    if ctx.enabled:
+        parts = ctx.all_gather((owner, box, logit, errors))
+        owner = np.concatenate([p[0] for p in parts])
+        box = np.concatenate([p[1] for p in parts])
+        logit = np.concatenate([p[2] for p in parts])
+        errors = {k: v for p in parts for k, v in p[3].items()}
+        order = np.argsort(owner, kind="stable")
+        owner, box, logit = owner[order], box[order], logit[order]
+    table = dataset.table.iloc[owner][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
+    table["tile_index"] = table.groupby(["video_id", "frame_index"]).cumcount()
+    table[["x0", "y0", "x1", "y1"]] = box.reshape(-1, 4)
+    table["logit"] = logit
+    table["score"] = M.sigmoid(logit)
+    table.attrs["errors"] = {f"{dataset.table.iloc[k]['video_id']}#{dataset.table.iloc[k]['frame_index']}": v
+                             for k, v in errors.items()}
+    return table, maps
+
+
+def frames_from_tiles(tiles: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """Frame table from a tile table: score = max or mean of tile probabilities (named by `rule`).
+
+    `logit` is the logit of that score (for max, exactly the largest tile logit), so temperature
+    calibration works on image-level frames as on face crops.
+    """
+    if rule not in ("max", "mean"):
+        raise ValueError(f"unknown tile aggregation {rule!r}; known: max, mean")
+    keys = ["video_id", "frame_index"]
+    grouped = tiles.groupby(keys, sort=True)
+    out = grouped[["label", "method", "split"]].first()
+    out["n_tiles"] = grouped.size()
+    if rule == "max":
+        out["logit"] = grouped["logit"].max()
+        out["score"] = M.sigmoid(out["logit"].to_numpy())
+    else:
+        out["score"] = grouped["score"].mean()
+        out["logit"] = M.logit(out["score"].to_numpy())
+    out = out.reset_index()
+    out.attrs = dict(tiles.attrs, tile_aggregation=rule)
+    return out
+
+
+def score_frames(model, dataset, batch_size: int, num_workers: int, device: torch.device,
+                 limit_batches: int | None = None, channels_last: bool = False,
+                 dist_ctx: DistContext | None = None) -> pd.DataFrame:
+    """Frame table of any evaluation dataset: face crops as scored, image tiles aggregated per frame."""
+    if isinstance(dataset, ImageTileDataset):
+        tiles, _ = predict_tiles(model, dataset, batch_size, num_workers, device, limit_batches, channels_last,
+                                 dist_ctx)
+        return frames_from_tiles(tiles, dataset.spec.aggregation)
+    return predict(model, dataset, batch_size, num_workers, device, limit_batches, channels_last, dist_ctx)
+
+
+def image_spec_from_config(cfg: DictConfig, input_size: int) -> ImageSpec:
+    """The ImageSpec of a training run: `image.tile_size` null means the model's input size."""
+    c = cfg.image
+    tile = int(c.tile_size or input_size)
+    if tile != int(input_size):
+        log.warning("image.tile_size %d differs from the model's input size %d: every crop is resampled, which "
+                    "changes the native-resolution traces image-level models look for", tile, input_size)
+    return ImageSpec(tile_size=tile, stride=c.stride, aggregation=c.aggregation, resize=c.resize, crop=c.crop)
+
+
 def casework_fitness(cfg: DictConfig) -> tuple[bool, str]:
-    if str(cfg.data.name).startswith("demo"):  # demo and its shifted domain: both synthetic
-        return False, NOT_FIT_REASON_DEMO
+    if str(cfg.data.name).startswith("demo"):  # demo, its shifted domain and the image-level demo: all synthetic
+        return False, cfg.data.get("not_fit_reason") or NOT_FIT_REASON_DEMO
     if not cfg.get("casework", {}).get("validated_on_real_data", False):
         return False, "not validated on real data (set casework.validated_on_real_data after a documented validation)"
     return True, "validated on real data by the operator of this run"
@@ -207,9 +337,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(int(cfg.seed))
 
-        self.faces, self.index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
-        self.preprocess_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
-        self.detector_info = manifest_meta.get("detector", {})
+        self.level = str(cfg.data.get("level", "face"))
+        if self.level not in ("face", "image"):
+            raise ValueError(f"data.level must be face or image, got {self.level!r}")
         self.model = instantiate(cfg.model).to(self.device)
         # Same initial weights everywhere (seed), then a different stream per rank (seed + rank).
         seed_everything(int(cfg.seed) + self.dist.rank)
@@ -217,27 +347,17 @@ class Trainer:
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in (True, "auto")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        aug = OmegaConf.to_container(cfg.augment, resolve=True)
         # Pseudo-fakes from real faces (configs/synthesis/); validation uses them too when asked,
         # so that model selection never sees the data set's own manipulations.
         self.synthesis = instantiate(cfg.synthesis) if cfg.get("synthesis") else None
-        self.val_synthesis = val_synthesis = (self.synthesis if self.synthesis is not None
-                                              and self.synthesis.validate_on == "synthetic" else None)
-        # What the model asks of the data: blending masks as targets, clips instead of frames.
-        common = {"crop_spec": self.preprocess_spec, "clip_length": spec.get("clip_length")}
-        self.train_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
-                                         train_transform(spec["input_size"], spec["mean"], spec["std"], aug),
-                                         split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
-                                         synthesis=self.synthesis, masks="mask" in self.model.targets, **common)
-        self.val_set = FaceCropDataset(self.faces, cfg.data.faces_dir,
-                                       eval_transform(spec["input_size"], spec["mean"], spec["std"]), split="val",
-                                       seed=cfg.seed, synthesis=val_synthesis, **common)
+        self.val_synthesis = (self.synthesis if self.synthesis is not None
+                              and self.synthesis.validate_on == "synthetic" else None)
+        self.train_set, self.val_set, self.preprocessing = build_datasets(
+            cfg, spec, synthesis=self.synthesis, val_synthesis=self.val_synthesis, targets=self.model.targets)
+        self.index_meta = self.preprocessing.pop("index_meta")
         if self.synthesis is not None:
             log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
                      _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
-        if len(self.train_set) == 0 or len(self.val_set) == 0:
-            raise ValueError(f"need face crops in both train and val splits; found {len(self.train_set)} train and "
-                             f"{len(self.val_set)} val crops in {cfg.data.manifest_path}")
         self.batches_per_epoch = math.ceil(len(self.train_set) / self.dist.world_size / cfg.loader.batch_size)
         if cfg.trainer.limit_train_batches:
             self.batches_per_epoch = min(self.batches_per_epoch, int(cfg.trainer.limit_train_batches))
@@ -290,9 +410,8 @@ class Trainer:
             "epoch": self.epoch, "global_step": self.global_step,
             "best_score": float(self.best_score), "monitor": self.cfg.monitor,
             "config": cfg_yaml,
-            "preprocessing": {"face": self.preprocess_spec.to_dict(), "detector": self.detector_info,
-                              "input": self.model.input_spec(), "aggregation": self.cfg.aggregation,
-                              "frames_per_video_eval": self.preprocess_spec.frames_per_video},
+            "preprocessing": {**self.preprocessing, "input": self.model.input_spec(),
+                              "aggregation": self.cfg.aggregation},
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
@@ -377,8 +496,8 @@ class Trainer:
 
     def validate(self) -> tuple[dict, pd.DataFrame]:
         evaluated = self.ema.module if self.ema is not None else self.model
-        table = predict(evaluated, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
-                        self.device, self.cfg.trainer.limit_val_batches, self.channels_last, self.dist)
+        table = score_frames(evaluated, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
+                             self.device, self.cfg.trainer.limit_val_batches, self.channels_last, self.dist)
         return M.report_levels(table, self.cfg.aggregation), table
 
     def fit_loop(self) -> dict:
@@ -493,6 +612,56 @@ def _cpu(state: dict) -> dict:
 
 def _count_by_method(table: pd.DataFrame) -> dict:
     return {str(k): int(v) for k, v in table.groupby("method").size().items()}
+
+
+def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthesis=None,
+                   targets: tuple[str, ...] = ()) -> tuple:
+    """Training and validation sets of `data.level`, and the preprocessing record for checkpoints.
+
+    Face level: `synthesis` adds pseudo-fakes of the real training faces (`val_synthesis` of the
+    validation ones), `targets` names what the model trains on beyond labels ("mask").
+
+    The record holds `level`, the face spec and detector (face level) or the ImageSpec (image
+    level), `frames_per_video_eval`, and `index_meta` (popped by the Trainer).
+    """
+    aug = OmegaConf.to_container(cfg.augment, resolve=True)
+    size, mean, std = input_spec["input_size"], input_spec["mean"], input_spec["std"]
+    level = str(cfg.data.get("level", "face"))
+    if level == "image":
+        if synthesis is not None:
+            raise ValueError("synthesis= makes face-level pseudo-fakes; the image level has its own pasted-region "
+                             "synthesis (image.synthesis)")
+        image_cfg = cfg.image
+        spec = image_spec_from_config(cfg, size)
+        n_frames = int(image_cfg.frames_per_video)
+        table, index_meta = load_image_table(cfg.data.index_path, n_frames)
+        # The crop is already the model's input size: the transform's resize is then a no-op.
+        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug), spec,
+                                     split="train", crops_per_item=int(image_cfg.crops_per_item), seed=int(cfg.seed),
+                                     frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
+                                     synthesis=OmegaConf.to_container(image_cfg.synthesis, resolve=True))
+        val_set = ImageTileDataset(table, cfg.data.root, spec, input_spec, split="val", frames_per_video=n_frames)
+        preprocessing = {"level": "image", "image": spec.to_dict(), "face": None, "detector": None,
+                         "frames_per_video_eval": n_frames,
+                         "synthesis": OmegaConf.to_container(image_cfg.synthesis, resolve=True)}
+        what = f"images or frames in {cfg.data.index_path}"
+    else:
+        faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
+        face_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
+        # What the model asks of the data: blending masks as targets, clips instead of frames.
+        common = {"crop_spec": face_spec, "clip_length": input_spec.get("clip_length")}
+        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug), split="train",
+                                    frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+                                    synthesis=synthesis, masks="mask" in targets, **common)
+        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std), split="val",
+                                  seed=cfg.seed, synthesis=val_synthesis, **common)
+        preprocessing = {"level": "face", "face": face_spec.to_dict(), "detector": manifest_meta.get("detector", {}),
+                         "frames_per_video_eval": face_spec.frames_per_video}
+        what = f"face crops in {cfg.data.manifest_path}"
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError(f"need {level}-level items in both train and val splits; found {len(train_set)} train and "
+                         f"{len(val_set)} val {what}")
+    return train_set, val_set, {**preprocessing, "index_meta": index_meta}
 
 
 class _NoLogger:

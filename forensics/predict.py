@@ -72,6 +72,10 @@ def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, thre
     if not model.fit_for_casework and not allow_unvalidated:
         raise UnvalidatedModelError(f"{folder} is not fit for casework ({model.casework_note}); pass "
                                     "--allow-unvalidated to run it anyway (every result will say so)")
+    if model.level == "image":  # whole-image tiles: no face detector in the folder, none needed
+        options = {"frames_per_video": int(card.get("frames_per_video") or 32), "video_rule": model.aggregation,
+                   **{k: v for k, v in option_overrides.items() if v is not None}}
+        return Predictor(model, MediaScorer(model, None, ScanOptions(**options)), card)
     spec = model.face_spec
     det = card["face_detector"]
     if det.get("file") not in card["files"]:  # only a file whose hash was just checked, inside the folder

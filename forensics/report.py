@@ -244,6 +244,7 @@ def plain_language(header: dict) -> dict:
             else:
                 head += f" {b.get('source', '')}."
         thresholds.append(head)
+    image_only = (header.get("model") or {}).get("level") == "image"
     return {
         "model": model,
         "fitness_for_casework": fitness,
@@ -252,7 +253,15 @@ def plain_language(header: dict) -> dict:
                          + ". It is not a weaker 'manipulated'."),
         "no_evidence": ("'No evidence of manipulation' means the model found none; it does not show that the media "
                         "is authentic: a method the model never saw can pass unnoticed."),
-        "no_face": "Items with no detected face were not assessed and have no score.",
+        "no_face": ("Items with no detected face were not assessed by the face-level model; the image-level model "
+                    "scored them as whole images." if header.get("image_model") else
+                    "An image-level model scans whole images: no face is needed." if image_only else
+                    "Items with no detected face were not assessed and have no score."),
+        "image_level": ((("Two models scanned: a face-level one and an image-level one (whole images, native-"
+                          "resolution tiles). Each item shows both verdicts; " + str(header.get("combination") or
+                          "the more severe verdict decides") + ". ") if header.get("image_model") else "")
+                        + "The image-level map shows each tile's calibrated probability; it is an aid to looking at "
+                          "the item, not evidence by itself." if header.get("image_model") or image_only else None),
         "heatmaps": ("Heatmaps show which parts of the face raised the model's 'manipulated' score (Grad-CAM or "
                      "occlusion). They are an aid to looking at the item, not evidence by themselves."),
         "hashes": ("hashes.csv lists MD5 and SHA-256 of every file and PDQ perceptual hashes of every image and "
@@ -261,6 +270,17 @@ def plain_language(header: dict) -> dict:
         "duplicates": ("Items are grouped as copies when they have the same SHA-256 or PDQ hashes within distance "
                        "31 (quality 50 or more): the same picture after re-compression or resizing."),
     }
+
+
+def _level_summary(level: dict | None) -> dict | None:
+    """One model's part of an item scanned by two: status, probability, verdict and its bands."""
+    if level is None:
+        return None
+    score = level.get("score") or {}
+    return {"status": level.get("status", "scanned"), "reason": level.get("reason"),
+            "probability": score.get("probability"), "level": score.get("level"), "rule": score.get("rule"),
+            "tile_rule": score.get("tile_rule"), "verdict": level.get("verdict"),
+            "verdict_reason": level.get("verdict_reason"), "bands": level.get("bands")}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -377,6 +397,38 @@ class ReportBuilder:
                    crop_matches_scan=bool(abs(hm.logit - float(face["logit"])) <= 1e-3), **hm.detail)
         return rec
 
+    def _image_map(self, r: dict, frames: dict[int, np.ndarray], folder: str) -> dict | None:
+        """The image-level model's tile map over its most suspicious frame, on the (redacted) picture.
+
+        No model runs here: the map is the scan's own calibrated tile probabilities, placed at their
+        boxes, so it shows exactly what decided the image-level score.
+        """
+        import cv2
+
+        from faketrace.datasets.image_pipeline import tile_score_map
+        from faketrace.forensics.heatmaps import overlay
+
+        level = r.get("image_level") or {}
+        tiles = level.get("tiles")
+        if not tiles:
+            return None
+        k = int(tiles["frame_index"])
+        frame = frames.get(k)
+        if frame is None:
+            return {"error": f"frame {k} did not decode again"}
+        h, w = tiles.get("image_size") or frame.shape[:2]
+        rule = (level.get("score") or {}).get("tile_rule") or "max"
+        heat = np.nan_to_num(tile_score_map(tiles["probabilities"], [tuple(b) for b in tiles["boxes"]], h, w, rule))
+        if frame.shape[:2] != (h, w):  # the model worked on a resized image: show the frame at that size
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        pic = overlay(self._picture(frame, self.options.heatmap_px), heat)  # the picture is redacted first
+        rec = self._write_image(f"{folder}/image_map.jpg", pic)
+        probs = [p for p in tiles["probabilities"] if p is not None]
+        rec.update(method="tile probabilities (image-level model, calibrated)", frame_index=k,
+                   tile_size=level.get("tile_size"), n_tiles=len(probs), tile_rule=rule,
+                   max_tile_probability=max(probs) if probs else None)
+        return rec
+
     def item(self, seq: int, r: dict, fpv: int, checker) -> dict:
         from faketrace.forensics.provenance import provenance
         from faketrace.forensics.scan import hash_evidence
@@ -392,6 +444,10 @@ class ReportBuilder:
                "telegram": r.get("telegram"), "warning": r.get("warning"),
                "timeline": r.get("frame_scores") if score.get("level") == "video" else None,
                "bands": r.get("bands"), "pdq": [], "frames": [], "heatmap": None, "provenance": None, "notes": []}
+        if r.get("image_level") is not None:  # an image-level model ran: both levels and who decided
+            rec.update(decided_by=r.get("decided_by"), combination=r.get("combination"),
+                       face_level=_level_summary(r.get("face_level")), image_level=_level_summary(r["image_level"]),
+                       image_map=None)
         if r["status"] not in DECODED_STATUSES or not r.get("sha256"):
             return rec
         path = evidence_path(r)
@@ -421,6 +477,12 @@ class ReportBuilder:
                 except Exception as exc:  # a heatmap is an aid: its failure is said, not fatal
                     log.exception("heatmap of %s failed", r["item_id"])
                     rec["heatmap"] = {"error": f"{type(exc).__name__}: {exc}"}
+                if r.get("image_level") is not None:
+                    try:
+                        rec["image_map"] = self._image_map(r, frames, folder)
+                    except Exception as exc:  # an aid, like the heatmap
+                        log.exception("image map of %s failed", r["item_id"])
+                        rec["image_map"] = {"error": f"{type(exc).__name__}: {exc}"}
         return rec
 
     # -- whole report --

@@ -218,6 +218,17 @@ def _probability(r: dict) -> str | None:
     return e(f"{r['probability']:.6f} ({r.get('level')} level{rule})")
 
 
+def _level(level: dict | None) -> str | None:
+    """One model's verdict and probability when two models scanned the item."""
+    if not level:
+        return None
+    if level.get("status") != "scanned":
+        return e(f"{level.get('status')}: {level.get('reason') or ''}")
+    b = level.get("bands") or {}
+    return e(f"{VERDICT_LABEL.get(level.get('verdict'), level.get('verdict'))}, probability "
+             f"{level['probability']:.6f} (bands {b.get('lower', 0):.3f} / {b.get('upper', 1):.3f})")
+
+
 def _article(case_dir: Path, r: dict) -> str:
     pics = []
     for f in r.get("frames") or []:
@@ -227,6 +238,10 @@ def _article(case_dir: Path, r: dict) -> str:
     if hm.get("file"):
         pics.append(_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}), most suspicious face, "
                                            f"frame {hm['frame_index']}"))
+    im = r.get("image_map") or {}
+    if im.get("file"):
+        pics.append(_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} px "
+                                           f"tiles), frame {im['frame_index']}"))
     decode = r.get("decode") or {}
     dims = f"{decode.get('width')} x {decode.get('height')}" if decode.get("width") else None
     dur = f"{decode['duration_s']:.2f} s" if decode.get("duration_s") else None
@@ -239,6 +254,8 @@ def _article(case_dir: Path, r: dict) -> str:
                       for m in r.get("known_hash_matches") or [])
     group = r.get("duplicate_group")
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in r.get("notes") or [])
+    if im.get("error"):
+        notes += f'<p class="note">image-level map not made: {e(im["error"])}</p>'
     if hm.get("error"):
         notes += f'<p class="note">heatmap not made: {e(hm["error"])}</p>'
     elif hm.get("file") and not hm.get("crop_matches_scan"):
@@ -247,6 +264,10 @@ def _article(case_dir: Path, r: dict) -> str:
     facts = _dl([
         ("verdict", f"{_badge(r)} {e(r.get('verdict_reason'))}"),
         ("probability", _probability(r)),
+        ("face level", _level(r.get("face_level"))),
+        ("image level", _level(r.get("image_level"))),
+        ("decided by", e(f"the {r['decided_by']}-level model ({r.get('combination')})") if r.get("decided_by")
+         else None),
         ("faces", e(r.get("n_faces"))),
         ("type", e(" ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x))),
         ("decoding", e(decode.get("decode_note"))),
@@ -312,7 +333,8 @@ def render_html(report: dict, case_dir: str | Path) -> str:
     pl = report["plain_language"]
     plain = "<ul>" + "".join(f"<li>{e(t)}</li>" for t in [pl["fitness_for_casework"], pl["model"], *pl["thresholds"],
                                                           pl["inconclusive"], pl["no_evidence"], pl["no_face"],
-                                                          pl["heatmaps"], pl["duplicates"], pl["hashes"]]) + "</ul>"
+                                                          pl["heatmaps"], pl.get("image_level"), pl["duplicates"],
+                                                          pl["hashes"]] if t) + "</ul>"
     filters = "".join(f'<button data-filter="{k}"{" class=active" if k == "all" else ""}>{e(t)}</button>'
                       for k, t in (("all", "all"), ("likely_manipulated", "likely manipulated"),
                                    ("inconclusive", "inconclusive"), ("no_evidence_of_manipulation", "no evidence"),

@@ -134,11 +134,14 @@ def load_image_model(cfg: DictConfig) -> ScanModel | None:
     return model
 
 
-def options_from_config(cfg: DictConfig, model: ScanModel) -> ScanOptions:
+def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanModel | None = None) -> ScanOptions:
     s = cfg.scan
     bands = OmegaConf.to_container(s.bands, resolve=True) if s.get("bands") else None
     default_frames = model.face_spec.frames_per_video if model.face_spec is not None else 32
+    image_model = image_model or (model if model.level == "image" else None)
+    image_frames = s.get("image_frames_per_video") or (image_model.frames_per_video if image_model else None)
     return ScanOptions(frames_per_video=int(s.frames_per_video or default_frames),
+                       image_frames_per_video=int(image_frames) if image_frames else None,
                        video_rule=str(s.video_rule or model.aggregation), batch_size=int(s.batch_size),
                        detector_batch=int(s.detector_batch), min_face_px=int(s.min_face_px),
                        min_jpeg_quality=int(s.min_jpeg_quality),
@@ -207,7 +210,7 @@ class CaseScan:
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
                                      f"from those the model's crops were made with ({trained_with})")
-        self.options = options_from_config(cfg, self.model)
+        self.options = options_from_config(cfg, self.model, self.image_model)
         self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
         self.fault = FaultInjector(fault_plan(cfg))
         for info in self.inputs:
@@ -220,6 +223,8 @@ class CaseScan:
                 "model_sha256": self.model.sha256,
                 "image_model_sha256": self.image_model.sha256 if self.image_model else None,
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
+                            **({"image_frames_per_video": o.image_frames_per_video}
+                               if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
                             "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}

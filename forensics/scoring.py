@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
-from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input
+from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
     MAX_IMAGE_PIXELS,
@@ -121,6 +121,7 @@ class ScanModel:
     device: str = "cpu"
     level: str = "face"  # face: scores face crops; image: scores whole-image tiles
     image_spec: ImageSpec | None = None  # image-level models
+    frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
@@ -169,6 +170,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
                      face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
                      image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
+                     frames_per_video=card.get("frames_per_video") if level == "image" else None,
                      input_spec=card["input"],
                      aggregation=card["video_aggregation"], calibration=card["calibration"],
                      fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
@@ -203,6 +205,7 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
                      face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
                      image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
+                     frames_per_video=pre.get("frames_per_video_eval") if level == "image" else None,
                      input_spec=pre["input"],
                      aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
                      fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
@@ -251,6 +254,9 @@ def bands_for(calibration: dict, level: str, override: dict | None = None) -> Ba
 @dataclass(frozen=True)
 class ScanOptions:
     frames_per_video: int = 32
+    # Of a video's decoded frames, the image-level model scores this many, spread evenly (None: all):
+    # its own evaluation count, so a clip costs it what it cost in evaluation, not tiles x 32 frames.
+    image_frames_per_video: int | None = None
     video_rule: str = "mean"
     batch_size: int = 32
     detector_batch: int = 16
@@ -418,14 +424,20 @@ class MediaScorer:
         m, spec = self.image_model, self.image_model.image_spec
         cal = m.calibration
         per_frame, tiles_of = {}, {}
-        for k in sorted(frames):
+        keys, n = sorted(frames), self.options.image_frames_per_video
+        if animated and n and len(keys) > n:
+            keys = sorted({keys[int(round(x))] for x in np.linspace(0, len(keys) - 1, int(n))})
+        for k in keys:
             x, boxes = image_model_input(frames[k], spec, m.input_spec)
             logits = np.concatenate([m.logits(x[i:i + self.options.batch_size])
                                      for i in range(0, len(x), self.options.batch_size)])
             probs = frame_probabilities(logits, cal)
             per_frame[k] = aggregate_tiles(probs, spec.aggregation)
+            # Boxes are in the coordinates of the image the model worked at (resized only when the
+            # spec says so); its size lets the report draw the tile map over the frame.
+            h, w = prepare(frames[k], spec).shape[:2] if spec.resize else frames[k].shape[:2]
             tiles_of[k] = {"frame_index": int(k), "boxes": [list(map(int, b)) for b in boxes],
-                           "probabilities": [r6(p) for p in probs]}
+                           "probabilities": [r6(p) for p in probs], "image_size": [int(h), int(w)]}
         if animated:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)

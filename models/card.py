@@ -116,7 +116,22 @@ def _section_model(card: dict) -> list[str]:
             f"- output `{o['name']}`: one logit per image, shape ({', '.join(o['shape'])},); probability {o['probability']}", ""]
 
 
+def _section_image_preprocessing(card: dict) -> list[str]:
+    t = card["image_preprocessing"]
+    return ["## Whole-image tiling (no face crop)", "",
+            f"- tiles of {t['tile_size']} px, stride {t.get('stride') or t['tile_size']} (last row and column aligned "
+            f"to the border), crop policy `{t.get('crop')}`; "
+            + (f"shorter side resized to {t['resize']} px first" if t.get("resize") else
+               "no resizing: native resolution (resizing would smear the pixel-level traces)"),
+            f"- image score: `{t['aggregation']}` of the tile probabilities",
+            f"- frames per video: {card['frames_per_video']}; video score: `{card['video_aggregation']}` of the "
+            "frame scores",
+            f"- {card.get('image_note') or ''}", ""]
+
+
 def _section_preprocessing(card: dict) -> list[str]:
+    if card.get("level") == "image":
+        return _section_image_preprocessing(card)
     f, d = card["face_preprocessing"], card["face_detector"]
     crop = (f"margin {f['margin']}, 5-point similarity alignment onto a template" if f.get("align") else
             f"margin {f['margin']}: a square of {f['margin']} x the longer box side around the box centre, "
@@ -221,7 +236,8 @@ def _section_export(card: dict) -> list[str]:
     v = o["verification"]
     lines = ["## Export and verification", "",
              f"- `model.onnx`: {o['exporter']} exporter, opset {o['opset']}, dynamic batch, weights inside the file",
-             f"- ONNX Runtime ({v['provider']}) vs PyTorch on {v['n_images']} real crops from split `{v['split']}`: "
+             f"- ONNX Runtime ({v['provider']}) vs PyTorch on {v['n_images']} real "
+             f"{'tiles' if card.get('level') == 'image' else 'crops'} from split `{v['split']}`: "
              f"largest absolute logit difference {_diff(v['max_abs_logit_diff'])} (limit {v['tolerance']:g}); "
              + ", ".join(f"batch {b}: {_diff(r['max_abs_logit_diff'])}" for b, r in v["batch_sizes"].items())]
     w = card.get("weights") or {}

@@ -2,13 +2,13 @@
 
 Contract: `forward(images) -> logits` of shape (B,); `forward(images, with_aux=True)` returns
 the dict of `forward_outputs` (the logits under "logits", plus a family's auxiliary outputs,
-e.g. a predicted boundary map); `loss(outputs, batch)` defaults to BCE on the logits. Families
-(models/families.py) subclass and override only what differs: usually `forward_outputs`,
-sometimes `loss`, `targets` or `input_spec`.
+e.g. a predicted boundary map or a per-pixel manipulation map); `loss(outputs, batch)` defaults to
+BCE on the logits. Families (models/families.py, models/localization.py) subclass and override
+only what differs: usually `forward_outputs`, sometimes `loss`, `targets` or `input_spec`.
 
 Weights: the timm backbone keeps plain timm keys (`backbone_state_dict`); whatever a family adds
-beside it (a second stream, a boundary decoder, a temporal model, a probe) is `family_state_dict`,
-so checkpoints and exports can keep the two apart.
+beside it (a second stream, a boundary or localisation decoder, a temporal model, a probe) is
+`family_state_dict`, so checkpoints and exports can keep the two apart.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Detector(nn.Module):
     #: Per-sample training targets a family needs beyond image and label (the engine asks the
     #: data set for them), e.g. ("mask",) for the blending-boundary family.
     targets: tuple[str, ...] = ()
+    #: Auxiliary outputs of `forward_outputs` beyond the logits (e.g. ("map",) for localisation).
+    aux_outputs: tuple[str, ...] = ()
     # The whole model is the timm backbone: its weights alone, under timm's own keys, reproduce the
     # logits (export writes weights.safetensors only then). Families with extra parts set False.
     plain_timm = True

@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     card = export_checkpoint(cfg)
     check = card["onnx"]["verification"]
     print(f"export: {cfg.out_dir} (ONNX max |logit diff| {check['max_abs_logit_diff']:.2e} on {check['n_images']} "
-          f"real {check['split']} crops, batch sizes {', '.join(check['batch_sizes'])})")
+          f"real {check['split']} {'tiles' if card.get('level') == 'image' else 'crops'}, batch sizes {', '.join(check['batch_sizes'])})")
     if card["weights"].get("round_trip"):
         print(f"weights.safetensors: timm round trip {card['weights']['round_trip']['max_abs_logit_diff']:.2e}")
     if card["quantization"]:

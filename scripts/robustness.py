@@ -3,16 +3,18 @@
 Writes robustness.csv, .json, .md and robustness.png in the run directory (configs/robustness.yaml).
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="robustness")
 def main(cfg: DictConfig) -> None:
-    from faketrace.engine.robustness import robustness_markdown, robustness_sweep
+    from faketrace.engine.robustness import robustness_sweep
 
-    table = robustness_sweep(cfg)
-    print(robustness_markdown(table))
+    robustness_sweep(cfg)
+    print((Path(cfg.paths.output_dir) / "robustness.md").read_text())
     print(f"sweep: {cfg.paths.output_dir}/robustness.csv (.json, .md, .png)")
 
 

@@ -26,6 +26,13 @@ SMALL_DEMO = [
     "data.generator.frame_size=160",
     "data.generator.real_videos_per_identity=1",
 ]
+# The image-level demo, as small: 15 scenes (3 val, 3 test), images of 64 to 100 px.
+SMALL_DEMO_IMAGES = [
+    "data=demo_images",
+    "data.generator.scenes=15",
+    "data.generator.height=[64,100]",
+    "data.generator.width=[64,100]",
+]
 
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:
@@ -51,8 +58,9 @@ def resolved(cfg: DictConfig) -> DictConfig:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> dict:
-    """Generate and preprocess a small demo data set; return its paths and overrides."""
+    """Generate and preprocess a small demo data set, and a small image-level demo beside it."""
     from faketrace.datasets.demo import generate_demo
+    from faketrace.datasets.demo_images import generate_demo_images
     from faketrace.datasets.preprocess import PreprocessSpec, preprocess_index
 
     root = tmp_path_factory.mktemp("data")
@@ -63,8 +71,11 @@ def demo_data(tmp_path_factory) -> dict:
     pcfg = resolved(compose_config("preprocess", overrides + ["face.frames_per_video=4", "face.crop_size=64"]))
     manifest = preprocess_index(index, pcfg.data.root, pcfg.data.faces_dir,
                                 PreprocessSpec.from_dict(OmegaConf.to_container(pcfg.face)), pcfg.data.manifest_path)
+    icfg = resolved(compose_config("demo_data", overrides + SMALL_DEMO_IMAGES))
+    image_index = generate_demo_images(icfg.data.root, icfg.data.index_path, int(icfg.data.seed),
+                                       OmegaConf.to_container(icfg.data.generator))
     return {"root": root, "overrides": overrides, "index": index, "manifest": manifest, "cfg": cfg,
-            "data_overrides": overrides + SMALL_DEMO}
+            "data_overrides": overrides + SMALL_DEMO, "image_index": image_index, "image_cfg": icfg}
 
 
 @pytest.fixture(autouse=True, scope="session")

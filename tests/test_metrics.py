@@ -290,3 +290,69 @@ def test_compare_auc_finds_a_real_difference_and_none_between_equal_scorers():
     assert out["difference"] > 0 and out["delong"]["p_value"] < 0.01 and out["paired_bootstrap"]["low"] > 0
     same = M.compare_auc(y, weak, weak, n_resamples=100)
     assert same["difference"] == 0 and same["delong"]["p_value"] == 1.0
+
+
+# -- localisation metrics against brute force --------------------------------------------------------
+
+def _maps(seed, n=4, ties=False):
+    rng = np.random.default_rng(seed)
+    maps, masks = [], []
+    for i in range(n):
+        h, w = int(rng.integers(5, 9)), int(rng.integers(5, 9))
+        truth = np.zeros((h, w))
+        truth[rng.integers(0, h // 2):rng.integers(h // 2 + 1, h + 1), rng.integers(0, w // 2):] = rng.uniform(0.5, 1)
+        truth += rng.uniform(0, 0.49, (h, w)) * (truth == 0)  # soft values below 0.5 are not manipulated
+        if i == n - 1:
+            truth[:] = 0.2  # an image with nothing manipulated
+        m = np.clip(0.55 * (truth >= 0.5) + rng.normal(0.25, 0.2, (h, w)), 0, 1)
+        maps.append(np.round(m, 1) if ties else m)
+        masks.append(truth)
+    return maps, masks
+
+
+def _brute_pixel_auc(maps, masks):
+    s = np.concatenate([m.ravel() for m in maps])
+    y = np.concatenate([(t >= 0.5).ravel() for t in masks])
+    pos, neg = s[y], s[~y]
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _brute_iou(pred, truth):
+    inter, union = np.logical_and(pred, truth).sum(), np.logical_or(pred, truth).sum()
+    return 1.0 if union == 0 else inter / union
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_localisation_metrics_equal_brute_force(seed, ties):
+    maps, masks = _maps(seed, ties=ties)
+    assert M.pixel_auc(maps, masks) == pytest.approx(_brute_pixel_auc(maps, masks), abs=1e-12)
+    thresholds = M.LOCALIZATION_THRESHOLDS
+    mean, pooled = M.iou_curve(maps, masks, thresholds)
+    for k, t in enumerate(thresholds):
+        ious = [_brute_iou(m >= t, y >= 0.5) for m, y in zip(maps, masks, strict=True)]
+        inter = sum(np.logical_and(m >= t, y >= 0.5).sum() for m, y in zip(maps, masks, strict=True))
+        union = sum(np.logical_or(m >= t, y >= 0.5).sum() for m, y in zip(maps, masks, strict=True))
+        assert mean[k] == pytest.approx(np.mean(ious), abs=1e-12), t
+        assert pooled[k] == pytest.approx(inter / union, abs=1e-12), t
+    # The fitted threshold is the exhaustive argmax (lowest on ties).
+    brute = [np.mean([_brute_iou(m >= t, y >= 0.5) for m, y in zip(maps, masks, strict=True)]) for t in thresholds]
+    best = int(np.argmax(brute))
+    threshold, value = M.fit_iou_threshold(maps, masks)
+    assert threshold == thresholds[best] and value == pytest.approx(brute[best], abs=1e-12)
+    report = M.localization_report(maps, masks, 0.5, "test")
+    assert report["mean_iou"] == pytest.approx(np.mean([_brute_iou(m >= 0.5, y >= 0.5)
+                                                        for m, y in zip(maps, masks, strict=True)]))
+    assert report["n_images"] == 4 and report["pixel_auc"] == pytest.approx(_brute_pixel_auc(maps, masks))
+
+
+def test_localisation_metrics_edge_cases():
+    perfect = [np.array([[0.9, 0.1], [0.8, 0.2]])]
+    truth = [np.array([[1.0, 0.0], [1.0, 0.0]])]
+    assert M.pixel_auc(perfect, truth) == 1.0
+    assert M.fit_iou_threshold(perfect, truth)[1] == 1.0
+    assert M.pixel_auc([np.ones((2, 2))], [np.zeros((2, 2))]) is None  # one class only
+    with pytest.raises(ValueError):
+        M.pixel_auc([np.ones((2, 2))], [np.ones((3, 2))])
+    assert M.localization_report([], [], None, "none")["pixel_auc"] is None
