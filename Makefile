@@ -39,12 +39,12 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 		hydra.run.dir=$(DEMO)/export_images out_dir=$(DEMO)/export_images/model \
 		evaluation=$(DEMO)/evaluate_images/metrics.json
 	@# The analyst path on the demo media: a scan with both exported models (ONNX Runtime, offline)
-	@# of the face demo and the image-level demo's test split: faces and scenes alike get an image-level
-	@# score; items with a face get both, and the deciding one. To keep the demo short the image-level
+	@# of the test splits of the face demo and the image-level demo (media no model trained on):
+	@# faces and scenes alike get an image-level score; items with a face get both, and the deciding one. To keep the demo short the image-level
 	@# model tiles one frame per demo video (scan.image_frames_per_video; by default its own 4).
 	@# A case directory never mixes two models, so a re-run of the demo starts its case afresh.
 	rm -rf $(DEMO)/scan
-	$(PY) evaluate.py mode=scan inputs=[data/demo/raw,data/demo_images/raw/images/test] \
+	$(PY) evaluate.py mode=scan inputs=[data/demo/raw/test,data/demo_images/raw/images/test] \
 		model_dir=$(DEMO)/export/model image_model_dir=$(DEMO)/export_images/model scan.image_frames_per_video=1 \
 		allow_unvalidated=true case.id=DEMO case.operator=make-demo case.dir=$(DEMO)/scan scan.progress=false
 	@echo

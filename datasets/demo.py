@@ -309,7 +309,8 @@ def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict
                                                    item_rng, gen)
                 item_id = f"{ident.name}_{kind}_{method}_{k}"
                 ext = "mp4" if kind == "video" else "jpg"
-                rel = f"{kind}s/{item_id}.{ext}"
+                # A folder per split: the demo scan reads only the test split, media no model trained on.
+                rel = f"{split}/{kind}s/{item_id}.{ext}"
                 if kind == "video":
                     _write_video(root / rel, frames, gen["fps"], gen["video_crf"])
                 else:

@@ -41,6 +41,6 @@ def test_demo_pipeline_from_the_command_line(tmp_path):
     folder = runs / "export" / "export"
     assert (folder / "model.onnx").is_file() and "## Evaluation" in (folder / "MODEL_CARD.md").read_text()
     media = tmp_path / "data" / "demo" / "raw"
-    predicted = _run(["scripts/predict.py", str(folder), str(media / "images"), "--allow-unvalidated"], tmp_path)
+    predicted = _run(["scripts/predict.py", str(folder), str(media / "test" / "images"), "--allow-unvalidated"], tmp_path)
     results = [json.loads(line) for line in predicted.splitlines()]
     assert results and all(r["status"] in ("scanned", "no_face") for r in results)
