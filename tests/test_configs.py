@@ -54,8 +54,11 @@ def test_experiments_hold_only_deltas():
                                         for e in EXPERIMENTS])
 def test_every_experiment_runs_one_batch_with_validation_and_checkpoint(experiment, demo_data, tmp_path):
     # On the demo data whatever data set the experiment names (the command line wins over its
-    # `override /data`), offline: without weight files the backbones start from random weights.
-    cfg = compose_config("train", demo_data["overrides"] + [f"experiment={experiment}", "data=demo", "debug=fast",
+    # `override /data`): image-level experiments on the image-level demo, the others on the face
+    # demo; offline: without weight files the backbones start from random weights.
+    as_written = compose_config("train", [f"experiment={experiment}"], output_dir=tmp_path)
+    demo = "demo_images" if as_written.data.get("level", "face") == "image" else "demo"
+    cfg = compose_config("train", demo_data["overrides"] + [f"experiment={experiment}", f"data={demo}", "debug=fast",
                                                            "trainer.limit_train_batches=1",
                                                            "trainer.limit_val_batches=1"], output_dir=tmp_path)
     result = train(resolved(cfg))
