@@ -32,6 +32,7 @@ class LocalizationDetector(Detector):
     """Detector + manipulation map (per pixel of the input), trained with the batch's `mask`."""
 
     family = "localization"
+    targets = ("mask",)  # trains on the batch's pixel masks (image-level data provide them)
     aux_outputs = ("map",)
 
     def __init__(self, *args, map_stride: int = 8, map_weight: float = 1.0, map_channels: int = 64, **kwargs):

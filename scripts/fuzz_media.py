@@ -28,6 +28,12 @@ with atheris.instrument_imports():
     from faketrace.datasets import media
 
 SNIFF_VALUES = ("image", "video", "unknown", "empty")
+# The product decodes images up to 64 megapixels, which legitimately takes a gigabyte or more;
+# the fuzzer's -rss_limit_mb is there to catch leaks and runaway allocations, so inputs are held
+# to 4 megapixels here (still refused from the header above that, as in the product).
+FUZZ_MAX_PIXELS = 4_000_000
+media.MAX_IMAGE_PIXELS = FUZZ_MAX_PIXELS
+PIL.Image.MAX_IMAGE_PIXELS = FUZZ_MAX_PIXELS
 _SCRATCH = Path(tempfile.mkdtemp(prefix="faketrace-fuzz-media-")) / "input"
 _VIDEO = False
 
