@@ -111,17 +111,31 @@ def model_crop(frame: np.ndarray, face: Face, spec: PreprocessSpec) -> np.ndarra
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def model_input(crops: list[np.ndarray], input_size: int, mean, std) -> np.ndarray:
-    """(N, 3, S, S) float32 from RGB uint8 crops: resize (bilinear), scale to 0..1, (x - mean) / std.
+# The spec's resize methods (models/spec.py INTERPOLATIONS) as OpenCV flags.
+CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+                     "nearest": cv2.INTER_NEAREST, "lanczos": cv2.INTER_LANCZOS4}
+
+
+def model_input(crops: list[np.ndarray], input_size: int, mean, std, interpolation: str = "bilinear",
+                scale: float = 1 / 255, channels: str = "RGB") -> np.ndarray:
+    """(N, 3, S, S) float32 from RGB uint8 crops: resize, scale (to 0..1), (x - mean) / std.
 
     The same arithmetic as the evaluation transform in datasets/transforms.py (albumentations
     Resize + Normalize), written in numpy so that it runs without torch; a test pins the two.
+    `channels="BGR"` reverses the channel order after the resize (models trained on OpenCV frames).
     """
-    mean = np.asarray(mean, np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
+    mean = np.asarray(mean, np.float32) / np.float32(scale)
+    inv_std = 1.0 / (np.asarray(std, np.float32) / np.float32(scale))
     out = np.empty((len(crops), 3, input_size, input_size), np.float32)
     for i, crop in enumerate(crops):
         if crop.shape[:2] != (input_size, input_size):
-            crop = cv2.resize(crop, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+            crop = cv2.resize(crop, (input_size, input_size), interpolation=CV2_INTERPOLATION[interpolation])
+        if channels == "BGR":
+            crop = crop[:, :, ::-1]
         out[i] = ((crop.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
     return out
+
+
+def spec_input(crops: list[np.ndarray], spec) -> np.ndarray:
+    """`model_input` with every setting from a model's `InputSpec` (models/spec.py)."""
+    return model_input(crops, spec.side, spec.mean, spec.std, spec.interpolation, spec.scale, spec.channels)

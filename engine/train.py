@@ -51,6 +51,14 @@ from faketrace.engine.checkpoint import (
 from faketrace.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
+from faketrace.models.spec import (
+    ClipSpec,
+    InputSpec,
+    ModelSpec,
+    TrainingSpec,
+    VideoSpec,
+    face_spec_from_pipeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +351,6 @@ class Trainer:
         self.model = instantiate(cfg.model).to(self.device)
         # Same initial weights everywhere (seed), then a different stream per rank (seed + rank).
         seed_everything(int(cfg.seed) + self.dist.rank)
-        spec = self.model.input_spec()
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in (True, "auto")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -352,9 +359,9 @@ class Trainer:
         self.synthesis = instantiate(cfg.synthesis) if cfg.get("synthesis") else None
         self.val_synthesis = (self.synthesis if self.synthesis is not None
                               and self.synthesis.validate_on == "synthetic" else None)
-        self.train_set, self.val_set, self.preprocessing = build_datasets(
-            cfg, spec, synthesis=self.synthesis, val_synthesis=self.val_synthesis, targets=self.model.targets)
-        self.index_meta = self.preprocessing.pop("index_meta")
+        self.train_set, self.val_set, self.spec, self.index_meta = build_datasets(
+            cfg, self.model.input_spec(), clip_length=self.model.clip_length, synthesis=self.synthesis,
+            val_synthesis=self.val_synthesis, targets=self.model.targets)
         if self.synthesis is not None:
             log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
                      _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
@@ -401,17 +408,16 @@ class Trainer:
             "model_family_raw": None if self.ema is None else _cpu(self.model.family_state_dict()),
             "ema": None if self.ema is None else {"decay": self.ema.decay, "updates": self.ema.updates},
             "epochs_without_improvement": self.epochs_without_improvement,
-            "model_spec": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-                           "family": self.model.family, "backbone": self.model.backbone_name,
-                           "init": OmegaConf.to_container(self.cfg.model, resolve=True),
-                           "input": self.model.input_spec()},
+            # How to rebuild the network, and what it looks at (models/spec.py).
+            "architecture": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                             "family": self.model.family, "backbone": self.model.backbone_name,
+                             "init": OmegaConf.to_container(self.cfg.model, resolve=True)},
+            "spec": self.spec.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "global_step": self.global_step,
             "best_score": float(self.best_score), "monitor": self.cfg.monitor,
             "config": cfg_yaml,
-            "preprocessing": {**self.preprocessing, "input": self.model.input_spec(),
-                              "aggregation": self.cfg.aggregation},
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
@@ -614,18 +620,16 @@ def _count_by_method(table: pd.DataFrame) -> dict:
     return {str(k): int(v) for k, v in table.groupby("method").size().items()}
 
 
-def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthesis=None,
+def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1, synthesis=None, val_synthesis=None,
                    targets: tuple[str, ...] = ()) -> tuple:
-    """Training and validation sets of `data.level`, and the preprocessing record for checkpoints.
+    """Training and validation sets of `data.level`, the model spec they define, and the index metadata.
 
     Face level: `synthesis` adds pseudo-fakes of the real training faces (`val_synthesis` of the
-    validation ones), `targets` names what the model trains on beyond labels ("mask").
-
-    The record holds `level`, the face spec and detector (face level) or the ImageSpec (image
-    level), `frames_per_video_eval`, and `index_meta` (popped by the Trainer).
+    validation ones), `targets` names what the model trains on beyond labels ("mask"), and a
+    `clip_length` above 1 makes every sample a clip of consecutive crops (the clip level).
     """
     aug = OmegaConf.to_container(cfg.augment, resolve=True)
-    size, mean, std = input_spec["input_size"], input_spec["mean"], input_spec["std"]
+    size, mean, std, interp = input_spec.side, input_spec.mean, input_spec.std, input_spec.interpolation
     level = str(cfg.data.get("level", "face"))
     if level == "image":
         if synthesis is not None:
@@ -636,32 +640,38 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
         n_frames = int(image_cfg.frames_per_video)
         table, index_meta = load_image_table(cfg.data.index_path, n_frames)
         # The crop is already the model's input size: the transform's resize is then a no-op.
-        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug), spec,
-                                     split="train", crops_per_item=int(image_cfg.crops_per_item), seed=int(cfg.seed),
-                                     frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
+        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug, interp),
+                                     spec, split="train", crops_per_item=int(image_cfg.crops_per_item),
+                                     seed=int(cfg.seed), frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
                                      synthesis=OmegaConf.to_container(image_cfg.synthesis, resolve=True))
         val_set = ImageTileDataset(table, cfg.data.root, spec, input_spec, split="val", frames_per_video=n_frames)
-        preprocessing = {"level": "image", "image": spec.to_dict(), "face": None, "detector": None,
-                         "frames_per_video_eval": n_frames,
-                         "synthesis": OmegaConf.to_container(image_cfg.synthesis, resolve=True)}
+        sections = {"level": "image", "image": spec,
+                    "video": VideoSpec(frames_per_video=n_frames, rule=str(cfg.aggregation))}
         what = f"images or frames in {cfg.data.index_path}"
     else:
         faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
         face_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
         # What the model asks of the data: blending masks as targets, clips instead of frames.
-        common = {"crop_spec": face_spec, "clip_length": input_spec.get("clip_length")}
-        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug), split="train",
-                                    frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+        common = {"crop_spec": face_spec, "clip_length": clip_length if clip_length > 1 else None}
+        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, interp),
+                                    split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
                                     synthesis=synthesis, masks="mask" in targets, **common)
-        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std), split="val",
+        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, interp), split="val",
                                   seed=cfg.seed, synthesis=val_synthesis, **common)
-        preprocessing = {"level": "face", "face": face_spec.to_dict(), "detector": manifest_meta.get("detector", {}),
-                         "frames_per_video_eval": face_spec.frames_per_video}
+        sections = {"level": "clip" if clip_length > 1 else "face",
+                    "face": face_spec_from_pipeline(face_spec.to_dict(), manifest_meta.get("detector")),
+                    "clip": ClipSpec(length=clip_length) if clip_length > 1 else None,
+                    "video": VideoSpec(frames_per_video=face_spec.frames_per_video, rule=str(cfg.aggregation),
+                                       sampling=face_spec.sampling,
+                                       every_k=face_spec.every_k if face_spec.sampling == "every_k" else None)}
         what = f"face crops in {cfg.data.manifest_path}"
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"need {level}-level items in both train and val splits; found {len(train_set)} train and "
                          f"{len(val_set)} val {what}")
-    return train_set, val_set, {**preprocessing, "index_meta": index_meta}
+    methods = sorted({str(m) for m in train_set.table["method"].unique()} - {"real"})
+    trained_on = TrainingSpec(datasets=(str(cfg.data.name),), methods=tuple(methods),
+                              synthetic=bool(index_meta.get("synthetic")))
+    return train_set, val_set, ModelSpec(input=input_spec, trained_on=trained_on, **sections), index_meta
 
 
 class _NoLogger:
