@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
@@ -47,7 +45,14 @@ from faketrace.engine.calibration import (
     maps_summary,
 )
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
-from faketrace.engine.train import frames_from_tiles, predict, predict_tiles, resolve_device, score_frames
+from faketrace.engine.inference import (
+    frames_from_tiles,
+    model_from_checkpoint,
+    predict,
+    predict_tiles,
+    resolve_device,
+    score_frames,
+)
 from faketrace.models.spec import ModelSpec, checkpoint_spec
 
 log = logging.getLogger(__name__)
@@ -75,17 +80,6 @@ IMAGE_DEFINITIONS = {
 }
 DIFFUSION_NOTE = ("image level: this model has learned what its training data show; it has not seen diffusion "
                   "output (inpainting or full generation) unless it was trained on some")
-
-
-def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """Rebuild the Detector a checkpoint describes and load its weights strictly."""
-    init = dict(ckpt["architecture"]["init"])
-    init.update(pretrained=False, weights_file=None)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*random initialisation.*")
-        model = instantiate(init)
-    model.load_trained_state(ckpt["model"], ckpt.get("model_family"))
-    return model.eval()
 
 
 def checkpoint_level(ckpt: dict) -> str:

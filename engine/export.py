@@ -43,7 +43,8 @@ from faketrace.datasets.schema import read_index
 from faketrace.datasets.transforms import spec_eval_transform
 from faketrace.engine import metrics as M
 from faketrace.engine.checkpoint import load_checkpoint, versions
-from faketrace.engine.evaluate import DIFFUSION_NOTE, image_dataset, model_from_checkpoint
+from faketrace.engine.evaluate import DIFFUSION_NOTE, image_dataset
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.models.backbones import load_exported_weights
 from faketrace.models.card import CARD_FILE, MARKDOWN_FILE, file_hashes, render_markdown
 from faketrace.models.export import export_onnx, export_safetensors

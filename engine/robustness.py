@@ -31,7 +31,7 @@ from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.checkpoint import load_checkpoint, versions
 from faketrace.engine.evaluate import checkpoint_level, score_split
-from faketrace.engine.train import resolve_device
+from faketrace.engine.inference import resolve_device
 from faketrace.models.spec import checkpoint_spec
 
 log = logging.getLogger(__name__)

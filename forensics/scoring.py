@@ -237,7 +237,7 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     import torch
 
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

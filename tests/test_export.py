@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from faketrace.datasets.faces import detector_weights
 from faketrace.datasets.io import sha256_bytes, sha256_file
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.evaluate import evaluate_checkpoint, model_from_checkpoint
+from faketrace.engine.evaluate import evaluate_checkpoint
 from faketrace.engine.export import (
     ExportVerificationError,
     crop_dataset,
@@ -25,6 +25,7 @@ from faketrace.engine.export import (
     verify_onnx,
     verify_timm_round_trip,
 )
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.engine.train import train
 from faketrace.models.backbones import timm
 from faketrace.models.card import ExportIntegrityError, load_export, render_markdown

@@ -20,7 +20,8 @@ from faketrace.datasets.media import read_image
 from faketrace.datasets.transforms import train_transform
 from faketrace.engine import metrics as M
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.train import frames_from_tiles, predict_tiles, train
+from faketrace.engine.inference import frames_from_tiles, predict_tiles
+from faketrace.engine.train import train
 from faketrace.models.spec import InputSpec, card_spec, checkpoint_spec
 
 from .conftest import SMALL_DEMO_IMAGES, compose_config, resolved

@@ -333,7 +333,7 @@ def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, 
 
     from faketrace.datasets.image_pipeline import ImageSpec, image_model_input
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [f"ckpt_path={image_ckpt}",
                                                                        "allow_unvalidated=true"]))
