@@ -35,6 +35,9 @@ from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
+from faketrace.forensics.guard import lock_case
+from faketrace.forensics.names import dumps as strict_dumps
+from faketrace.forensics.names import raw_path, visible
 from faketrace.forensics.scoring import (
     FAILED_STATUSES,
     VERDICT_WORDS,
@@ -51,8 +54,11 @@ CUSTODY_VERSION = 1
 RESULTS_VERSION = 1
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 3
+EXIT_REPORT_FAILED = 5
 EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure status (no_face, missing)",
-                EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)"}
+                EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)",
+                EXIT_REPORT_FAILED: "the scan's results are complete but the case report failed "
+                                    "(re-render it with scripts/report.py)"}
 
 
 class _Offline:
@@ -162,8 +168,7 @@ def fault_plan(cfg: DictConfig) -> FaultPlan | None:
 
 def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> dict:
     """One item's result; any failure becomes a status and a reason, never an exception."""
-    result = {"item_id": item.item_id, "input_index": item.input_index, "input": item.input_root,
-              "rel_path": item.rel_path, "source": item.source, "telegram": item.telegram or None}
+    result = {**item.record(), "telegram": item.telegram or None}
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
@@ -219,7 +224,7 @@ class CaseScan:
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
         o = self.options
-        return {"case_id": str(self.cfg.case.id), "inputs": [i.path for i in self.inputs],
+        return {"case_id": str(self.cfg.case.id), "inputs": [visible(i.path) for i in self.inputs],
                 "model_sha256": self.model.sha256,
                 "image_model_sha256": self.image_model.sha256 if self.image_model else None,
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
@@ -232,7 +237,7 @@ class CaseScan:
     def run(self) -> dict:
         _Offline.enter()
         # The case holds derivatives of the evidence: only its owner may enter or read it.
-        self.case_dir.mkdir(parents=True, exist_ok=True)
+        lock_case(self.case_dir)  # one scan per case folder (forensics/guard.py); creates it if needed
         os.chmod(self.case_dir, 0o700)
         umask = os.umask(0o077)
         store = CaseStore(self.case_dir)
@@ -262,7 +267,7 @@ class CaseScan:
         progress_every = int(self.cfg.scan.get("progress_every") or 0)
         t0 = time.perf_counter()
         bar = tqdm(desc="scan", unit="item", disable=not self.cfg.scan.get("progress", True), file=sys.stderr)
-        for seq, item in enumerate(iter_items(self.inputs)):
+        for seq, item in enumerate(iter_items(self.inputs, self.cfg.scan.get("max_export_json_bytes"))):
             bar.update(1)
             if store.done(item.item_id) is not None:
                 skipped += 1
@@ -274,7 +279,7 @@ class CaseScan:
             scanned += 1
             if progress_every and (scanned % progress_every == 0):
                 with open(self.case_dir / "progress.jsonl", "a") as fh:
-                    fh.write(json.dumps({"session": session, "items_this_session": scanned, "seq": seq,
+                    fh.write(strict_dumps({"session": session, "items_this_session": scanned, "seq": seq,
                                          "rss_bytes": rss_bytes(), "seconds": time.perf_counter() - t0}) + "\n")
         bar.close()
         self.fault("scan_before_outputs")
@@ -288,6 +293,16 @@ class CaseScan:
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
         summary["report"] = self._report()
+        if summary["report"] and summary["report"].get("error"):
+            # A case without its report is not done: the exit status and every record say so.
+            exit_status = EXIT_REPORT_FAILED
+            summary.update(exit_status=exit_status, exit_meaning=EXIT_MEANING[exit_status])
+            atomic_write_text(self.case_dir / "scan_summary.json",
+                              strict_dumps({k: v for k, v in summary.items() if k != "report"}, indent=2,
+                                           sort_keys=True))
+            ended = utc_now()
+            store.end_session(session, ended, exit_status, scanned)
+            self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         return summary
 
     def _report(self) -> dict | None:
@@ -317,7 +332,7 @@ class CaseScan:
             for r in store.results():
                 if not r.get("sha256"):
                     continue
-                path = Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
+                path = raw_path(r)
                 try:
                     after = hash_evidence(path)[0]
                 except OSError as exc:
@@ -326,7 +341,7 @@ class CaseScan:
                 n += 1
                 if not same:
                     changed.append(r["item_id"])
-                w.writerow([r["item_id"], str(path), r["size_bytes"], r["md5"], r["sha256"], after, same])
+                w.writerow([r["item_id"], visible(str(path)), r["size_bytes"], r["md5"], r["sha256"], after, same])
         return {"items_hashed": n, "all_unchanged": not changed, "changed": changed, "hash_list": "input_hashes.csv",
                 "algorithm": "SHA-256 of each file before it was decoded and again after the whole scan"}
 
@@ -355,18 +370,18 @@ class CaseScan:
                        skipped: int) -> dict:
         verdicts: dict[str, int] = {}
         with atomic_path(self.case_dir / "scan_results.jsonl") as tmp, open(tmp, "w") as fh:
-            fh.write(json.dumps({"results_version": RESULTS_VERSION, **self._header()}, sort_keys=True) + "\n")
+            fh.write(strict_dumps({"results_version": RESULTS_VERSION, **self._header()}, sort_keys=True) + "\n")
             for r in store.results():
                 if r.get("verdict"):
                     verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-                fh.write(json.dumps(r, sort_keys=True) + "\n")
+                fh.write(strict_dumps(r, sort_keys=True) + "\n")
         summary = {"results_version": RESULTS_VERSION, **self._header(), "warnings": self.warnings,
                    "items": sum(counts.values()), "by_status": counts, "by_verdict": verdicts,
                    "scanned_this_session": scanned, "already_done": skipped,
                    "evidence_unchanged": integrity["all_unchanged"], "exit_status": exit_status,
                    "exit_meaning": EXIT_MEANING[exit_status],
                    "inputs": [vars(i) for i in self.inputs]}
-        atomic_write_text(self.case_dir / "scan_summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_text(self.case_dir / "scan_summary.json", strict_dumps(summary, indent=2, sort_keys=True))
         return summary
 
     def _write_custody(self, store: CaseStore, session: int, started: str, ended: str | None,
@@ -399,7 +414,7 @@ class CaseScan:
             "warnings": self.warnings,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
-        atomic_write_text(self.case_dir / "custody.json", json.dumps(record, indent=2, default=str))
+        atomic_write_text(self.case_dir / "custody.json", strict_dumps(record, indent=2, default=str))
 
 
 def _user() -> str | None:
