@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faketrace.datasets.io import walk_noatime
 from faketrace.forensics import telegram
 from faketrace.forensics.names import raw_hex, visible
 
@@ -155,7 +156,7 @@ def _folder_items(info: InputInfo, root: Path) -> Iterator[EvidenceItem]:
     """Every entry below `root`, sorted, links not followed; a Telegram export found inside the
     folder (a seized disk's Downloads/Telegram Desktop/ChatExport_...) is read as an export, so its
     media carry their message context and its own page files are not items."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in walk_noatime(root):
         base = Path(dirpath)
         form = telegram.detect_export(base) if base != root else None
         if form:

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
-from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
+from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report, open_readonly
+from faketrace.datasets.media import sniff_media_type
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.guard import lock_case
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 CUSTODY_VERSION = 1
 RESULTS_VERSION = 1
+# The closing check of the evidence: every file hashed again, or its size, modification time and
+# inode compared with what they were when it was hashed (fast; says so in the custody record).
+VERIFY_MODES = ("rehash", "stat")
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 3
 EXIT_REPORT_FAILED = 5
@@ -98,13 +102,41 @@ def utc_now() -> str:
 
 def hash_evidence(path: Path, chunk: int = 1 << 20) -> tuple[str, str, int]:
     """SHA-256, MD5 and size of a file read once, read-only."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    h = hash_stream(path, chunk=chunk)
+    return h["sha256"], h["md5"], h["size_bytes"]
+
+
+def file_identity(st: os.stat_result) -> dict:
+    """What the closing check compares in `stat` mode: size, modification time, inode, device."""
+    return {"size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
+
+
+def hash_stream(path: Path, chunk: int = 1 << 20, time_limit_s: float | None = None,
+                progress: bool = False) -> dict:
+    """SHA-256 and MD5 of a file, streamed read-only, with a progress bar for large files and a
+    time budget: past `time_limit_s` the hashing stops and says how far it got (sha256 None).
+    The file's identity (fstat of the open file) is returned too, for the closing check."""
+    sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    t0 = time.monotonic()
     with open_readonly(path) as fh:
-        while block := fh.read(chunk):
-            sha.update(block)
-            md5.update(block)
-            size += len(block)
-    return sha.hexdigest(), md5.hexdigest(), size
+        ident = file_identity(os.fstat(fh.fileno()))
+        total = ident["size_bytes"]
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"hashing {visible(path.name)[:40]}", leave=False,
+                   file=sys.stderr, disable=not progress or total < (256 << 20))
+        try:
+            while block := fh.read(chunk):
+                sha.update(block)
+                md5.update(block)
+                done += len(block)
+                bar.update(len(block))
+                if time_limit_s is not None and time.monotonic() - t0 > time_limit_s:
+                    if fh.read(1):  # more to come: stop here
+                        return {"sha256": None, "md5": None, "size_bytes": total, "stat": ident,
+                                "hash_note": f"hashing stopped after {done} of {total} bytes at the time budget of "
+                                             f"{time_limit_s:g}s (scan.hash_time_limit_s); no SHA-256 recorded"}
+        finally:
+            bar.close()
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest(), "size_bytes": done, "stat": ident}
 
 
 def rss_bytes() -> int:
@@ -153,6 +185,8 @@ def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanMode
                        min_jpeg_quality=int(s.min_jpeg_quality),
                        min_video_bits_per_pixel=float(s.min_video_bits_per_pixel),
                        max_file_bytes=int(s.max_file_bytes),
+                       **({"max_item_pixels": int(s.max_item_pixels)} if s.get("max_item_pixels") else {}),
+                       decoder_max_rss_bytes=int(s.decoder_max_rss_bytes) if s.get("decoder_max_rss_bytes") else None,
                        video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
                        image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
                        isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
@@ -166,16 +200,29 @@ def fault_plan(cfg: DictConfig) -> FaultPlan | None:
     return FaultPlan.parse(os.environ.get(FAULT_ENV))
 
 
-def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> dict:
-    """One item's result; any failure becomes a status and a reason, never an exception."""
+def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None, hash_time_limit_s: float | None = None,
+              progress: bool = False) -> dict:
+    """One item's result; any failure becomes a status and a reason, never an exception.
+
+    Size first (a file above scan.max_file_bytes is never decoded), then the hash (custody needs
+    it; streamed, within its time budget), then decoding and scoring.
+    """
     result = {**item.record(), "telegram": item.telegram or None}
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
-        sha, md5, size = hash_evidence(item.path)
+        size = os.stat(item.path, follow_symlinks=False).st_size
+        hashed = hash_stream(item.path, time_limit_s=hash_time_limit_s, progress=progress)
     except OSError as exc:
-        return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
-    result.update(sha256=sha, md5=md5, size_bytes=size)
+        return {**result, "status": "error", "reason": f"cannot read the file: {visible(str(exc))}"}
+    result.update({k: v for k, v in hashed.items() if k != "hash_note"})
+    limit = scorer.options.max_file_bytes
+    if size > limit:
+        note = f"; {hashed['hash_note']}" if hashed.get("hash_note") else ""
+        return {**result, "status": "oversized", "media_type": sniff_media_type(item.path),
+                "reason": f"{size} bytes, above the limit of {limit} (scan.max_file_bytes); not decoded{note}"}
+    if hashed.get("hash_note"):
+        return {**result, "status": "timeout", "reason": f"{hashed['hash_note']}; not decoded"}
     try:
         result.update(scorer.score_file(item.path))
     except Exception as exc:  # one bad item must not take the case down; the log keeps the traceback
@@ -218,6 +265,11 @@ class CaseScan:
         self.options = options_from_config(cfg, self.model, self.image_model)
         self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
         self.fault = FaultInjector(fault_plan(cfg))
+        limit = cfg.scan.get("hash_time_limit_s")
+        self.hash_time_limit_s = float(limit) if limit else None
+        self.verify = str(cfg.scan.get("verify") or "rehash")
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"scan.verify={self.verify!r}: expected one of {', '.join(VERIFY_MODES)}")
         for info in self.inputs:
             self.warnings.extend(info.notes)
 
@@ -232,7 +284,8 @@ class CaseScan:
                                if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
-                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
+                            "max_file_bytes": o.max_file_bytes, "max_item_pixels": o.max_item_pixels,
+                            "bands": o.bands_override}}
 
     def run(self) -> dict:
         _Offline.enter()
@@ -266,13 +319,14 @@ class CaseScan:
         scanned = skipped = 0
         progress_every = int(self.cfg.scan.get("progress_every") or 0)
         t0 = time.perf_counter()
-        bar = tqdm(desc="scan", unit="item", disable=not self.cfg.scan.get("progress", True), file=sys.stderr)
+        show_progress = bool(self.cfg.scan.get("progress", True))
+        bar = tqdm(desc="scan", unit="item", disable=not show_progress, file=sys.stderr)
         for seq, item in enumerate(iter_items(self.inputs, self.cfg.scan.get("max_export_json_bytes"))):
             bar.update(1)
             if store.done(item.item_id) is not None:
                 skipped += 1
                 continue
-            result = scan_item(item, self.scorer, self.warning)
+            result = scan_item(item, self.scorer, self.warning, self.hash_time_limit_s, progress=show_progress)
             self.fault("scan_before_item_stored")
             store.put(item.item_id, seq, result, session)
             self.fault("scan_after_item_stored")
@@ -324,28 +378,57 @@ class CaseScan:
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
-        """Hash every input file again; the custody record says whether each is unchanged."""
-        changed, n = [], 0
+        """Check every input file again (hash, or size + mtime + inode); custody says which and the outcome."""
+        changed, n, by_stat = [], 0, 0
         with atomic_path(self.case_dir / "input_hashes.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged"])
+            w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged",
+                        "checked_by"])
             for r in store.results():
-                if not r.get("sha256"):
+                if not r.get("sha256") and not r.get("stat"):
                     continue
                 path = raw_path(r)
-                try:
-                    after = hash_evidence(path)[0]
-                except OSError as exc:
-                    after = f"unreadable: {exc}"
-                same = after == r["sha256"]
+                if self.verify == "rehash" and r.get("sha256"):
+                    how = "sha256"
+                    try:
+                        after = hash_evidence(path)[0]
+                    except OSError as exc:
+                        after = f"unreadable: {visible(str(exc))}"
+                    same = after == r["sha256"]
+                else:  # stat mode, or a file whose hash did not finish in its budget
+                    how, after = "size+mtime+inode", "not re-hashed"
+                    by_stat += 1
+                    try:
+                        same = file_identity(os.stat(path, follow_symlinks=False)) == r.get("stat")
+                    except OSError as exc:
+                        same, after = False, f"unreadable: {visible(str(exc))}"
                 n += 1
                 if not same:
                     changed.append(r["item_id"])
-                w.writerow([r["item_id"], visible(str(path)), r["size_bytes"], r["md5"], r["sha256"], after, same])
+                w.writerow([r["item_id"], visible(str(path)), r["size_bytes"], r.get("md5"), r.get("sha256"), after,
+                            same, how])
+        algorithm = ("SHA-256 of each file before it was decoded and again after the whole scan"
+                     if self.verify == "rehash" else
+                     "SHA-256 of each file before it was decoded; after the whole scan its size, modification time, "
+                     "inode and device were compared with those at hashing (scan.verify=stat), not its content")
+        if by_stat and self.verify == "rehash":
+            algorithm += (f"; {by_stat} file(s) whose hashing stopped at its time budget were checked by size, "
+                          "modification time, inode and device only")
         return {"items_hashed": n, "all_unchanged": not changed, "changed": changed, "hash_list": "input_hashes.csv",
-                "algorithm": "SHA-256 of each file before it was decoded and again after the whole scan"}
+                "verification": self.verify, "checked_by_stat": by_stat, "algorithm": algorithm}
 
     # -- outputs --
+    def _resources(self) -> dict:
+        """Peak resident memory of this process and of the decoder processes, and the limits."""
+        import resource
+
+        o = self.options
+        return {"scan_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "decoder_peak_rss_bytes": self.scorer.decoder.peak_rss_bytes or None,
+                "decoder_max_rss_bytes": o.decoder_max_rss_bytes, "max_item_pixels": o.max_item_pixels,
+                "max_image_pixels": o.max_image_pixels, "max_file_bytes": o.max_file_bytes,
+                "hash_time_limit_s": self.hash_time_limit_s}
+
     def _describe(self, m: ScanModel) -> dict:
         bands = self.scorer.bands if m.level == "face" else self.scorer.image_bands
         return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
@@ -379,7 +462,8 @@ class CaseScan:
                    "items": sum(counts.values()), "by_status": counts, "by_verdict": verdicts,
                    "scanned_this_session": scanned, "already_done": skipped,
                    "evidence_unchanged": integrity["all_unchanged"], "exit_status": exit_status,
-                   "exit_meaning": EXIT_MEANING[exit_status],
+                   "exit_meaning": EXIT_MEANING[exit_status], "resources": self._resources(),
+                   "access_times": noatime_report(),
                    "inputs": [vars(i) for i in self.inputs]}
         atomic_write_text(self.case_dir / "scan_summary.json", strict_dumps(summary, indent=2, sort_keys=True))
         return summary
@@ -409,6 +493,8 @@ class CaseScan:
             "inputs": [vars(i) for i in self.inputs],
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
+            "access_times": noatime_report(),
+            "resources": self._resources(),
             "evidence_integrity": integrity,
             "counts": counts,
             "warnings": self.warnings,

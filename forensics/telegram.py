@@ -16,14 +16,13 @@ recorded as missing media.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
-from faketrace.datasets.io import open_readonly
+from faketrace.datasets.io import listdir_noatime, open_readonly, walk_noatime
 
 # Top-level folders of an export that hold media (and `files/`, which can hold anything).
 MEDIA_FOLDERS = ("photos", "video_files", "animations", "stickers", "voice_messages", "round_video_messages",
@@ -183,7 +182,10 @@ def resolve_media_path(value: str, bases: list[Path], root: Path) -> tuple[str, 
 
 def _chat_folders(root: Path) -> list[Path]:
     chats = root / "chats"
-    return sorted(p for p in chats.iterdir() if p.is_dir() and p.name.startswith("chat_")) if chats.is_dir() else []
+    if not chats.is_dir() or chats.is_symlink():
+        return []
+    return sorted(p for p in (chats / n for n in listdir_noatime(chats)) if p.is_dir() and not p.is_symlink()
+                  and p.name.startswith("chat_"))
 
 
 # result.json above this size is not parsed (its media are still scanned, without message context):
@@ -302,7 +304,7 @@ def is_structure_file(root: Path, path: Path) -> bool:
 
 def walk_files(folder: Path) -> Iterator[Path]:
     """Every entry below `folder` that is not a directory, sorted, without following links."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk_noatime(folder):
         dirnames.sort()
         base = Path(dirpath)
         # os.walk lists links to directories among dirnames; they are not followed, but reported.

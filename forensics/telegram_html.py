@@ -25,7 +25,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
-from faketrace.datasets.io import open_readonly
+from faketrace.datasets.io import listdir_noatime, open_readonly
 from faketrace.forensics.names import visible
 from faketrace.forensics.telegram import ExportError, ExportInfo, MediaReference, resolve_media_path
 
@@ -41,7 +41,7 @@ def export_pages(root: Path) -> list[Path]:
     """messages.html, messages2.html, ... in reading order."""
     # A page that is a symbolic link is never read (it could point out of the evidence); the walk
     # of the export gives it a `refused` item.
-    pages = [(int(m.group(1) or 1), p) for p in root.iterdir()
+    pages = [(int(m.group(1) or 1), p) for p in (root / n for n in listdir_noatime(root))
              if (m := _PAGE.match(p.name)) and not p.is_symlink() and p.is_file()]
     return [p for _, p in sorted(pages)]
 

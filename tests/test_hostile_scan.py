@@ -286,3 +286,168 @@ def test_a_failed_report_is_a_failed_run(scan_ckpt, evidence, tmp_path, monkeypa
     assert json.loads((case / "scan_summary.json").read_text())["exit_status"] == EXIT_REPORT_FAILED
     _, items = results(case)
     assert [r["status"] for r in items.values()] == ["scanned"]  # the results are intact
+
+
+# -- 2: memory per item, not per frame; a memory cap on the decoder process ---------------------------
+def _gif_bomb(path: Path, side: int = 7999, frames: int = 8) -> Path:
+    """Frames of side x side in two flat colours: a few KB on disk, side**2 pixels each when decoded."""
+    from PIL import Image
+
+    a, b = Image.new("P", (side, side), 0), Image.new("P", (side, side), 1)
+    a.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    b.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    a.save(path, save_all=True, append_images=[b, a] * ((frames - 1) // 2) + [b] * ((frames - 1) % 2),
+           duration=100, loop=0, optimize=False)
+    return path
+
+
+def _big_video(path: Path, side: int = 4096, frames: int = 8) -> Path:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((side, side, 3), 30 * i, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def test_an_animation_of_huge_frames_decodes_within_the_item_pixel_budget(tmp_path):
+    from faketrace.datasets.media import MAX_ITEM_PIXELS, IsolatedDecoder
+
+    gif = _gif_bomb(tmp_path / "bomb.gif")
+    assert gif.stat().st_size < 1_000_000
+    decoder = IsolatedDecoder(isolate=True)
+    try:
+        img = decoder("read_image_frames", gif, max_frames=32, max_item_pixels=MAX_ITEM_PIXELS, hard_limit_s=120)
+    finally:
+        decoder.close()
+    assert img.n_frames == 8 and len(img.frames) == MAX_ITEM_PIXELS // 7999 ** 2 == 2
+    assert "2 of 8 frames" in img.note and "pixel budget" in img.note
+    assert 0 < decoder.peak_rss_bytes < 2 * GiB
+
+
+def test_a_video_of_huge_frames_samples_fewer_frames(tmp_path):
+    from faketrace.datasets.media import read_video_frames
+
+    video = _big_video(tmp_path / "big.mp4", side=4096, frames=8)
+    v = read_video_frames(video, 32, max_item_pixels=3 * 4096 * 4096)
+    assert v.decoded_frames == 8 and len(v.frames) == 3 and v.sampled == [0, 4, 7]
+    assert "3 of 8 frames" in v.note and v.error is None
+
+
+def test_a_decoder_past_its_memory_cap_is_killed_and_reported(tmp_path):
+    from faketrace.datasets.media import IsolatedDecoder, ResourceLimit
+
+    gif = _gif_bomb(tmp_path / "bomb.gif", side=6000, frames=4)
+    decoder = IsolatedDecoder(isolate=True, max_rss_bytes=250 << 20)
+    try:
+        with pytest.raises(ResourceLimit, match="above the limit of 250 MiB"):
+            decoder("read_image_frames", gif, max_frames=4, max_item_pixels=None, hard_limit_s=120)
+        # The next item decodes in a fresh process.
+        small = _gif_bomb(tmp_path / "small.gif", side=64, frames=2)
+        assert len(decoder("read_image_frames", small, max_frames=2, hard_limit_s=60).frames) == 2
+    finally:
+        decoder.close()
+
+
+def test_a_decoder_killed_by_the_system_is_a_resource_limit_not_a_crash(scan_ckpt, evidence, tmp_path, monkeypatch):
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (folder / name).write_bytes((evidence["loose"] / "photo_real.jpg").read_bytes())
+    monkeypatch.setenv("FAKETRACE_FAULT", "in_decoder_process@2:kill")  # SIGKILL, as the OOM killer sends
+    case = tmp_path / "case"
+    scan([folder], case, scan_ckpt, "report.enabled=false")
+    _, items = results(case)
+    got = {r["rel_path"]: (r["status"], r.get("reason") or "") for r in items.values()}
+    assert got["b.jpg"][0] == "resource_limit" and "killed by the system" in got["b.jpg"][1]
+    assert got["a.jpg"][0] == got["c.jpg"][0] == "scanned"
+
+
+# -- 7: size before hashing; hashing streamed within a time budget; the closing check by stat ----------
+def test_a_huge_file_is_refused_by_size_and_its_hashing_is_bounded_in_time(scan_ckpt, evidence, tmp_path):
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    sparse(folder / "huge.mp4", 10 * GiB, b"\x00\x00\x00\x18ftypmp42")
+    (folder / "photo.jpg").write_bytes((evidence["loose"] / "photo_real.jpg").read_bytes())
+    case = tmp_path / "case"
+    t0 = time.perf_counter()
+    summary = scan([folder], case, scan_ckpt, "scan.hash_time_limit_s=1", "report.enabled=false")
+    assert time.perf_counter() - t0 < 120  # a full hash of 10 GiB twice took over a minute
+    _, items = results(case)
+    huge = items["0/huge.mp4"]
+    assert huge["status"] == "oversized" and huge["sha256"] is None and huge["size_bytes"] == 10 * GiB
+    assert "above the limit" in huge["reason"] and "hashing stopped after" in huge["reason"]
+    assert items["0/photo.jpg"]["status"] == "scanned" and items["0/photo.jpg"]["sha256"]
+    custody = json.loads((case / "custody.json").read_text())
+    integrity = custody["evidence_integrity"]
+    assert integrity["all_unchanged"] and integrity["checked_by_stat"] == 1 and "time budget" in integrity["algorithm"]
+    assert summary["evidence_unchanged"] is True
+
+
+def test_the_closing_check_by_size_mtime_and_inode_is_stated_in_custody(scan_ckpt, evidence, tmp_path):
+    photo = evidence["loose"] / "photo_real.jpg"
+    case = tmp_path / "case"
+    scan([photo], case, scan_ckpt, "scan.verify=stat", "report.enabled=false")
+    integrity = json.loads((case / "custody.json").read_text())["evidence_integrity"]
+    assert integrity["verification"] == "stat" and integrity["all_unchanged"] is True
+    assert "modification time" in integrity["algorithm"] and "not its content" in integrity["algorithm"]
+    rows = (case / "input_hashes.csv").read_text().splitlines()
+    assert rows[1].endswith(",not re-hashed,True,size+mtime+inode")
+
+
+# -- 8: extreme aspect ratios --------------------------------------------------------------------------
+def test_extreme_aspect_ratios_get_a_clear_status(scan_ckpt, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    Image.new("RGB", (65535, 1), (90, 90, 90)).save(folder / "wide.png")
+    Image.new("RGB", (1, 65535), (90, 90, 90)).save(folder / "tall.png")
+    Image.new("RGB", (3000, 20), (90, 90, 90)).save(folder / "strip.png")
+    case = tmp_path / "case"
+    scan([folder], case, scan_ckpt, "report.enabled=false")
+    _, items = results(case)
+    for name, size in (("wide.png", "65535x1"), ("tall.png", "1x65535"), ("strip.png", "3000x20")):
+        r = items[f"0/{name}"]
+        assert r["status"] == "unsupported" and r["reason"].startswith(size) and "not assessed" in r["reason"], r
+        assert r["sha256"] and r["decode"]["width"] * r["decode"]["height"] == int(size.split("x")[0]) * int(
+            size.split("x")[1])
+
+
+def test_the_face_detector_takes_a_frame_that_scales_to_under_a_pixel():
+    import numpy as np
+
+    from faketrace.datasets.faces import build_detector
+
+    detector = build_detector("retinaface", max_side=640)
+    assert detector.detect([np.zeros((1, 65535, 3), np.uint8)]) == [[]]
+
+
+# -- 11: access times ----------------------------------------------------------------------------------
+def test_the_scan_leaves_access_times_of_files_and_folders_unchanged(scan_ckpt, evidence, tmp_path):
+    import shutil
+
+    root = tmp_path / "ev"
+    shutil.copytree(evidence["telegram"], root / "ChatExport")
+    shutil.copytree(evidence["html"], root / "HtmlExport")
+    (root / "loose").mkdir()
+    (root / "loose" / "photo.jpg").write_bytes((evidence["loose"] / "photo_real.jpg").read_bytes())
+    old = 978307200 * 10**9  # 2001-01-01: relatime updates any access time older than a day
+    paths = [root, *root.rglob("*")]
+    for p in paths:
+        st = os.stat(p)
+        os.utime(p, ns=(old, st.st_mtime_ns))
+    before = {p: os.stat(p).st_atime_ns for p in paths}
+    case = tmp_path / "case"
+    scan([root], case, scan_ckpt)
+    changed = [str(p.relative_to(root)) for p in paths if os.stat(p).st_atime_ns != before[p]]
+    assert changed == []
+    custody = json.loads((case / "custody.json").read_text())
+    if os.geteuid() == 0:
+        assert "access times unchanged" in custody["access_times"]
