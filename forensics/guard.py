@@ -78,6 +78,18 @@ def lock_case(case_dir: str | Path) -> Path:
     return case
 
 
+def holds_lock(case_dir: str | Path) -> bool:
+    return Path(case_dir).resolve() in _held
+
+
+def unlock_case(case_dir: str | Path) -> None:
+    """Release this process's lock on a case folder (the kernel does it anyway when the process ends)."""
+    fd = _held.pop(Path(case_dir).resolve(), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def _user() -> str | None:
     try:
         import getpass

@@ -109,6 +109,10 @@ def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
+        size, limit = os.stat(item.path).st_size, predictor.scorer.options.max_file_bytes
+        if size > limit:  # size first: a huge file is neither hashed nor decoded
+            return {**result, "size_bytes": size, "status": "oversized",
+                    "reason": f"{size} bytes, above the limit of {limit}; not hashed, not decoded"}
         result["sha256"], result["size_bytes"] = _sha256(item.path)
     except OSError as exc:
         return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}

@@ -36,7 +36,7 @@ from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report
 from faketrace.datasets.media import sniff_media_type
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
-from faketrace.forensics.guard import lock_case
+from faketrace.forensics.guard import holds_lock, lock_case, unlock_case
 from faketrace.forensics.names import dumps as strict_dumps
 from faketrace.forensics.names import raw_path, visible
 from faketrace.forensics.scoring import (
@@ -290,10 +290,16 @@ class CaseScan:
     def run(self) -> dict:
         _Offline.enter()
         # The case holds derivatives of the evidence: only its owner may enter or read it.
+        locked_here = not holds_lock(self.case_dir)  # evaluate.py's guard took it before Hydra wrote
         lock_case(self.case_dir)  # one scan per case folder (forensics/guard.py); creates it if needed
         os.chmod(self.case_dir, 0o700)
         umask = os.umask(0o077)
-        store = CaseStore(self.case_dir)
+        try:
+            store = CaseStore(self.case_dir)
+        except Exception:
+            if locked_here:
+                unlock_case(self.case_dir)
+            raise
         try:
             known = store.get_meta("identity")
             if known is None:
@@ -307,6 +313,8 @@ class CaseScan:
             os.umask(umask)
             self.scorer.close()
             store.close()
+            if locked_here:
+                unlock_case(self.case_dir)
 
     def _session_record(self) -> dict:
         return {"host": socket.gethostname(), "operator": str(self.cfg.case.operator), "pid": os.getpid(),

@@ -317,27 +317,33 @@ def _big_video(path: Path, side: int = 4096, frames: int = 8) -> Path:
 
 
 def test_an_animation_of_huge_frames_decodes_within_the_item_pixel_budget(tmp_path):
-    from faketrace.datasets.media import MAX_ITEM_PIXELS, IsolatedDecoder
+    """Sizes scaled down for speed (the 7999 x 7999 GIF runs in the hostile table and the mixed-folder test)."""
+    from faketrace.datasets.media import IsolatedDecoder
 
-    gif = _gif_bomb(tmp_path / "bomb.gif")
-    assert gif.stat().st_size < 1_000_000
+    gif = _gif_bomb(tmp_path / "bomb.gif", side=3000, frames=8)
+    budget = 2 * 3000 * 3000 + 1
     decoder = IsolatedDecoder(isolate=True)
     try:
-        img = decoder("read_image_frames", gif, max_frames=32, max_item_pixels=MAX_ITEM_PIXELS, hard_limit_s=120)
+        img = decoder("read_image_frames", gif, max_frames=32, max_item_pixels=budget, hard_limit_s=120)
     finally:
         decoder.close()
-    assert img.n_frames == 8 and len(img.frames) == MAX_ITEM_PIXELS // 7999 ** 2 == 2
+    assert img.n_frames == 8 and sorted(img.frames) == [0, 7]
     assert "2 of 8 frames" in img.note and "pixel budget" in img.note
     assert 0 < decoder.peak_rss_bytes < 2 * GiB
+    from faketrace.datasets.media import ImageTooLarge, read_image_frames
+
+    with pytest.raises(ImageTooLarge, match="above the item's pixel budget"):
+        read_image_frames(gif, max_frames=1, max_item_pixels=3000 * 3000 - 1)
 
 
 def test_a_video_of_huge_frames_samples_fewer_frames(tmp_path):
     from faketrace.datasets.media import read_video_frames
 
-    video = _big_video(tmp_path / "big.mp4", side=4096, frames=8)
-    v = read_video_frames(video, 32, max_item_pixels=3 * 4096 * 4096)
+    video = _big_video(tmp_path / "big.mp4", side=1024, frames=8)
+    v = read_video_frames(video, 32, max_item_pixels=3 * 1024 * 1024)
     assert v.decoded_frames == 8 and len(v.frames) == 3 and v.sampled == [0, 4, 7]
     assert "3 of 8 frames" in v.note and v.error is None
+    assert len(read_video_frames(video, 32, max_item_pixels=None).frames) == 8  # no budget: every frame
 
 
 def test_a_decoder_past_its_memory_cap_is_killed_and_reported(tmp_path):
@@ -451,3 +457,57 @@ def test_the_scan_leaves_access_times_of_files_and_folders_unchanged(scan_ckpt, 
     custody = json.loads((case / "custody.json").read_text())
     if os.geteuid() == 0:
         assert "access times unchanged" in custody["access_times"]
+
+
+# -- all of it at once: every input accounted for, memory bounded ---------------------------------------
+@pytest.mark.slow
+def test_a_mixed_hostile_folder_is_scanned_whole_within_2_gb(scan_ckpt, evidence, tmp_path):
+    """One folder holding every hostile input above, scanned by `evaluate.py` as an analyst runs it:
+    each input has its item with the expected status, and the peak resident memory of the scan
+    process and of its decoder processes stays under 2 GB (measured by the scan, from getrusage
+    and /proc VmHWM, and recorded in scan_summary.json)."""
+    from PIL import Image
+
+    photo = (evidence["loose"] / "photo_real.jpg").read_bytes()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"name": "SECRET", "messages": []}')
+    root = tmp_path / "seized"
+    root.mkdir()
+    (root / os.fsdecode(b"\xff\xfe.jpg")).write_bytes(photo)
+    (root / "rtl_\u202egpj.exe").write_bytes(photo)
+    (root / "two\nlines.jpg").write_bytes(photo)
+    _gif_bomb(root / "bomb.gif")
+    _big_video(root / "big.mp4")
+    Image.new("RGB", (65535, 1)).save(root / "wide.png")
+    Image.new("RGB", (1, 65535)).save(root / "tall.png")
+    sparse(root / "huge.bin", 10 * GiB, b"\x00\x00\x00\x18ftypmp42")
+    (root / "link.jpg").symlink_to(outside / "secret.json")
+    huge_export = _export_with_photo(root / "ChatExport_huge", photo)
+    sparse(huge_export / "result.json", 6 * GiB, b'{"messages": [')
+    linked_export = _export_with_photo(root / "ChatExport_link", photo)
+    (linked_export / "result.json").symlink_to(outside / "secret.json")
+    inf_export = _export_with_photo(root / "ChatExport_inf", photo)
+    (inf_export / "result.json").write_text('{"name": "G", "messages": [{"id": 1, "photo": "photos/p.jpg", '
+                                            '"width": 1e309}]}')
+    expected = {"\\xff\\xfe.jpg": "scanned", "rtl_\\u202egpj.exe": "scanned", "two\\x0alines.jpg": "scanned",
+                "bomb.gif": "no_face", "big.mp4": "no_face", "wide.png": "unsupported", "tall.png": "unsupported",
+                "huge.bin": "oversized", "link.jpg": "refused",
+                "ChatExport_huge/result.json": "error", "ChatExport_huge/photos/p.jpg": "scanned",
+                "ChatExport_link/result.json": "refused", "ChatExport_link/photos/p.jpg": "scanned",
+                "ChatExport_inf/photos/p.jpg": "scanned"}
+    case = tmp_path / "case"
+    run = evaluate(*scan_args([root], case, scan_ckpt, "allow_unvalidated=true", "scan.hash_time_limit_s=2"))
+    assert run.returncode == 3, run.stderr[-3000:]
+    header, items = results(case)
+    assert {r["rel_path"]: r["status"] for r in items.values()} == expected
+    assert all(r.get("reason") for r in items.values() if r["status"] != "scanned")
+    assert items["0/bomb.gif"]["decode"]["frames_note"].startswith("2 of 8 frames")
+    assert "frames_note" in items["0/big.mp4"]["decode"]
+    summary = strict_json((case / "scan_summary.json").read_text())
+    used = summary["resources"]
+    assert 0 < used["scan_peak_rss_bytes"] < 2e9 and 0 < used["decoder_peak_rss_bytes"] < 2e9, used
+    for line in (case / "scan_results.jsonl").read_text().splitlines():
+        strict_json(line)
+    assert "SECRET" not in (case / "report.json").read_text()
+    assert summary["evidence_unchanged"] is True
