@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import model_input
+from faketrace.datasets.face_pipeline import model_input, resize_method
 
 TILE_AGGREGATIONS = ("max", "mean")
 EVAL_CROPS = ("tiles", "centre")
@@ -208,4 +208,5 @@ def image_model_input(image: np.ndarray, spec: ImageSpec, input_spec: dict
     model's input size equals the tile size (the default), no pixel is resampled.
     """
     crops, boxes = eval_crops(image, spec)
-    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"]), boxes
+    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"],
+                       resize_method(input_spec)), boxes

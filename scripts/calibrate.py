@@ -7,6 +7,10 @@ Writes <ckpt>.calibrated.ckpt (frame and video maps, EER and target-FPR threshol
 import hydra
 from omegaconf import DictConfig
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="calibrate")
 def main(cfg: DictConfig) -> dict:
