@@ -491,6 +491,7 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
         "image_preprocessing": spec.get("image"),
         "image_note": DIFFUSION_NOTE if image_level else None,
         "frames_per_video": spec["frames_per_video_eval"] if image_level else spec["face"]["frames_per_video"],
+        "trained_media": spec.get("trained_media"),
         "video_aggregation": spec["aggregation"],
         "calibration": ckpt["calibration"],
         "training": {"data": ckpt["data"], "splits": splits, "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],

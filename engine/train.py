@@ -623,6 +623,14 @@ class Trainer:
         return calibration
 
 
+def media_of(*tables: pd.DataFrame) -> str:
+    """'stills', 'videos' or 'videos and stills': items of one frame row are stills."""
+    counts = pd.concat([t.groupby("video_id").size() for t in tables if len(t)]) if any(len(t) for t in tables) \
+        else pd.Series(dtype=int)
+    several, single = int((counts > 1).sum()), int((counts == 1).sum())
+    return "videos and stills" if several and single else "videos" if several else "stills"
+
+
 def stills_only(table: pd.DataFrame) -> bool:
     """Whether every item of a frame table is a single frame (a set of still images)."""
     return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
@@ -684,6 +692,9 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
         preprocessing = {"level": "face", "face": face_spec.to_dict(), "detector": manifest_meta.get("detector", {}),
                          "frames_per_video_eval": face_spec.frames_per_video, "crop_check": crop_check}
         what = f"face crops in {cfg.data.manifest_path}"
+    # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
+    # that never applied to it (a video given to the model later is still sampled at that figure).
+    preprocessing["trained_media"] = media_of(train_set.table, val_set.table)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"need {level}-level items in both train and val splits; found {len(train_set)} train and "
                          f"{len(val_set)} val {what}")

@@ -152,7 +152,9 @@ def _section_preprocessing(card: dict) -> list[str]:
             f"- crop: {crop}, {f['crop_size']} px, stored as {f['image_format']}"
             + (f" (quality {f['jpeg_quality']})" if f["image_format"] == "jpeg" else ""),
             f"- frames per video: {card['frames_per_video']} ({f['sampling']} sampling"
-            + (f", every {f['every_k']}th frame" if f["sampling"] == "every_k" else "") + ")",
+            + (f", every {f['every_k']}th frame" if f["sampling"] == "every_k" else "") + ")"
+            + ("; trained and validated on still images only: this applies to videos given to it later, which it "
+               "has not been validated on" if card.get("trained_media") == "stills" else ""),
             f"- video score: `{card['video_aggregation']}` of the frame probabilities",
             "- frames without a face are not scored; the item reports how many frames had none", ""]
 
