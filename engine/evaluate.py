@@ -407,7 +407,8 @@ def markdown_summary(result: dict) -> str:
               f"- test set: {ts['n_items_scored']} of {ts['n_items']} items scored; "
               f"{ts['items_without_face']['n']} without a face ({ts['items_without_face']['handling']})",
               f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
-              + (f" ({maps_summary(ck['calibration'])})" if is_calibrated(ck["calibration"]) else ""),
+              + (f" ({maps_summary(ck['calibration'])})" if is_calibrated(ck["calibration"])
+                 or ck["calibration"].get("not_applied") else ""),
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
                                  f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)")]
     if result.get("level") == "image":
