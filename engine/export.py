@@ -486,6 +486,8 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
         "input": {**spec["input"], "resize": resize_method(spec["input"]), "interpolation": resize_method(spec["input"])},
         "output": {"name": "logit", "input_name": "image", "shape": ["batch"],
                    "probability": ckpt["calibration"].get("probability", {}).get("frame", "sigmoid(logit)"),
+                   # Platt scaling's T and b (method "platt"; identity when none is applied).
+                   "calibration_method": ckpt["calibration"].get("method"),
                    "temperature": ckpt["calibration"]["temperature"], "bias": ckpt["calibration"].get("bias", 0.0)},
         "face_preprocessing": spec.get("face"), "face_detector": detector,
         "image_preprocessing": spec.get("image"),

@@ -2,8 +2,8 @@
 
 The face pipeline is the checkpoint's own (datasets/face_pipeline.py, the code that made the
 training crops), with every face kept: an item's score is the highest calibrated probability
-among its faces (a video: each frame's highest, then the model's video rule, then the video
-temperature). Scores are rounded to 6 decimals so that batch composition cannot change them.
+among its faces (a video: each frame's highest, then the model's video rule, then the video map
+of its Platt scaling). Scores are rounded to 6 decimals so that batch composition cannot change them.
 
 Two model back-ends: an export folder (model.onnx + model_card.json) runs through ONNX Runtime
 and needs no torch; a checkpoint runs through PyTorch, on the GPU when there is one.
