@@ -2,8 +2,8 @@
 
 The face pipeline is the checkpoint's own (datasets/face_pipeline.py, the code that made the
 training crops), with every face kept: an item's score is the highest calibrated probability
-among its faces (a video: each frame's highest, then the model's video rule, then the video
-temperature). Scores are rounded to 6 decimals so that batch composition cannot change them.
+among its faces (a video: each frame's highest, then the model's video rule, then the video map
+of its Platt scaling). Scores are rounded to 6 decimals so that batch composition cannot change them.
 
 Two model back-ends: an export folder (model.onnx + model_card.json) runs through ONNX Runtime
 and needs no torch; a checkpoint runs through PyTorch, on the GPU when there is one.
@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
+from faketrace.datasets.face_pipeline import (
+    PreprocessSpec,
+    choose_faces,
+    model_crop,
+    model_input,
+    resize_method,
+)
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
@@ -425,7 +431,7 @@ class MediaScorer:
                                                             "scored; not assessed (no score is given)"}
         crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
         spec = self.model.input_spec
-        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
+        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
         cal = self.model.calibration
