@@ -19,21 +19,22 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from faketrace.datasets.face_pipeline import CV2_INTERPOLATION  # noqa: E402
+from faketrace.datasets.face_pipeline import resize_flag  # noqa: E402
 
 # Augmentations added after the first release: absent from older configs, off by default.
 _OPTIONAL = {"gray_p": 0.0, "affine_p": 0.0, "affine_shift": 0.1, "affine_scale": 0.2, "affine_rotate": 10.0,
              "blur_sigma": None}
 
 
-def _finish(input_size: int, mean, std, interpolation: str = "bilinear") -> list:
-    return [A.Resize(input_size, input_size, interpolation=CV2_INTERPOLATION[interpolation],
+def _finish(input_size: int, mean, std, resize: str = "bilinear") -> list:
+    # The model's own resize method (its spec's input.interpolation), the one the scan and predictor use.
+    return [A.Resize(input_size, input_size, interpolation=resize_flag(resize),
                      mask_interpolation=cv2.INTER_LINEAR),
             A.Normalize(mean=mean, std=std, max_pixel_value=255.0), A.ToTensorV2()]
 
 
-def eval_transform(input_size: int, mean, std, interpolation: str = "bilinear") -> A.Compose:
-    return A.Compose(_finish(input_size, mean, std, interpolation))
+def eval_transform(input_size: int, mean, std, resize: str = "bilinear") -> A.Compose:
+    return A.Compose(_finish(input_size, mean, std, resize))
 
 
 def spec_eval_transform(spec) -> A.Compose:
@@ -44,7 +45,7 @@ def spec_eval_transform(spec) -> A.Compose:
     return eval_transform(spec.side, spec.mean, spec.std, spec.interpolation)
 
 
-def train_transform(input_size: int, mean, std, augment: dict, interpolation: str = "bilinear") -> A.Compose:
+def train_transform(input_size: int, mean, std, augment: dict, resize: str = "bilinear") -> A.Compose:
     """Augmentations named in config; a probability of 0 switches one off."""
     a = {**_OPTIONAL, **augment}
     blur = {"sigma_limit": tuple(a["blur_sigma"])} if a["blur_sigma"] is not None else {}
@@ -61,7 +62,7 @@ def train_transform(input_size: int, mean, std, augment: dict, interpolation: st
                  scale=(1 - a["affine_scale"], 1 + a["affine_scale"]), rotate=(-a["affine_rotate"], a["affine_rotate"]),
                  border_mode=cv2.BORDER_CONSTANT, mask_interpolation=cv2.INTER_LINEAR, p=a["affine_p"]),
     ]
-    return A.Compose([op for op in ops if op.p > 0] + _finish(input_size, mean, std, interpolation))
+    return A.Compose([op for op in ops if op.p > 0] + _finish(input_size, mean, std, resize))
 
 
 def apply(transform: A.Compose, image: np.ndarray, seed: int | None, mask: np.ndarray | None = None):

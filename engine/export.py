@@ -497,6 +497,8 @@ def model_card(ckpt: dict, spec: ModelSpec, cfg: DictConfig, name: str, onnx_inf
         "spec": spec.to_dict(),
         "output": {"name": "logit", "input_name": "image", "shape": ["batch"],
                    "probability": ckpt["calibration"].get("probability", {}).get("frame", "sigmoid(logit)"),
+                   # Platt scaling's T and b (method "platt"; identity when none is applied).
+                   "calibration_method": ckpt["calibration"].get("method"),
                    "temperature": ckpt["calibration"]["temperature"], "bias": ckpt["calibration"].get("bias", 0.0)},
         "image_note": DIFFUSION_NOTE if image_level else None,
         "calibration": ckpt["calibration"],

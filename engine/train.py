@@ -51,8 +51,11 @@ from faketrace.engine.distributed import init_distributed, shutdown_distributed
 from faketrace.engine.inference import make_loader, resolve_device, score_frames
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
+from faketrace.engine.recipes import check_face_crops
+from faketrace.engine.sample_size import selection_record
 from faketrace.models.spec import (
     ClipSpec,
+    DomainSpec,
     InputSpec,
     ModelSpec,
     TrainingSpec,
@@ -168,9 +171,10 @@ class Trainer:
         self.synthesis = instantiate(cfg.synthesis) if cfg.get("synthesis") else None
         self.val_synthesis = (self.synthesis if self.synthesis is not None
                               and self.synthesis.validate_on == "synthetic" else None)
-        self.train_set, self.val_set, self.spec, self.index_meta = build_datasets(
+        self.train_set, self.val_set, self.spec, records = build_datasets(
             cfg, self.model.input_spec(), clip_length=self.model.clip_length, synthesis=self.synthesis,
             val_synthesis=self.val_synthesis, targets=self.model.targets)
+        self.index_meta, self.crop_check = records["index_meta"], records["crop_check"]
         if self.synthesis is not None:
             log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
                      _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
@@ -203,6 +207,11 @@ class Trainer:
         self.best_metrics: dict | None = None
         self.best_val_table: pd.DataFrame | None = None  # frame logits of the best epoch, for calibration
         self.fit, self.fit_reason = casework_fitness(cfg)
+        # What the best epoch was chosen on (AUC, interval, class counts), and whether the validation
+        # items are stills (one frame each), so records say "image" where they would say "video".
+        self.selection: dict | None = None
+        self.selection_warned = False
+        self.val_stills = False
 
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self, val_report: dict) -> dict:
@@ -222,6 +231,7 @@ class Trainer:
                              "family": self.model.family, "backbone": self.model.backbone_name,
                              "init": OmegaConf.to_container(self.cfg.model, resolve=True)},
             "spec": self.spec.to_dict(),
+            "crop_check": self.crop_check,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "global_step": self.global_step,
@@ -230,7 +240,11 @@ class Trainer:
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
-            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
+            "selection": self.selection,
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))},
+                     # The media the model is trained for; a scan never lets it decide outside them.
+                     "domain": (OmegaConf.to_container(self.cfg.data.domain, resolve=True)
+                                if self.cfg.data.get("domain") else None)},
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),
@@ -252,6 +266,7 @@ class Trainer:
         self.epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         self.best_score = float(ckpt["best_score"])
         self.best_metrics = ckpt["metrics"].get("best_val")
+        self.selection = ckpt.get("selection")
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
 
@@ -364,7 +379,14 @@ class Trainer:
                 self.best_metrics = val_report
                 self.best_val_table = val_table
             logger.log(row)
-            log.info("epoch %d: loss %.4f, val video AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0,
+            self.val_stills = stills_only(val_table)
+            if improved:
+                self.selection = selection_record(val_report, cfg.monitor, self.val_stills)
+                if self.selection["warning"] and not self.selection_warned:
+                    log.warning("%s", self.selection["warning"])
+                    self.selection_warned = True
+            item = "image" if self.val_stills else "video"
+            log.info("epoch %d: loss %.4f, val %s AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0, item,
                      _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
             if self.dist.is_main:
                 payload = self._payload(val_report)
@@ -412,13 +434,30 @@ class Trainer:
             calibration["fitted_on"]["fakes"] = f"synthesised from the val split's real faces: {list(self.synthesis.methods)}"
         path = self.ckpt_dir / "best.ckpt"
         save_checkpoint({**load_checkpoint(path), "calibration": calibration}, path)
-        log.info("best.ckpt calibrated on %d validation videos: %s", calibration["fitted_on"]["n_videos"],
-                 maps_summary(calibration))
+        log.info("best.ckpt calibration fitted on %d validation %s: %s", calibration["fitted_on"]["n_videos"],
+                 calibration["fitted_on"].get("items", "videos"), maps_summary(calibration))
         held = calibration["held_out"]
-        for level in ("frame", "video") if held else ():
+        for level in ("frame", "video") if held and not self.val_stills else ("frame",) if held else ():
             log.info("cross-fitted %s ECE %.4f -> %.4f, log loss %.4f -> %.4f", level, held["before"][level]["ece"],
                      held["after"][level]["ece"], held["before"][level]["log_loss"], held["after"][level]["log_loss"])
         return calibration
+
+
+# media_of's words as the spec's domain.media.
+MEDIA_OF = {"stills": ("still",), "videos": ("video",), "videos and stills": ("still", "video")}
+
+
+def media_of(*tables: pd.DataFrame) -> str:
+    """'stills', 'videos' or 'videos and stills': items of one frame row are stills."""
+    counts = pd.concat([t.groupby("video_id").size() for t in tables if len(t)]) if any(len(t) for t in tables) \
+        else pd.Series(dtype=int)
+    several, single = int((counts > 1).sum()), int((counts == 1).sum())
+    return "videos and stills" if several and single else "videos" if several else "stills"
+
+
+def stills_only(table: pd.DataFrame) -> bool:
+    """Whether every item of a frame table is a single frame (a set of still images)."""
+    return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
 
 
 def _cpu(state: dict) -> dict:
@@ -431,7 +470,10 @@ def _count_by_method(table: pd.DataFrame) -> dict:
 
 def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1, synthesis=None, val_synthesis=None,
                    targets: tuple[str, ...] = ()) -> tuple:
-    """Training and validation sets of `data.level`, the model spec they define, and the index metadata.
+    """Training and validation sets of `data.level`, the model spec they define, and the training records.
+
+    The records: `index_meta` (the index's metadata, popped by the Trainer) and `crop_check` (face
+    level: how the manifest's crops fit the model and the recipe; None at image level).
 
     Face level: `synthesis` adds pseudo-fakes of the real training faces (`val_synthesis` of the
     validation ones), `targets` names what the model trains on beyond labels ("mask"), and a
@@ -448,6 +490,7 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
         spec = image_spec_from_config(cfg, size)
         n_frames = int(image_cfg.frames_per_video)
         table, index_meta = load_image_table(cfg.data.index_path, n_frames)
+        crop_check = None
         # The crop is already the model's input size: the transform's resize is then a no-op.
         train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug, interp),
                                      spec, split="train", crops_per_item=int(image_cfg.crops_per_item),
@@ -460,6 +503,9 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
     else:
         faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
         face_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
+        # Refuses (literature recipe) or warns when the crops are not what the model needs.
+        crop_check = check_face_crops(face_spec.to_dict(), int(size), _required_face(cfg), _literature(cfg),
+                                      (cfg.get("recipe") or {}).get("name"), str(cfg.data.manifest_path))
         # What the model asks of the data: blending masks as targets, clips instead of frames.
         common = {"crop_spec": face_spec, "clip_length": clip_length if clip_length > 1 else None}
         train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, interp),
@@ -480,7 +526,21 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
     methods = sorted({str(m) for m in train_set.table["method"].unique()} - {"real"})
     trained_on = TrainingSpec(datasets=(str(cfg.data.name),), methods=tuple(methods),
                               synthetic=bool(index_meta.get("synthetic")))
-    return train_set, val_set, ModelSpec(input=input_spec, trained_on=trained_on, **sections), index_meta
+    # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
+    # that never applied to it (a video given to the model later is still sampled at that figure).
+    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)])
+    spec = ModelSpec(input=input_spec, trained_on=trained_on, domain=domain, **sections)
+    return train_set, val_set, spec, {"index_meta": index_meta, "crop_check": crop_check}
+
+
+def _required_face(cfg: DictConfig) -> dict | None:
+    """The face crop the run's recipe names (configs/face/), or None."""
+    face = cfg.get("face")
+    return OmegaConf.to_container(face, resolve=True) if face else None
+
+
+def _literature(cfg: DictConfig) -> bool:
+    return bool((cfg.get("recipe") or {}).get("literature", False))
 
 
 class _NoLogger:

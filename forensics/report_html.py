@@ -24,7 +24,7 @@ from markupsafe import Markup
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERDICT_LABEL = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
 CSS = (TEMPLATES / "report.css").read_text(encoding="utf-8")
 JS = (TEMPLATES / "report.js").read_text(encoding="utf-8")
 
@@ -183,7 +183,8 @@ def _article(case_dir: Path, r: dict) -> dict:
         ("probability", _probability(r)),
         ("face level", _level(r.get("face_level"))),
         ("image level", _level(r.get("image_level"))),
-        ("decided by", f"the {r['decided_by']}-level model ({r.get('combination')})" if r.get("decided_by") else None),
+        ("decided by", _decided_by(r) or None),
+        ("why", r.get("why")),
         ("faces", r.get("n_faces")),
         ("type", " ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x)),
         ("decoding", decode.get("decode_note")),
@@ -207,11 +208,20 @@ def _article(case_dir: Path, r: dict) -> dict:
 
 
 def _why(r: dict) -> str | None:
-    """The table's short reason: why there is no result, or why a result is inconclusive by scope."""
+    """The table's reason: why there is no result, or who decided and how (bands, every score, the rule)."""
     if r["status"] != "scanned":
         return r.get("reason")
-    reason = r.get("verdict_reason") or ""
-    return reason if reason.startswith("outside") else ""
+    return r.get("why") or r.get("verdict_reason") or ""
+
+
+def _decided_by(r: dict) -> str:
+    """The deciding model, or why none did; an out-of-domain item says so in capitals."""
+    if r.get("out_of_domain"):
+        return "NO MODEL: outside every model's training domain"
+    if not r.get("decided_by"):
+        return ""
+    return next((o["title"] for o in r.get("opinions") or [] if o.get("model") == r["decided_by"]),
+                f"{r['decided_by']}-level model")
 
 
 def _row(r: dict) -> dict:
@@ -222,7 +232,7 @@ def _row(r: dict) -> dict:
             "known": bool(r.get("known_hash_matches")), "input": r["item_id"].split("/")[0], "source": r.get("source"),
             "media_type": r.get("media_type"), "order": order, "badge": _badge(r), "p": p,
             "p_sort": "" if p is None else p, "bar": "" if p is None else f"{60 * p:.1f}",
-            "p_text": "" if p is None else f"{p:.3f}", "n_faces": r.get("n_faces") or "", "why": _why(r) or ""}
+            "p_text": "" if p is None else f"{p:.3f}", "n_faces": r.get("n_faces") or "", "decided_by": _decided_by(r), "why": _why(r) or ""}
 
 
 def _custody(report: dict) -> list[tuple[str, list[dict]]]:
@@ -266,7 +276,8 @@ def render_html(report: dict, case_dir: str | Path) -> str:
               {"klass": "", "value": s["known_hash_matches"], "label": "known-hash matches"},
               {"klass": "", "value": "yes" if s.get("evidence_unchanged") else "NO", "label": "evidence unchanged"}]
     pl = report["plain_language"]
-    plain = [t for t in [pl["fitness_for_casework"], pl["model"], *pl["thresholds"], pl["inconclusive"],
+    plain = [t for t in [pl["fitness_for_casework"], pl["model"], *pl["thresholds"], pl.get("combination"),
+                         pl["inconclusive"],
                          pl["no_evidence"], pl["no_face"], pl["heatmaps"], pl.get("image_level"), pl["duplicates"],
                          pl["hashes"]] if t]
     filters = [("all", "all"), ("likely_manipulated", "likely manipulated"), ("inconclusive", "inconclusive"),
