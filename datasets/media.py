@@ -335,12 +335,6 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
     return True
 
 
-def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]:
-    """Decode every frame once and count them: (decoded count, container-claimed count, fps)."""
-    scan = _scan_video(path, None, None)
-    return len(scan.pts), scan.claimed, scan.fps
-
-
 def _probe_size(path: str | Path) -> tuple[int, int]:
     """Width and height the video stream declares (no frame decoded)."""
     import av

@@ -29,6 +29,7 @@ import numpy as np
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
 from faketrace.forensics import perceptual
 from faketrace.forensics.case_store import CaseStore
+from faketrace.forensics.custody import Offline, hash_evidence, tool_version, utc_now
 from faketrace.forensics.names import dumps as strict_dumps
 from faketrace.forensics.redact import DEFAULT_RESOLUTION, fit_within, redact
 
@@ -455,7 +456,6 @@ class ReportBuilder:
 
     def item(self, seq: int, r: dict, fpv: int, checker) -> dict:
         from faketrace.forensics.provenance import provenance
-        from faketrace.forensics.scan import hash_evidence
 
         score = r.get("score") or {}
         rec = {"seq": seq, "item_id": r["item_id"], "rel_path": r.get("rel_path"), "input": r.get("input"),
@@ -515,7 +515,6 @@ class ReportBuilder:
     # -- whole report --
     def build(self) -> dict:
         from faketrace.forensics.provenance import C2paChecker
-        from faketrace.forensics.scan import utc_now
 
         o = self.options
         header, results = read_results(self.case_dir)
@@ -557,7 +556,6 @@ class ReportBuilder:
                 shutil.rmtree(self.staging, ignore_errors=True)
 
     def _assemble(self, header, summary, custody, records, groups, known, checker, now) -> dict:
-        from faketrace.forensics.scan import _version
 
         o = self.options
         verdicts: dict[str, int] = {}
@@ -571,7 +569,7 @@ class ReportBuilder:
         return {
             "report_version": REPORT_VERSION,
             "generated_utc": now,
-            "tool": {"name": "faketrace", "version": _version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
+            "tool": {"name": "faketrace", "version": tool_version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
             "case": custody.get("case") or {"id": header.get("case_id")},
             "warning": header.get("warning"),
             "fit_for_casework": bool(header["model"].get("fit_for_casework")),
@@ -710,13 +708,12 @@ def load_case_model(case_dir: Path, header: dict, ckpt_path: str | None = None, 
 def report_from_config(cfg) -> dict:
     """scripts/report.py: rebuild the report of an existing case directory, offline."""
     from faketrace.datasets.faces import build_detector
-    from faketrace.forensics.scan import _Offline
 
     case_dir = Path(cfg.case_dir)
     if not (case_dir / "scan_results.jsonl").is_file():
         raise FileNotFoundError(f"{case_dir} holds no finished scan (scan_results.jsonl is missing)")
     header, _ = read_results(case_dir)
-    _Offline.enter()
+    Offline.enter()
     try:
         model, note = load_case_model(case_dir, header, cfg.get("ckpt_path"), cfg.get("model_dir"),
                                       str(cfg.get("device", "cpu")))
@@ -731,7 +728,7 @@ def report_from_config(cfg) -> dict:
             builder.notes.append(note)
         return builder.build()
     finally:
-        _Offline.active = False
+        Offline.active = False
 
 
 def format_report(report: dict, case_dir: str | Path) -> str:
