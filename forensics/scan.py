@@ -44,6 +44,7 @@ from faketrace.forensics.scoring import (
     load_onnx_model,
     load_torch_model,
 )
+from faketrace.models.signing import ExportSignatureError, SignaturePolicy
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +113,34 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def signature_policy(cfg: DictConfig) -> SignaturePolicy:
+    """scan.model_signatures: {required: bool, trusted_keys: [PEM files]} (models/signing.py)."""
+    sig = cfg.scan.get("model_signatures") or {}
+    return SignaturePolicy.from_paths(bool(sig.get("required", False)), list(sig.get("trusted_keys") or []))
+
+
+def _checkpoint(cfg: DictConfig, path: str) -> ScanModel:
+    if signature_policy(cfg).required:
+        raise ExportSignatureError(f"{path}: a training checkpoint carries no signature, and this scan accepts only "
+                                   "models signed by a trusted key; export it (scripts/export.py), sign the folder "
+                                   "(scripts/sign_export.py sign) and give model_dir=")
+    return load_torch_model(path, device=str(cfg.get("device", "auto")))
+
+
 def load_model(cfg: DictConfig) -> ScanModel:
     if cfg.get("model_dir"):
-        return load_onnx_model(cfg.model_dir, threads=cfg.scan.get("threads"))
+        return load_onnx_model(cfg.model_dir, threads=cfg.scan.get("threads"), signatures=signature_policy(cfg))
     if cfg.get("ckpt_path"):
-        return load_torch_model(cfg.ckpt_path, device=str(cfg.get("device", "auto")))
+        return _checkpoint(cfg, cfg.ckpt_path)
     raise ValueError("a scan needs a model: ckpt_path=CHECKPOINT (PyTorch) or model_dir=EXPORT_FOLDER (ONNX Runtime)")
 
 
 def load_image_model(cfg: DictConfig) -> ScanModel | None:
     """The optional second, image-level model (whole-image tiles) run beside a face-level one."""
     if cfg.get("image_model_dir"):
-        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"))
+        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"), signatures=signature_policy(cfg))
     elif cfg.get("image_ckpt_path"):
-        model = load_torch_model(cfg.image_ckpt_path, device=str(cfg.get("device", "auto")))
+        model = _checkpoint(cfg, cfg.image_ckpt_path)
     else:
         return None
     if model.level != "image":
@@ -386,7 +401,10 @@ class CaseScan:
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "user": _user()},
             "tool": {"name": "faketrace", "version": _version(), "git_sha": git_sha(), "versions": versions()},
-            "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256, "fit_for_casework": m.fit_for_casework,
+            "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256,
+                      # who signed the export folder and with which key, or unsigned (models/signing.py)
+                      "signature": m.card.get("signature") or {"status": "unsigned", "note": "a checkpoint"},
+                      "fit_for_casework": m.fit_for_casework,
                       "casework_note": m.casework_note, "card": m.card, "calibration": m.calibration,
                       "face_detector_trained_with": m.detector, "face_detector_used": self.detector_used},
             "image_model": None if self.image_model is None else

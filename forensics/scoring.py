@@ -31,6 +31,7 @@ from faketrace.datasets.media import (
     sniff_media_type,
 )
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.signing import SignaturePolicy, check_signature
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
@@ -139,8 +140,13 @@ def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
                          "on a preprocessed data set, or scan with a frame-level model")
 
 
-def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
-    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch."""
+def load_onnx_model(export_dir: str | Path, threads: int | None = None,
+                    signatures: SignaturePolicy | None = None) -> ScanModel:
+    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch.
+
+    The folder's signature (models/signing.py) is checked under `signatures` before anything in it
+    is parsed; what was found (signer, key, or `unsigned`) goes into the card the custody record keeps.
+    """
     import onnxruntime as ort
 
     folder = Path(export_dir)
@@ -148,6 +154,7 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     for p in (card_path, onnx_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
+    signature = check_signature(folder, signatures or SignaturePolicy())
     card = json.loads(card_path.read_text())
     refuse_clip_models(card.get("input") or {}, folder)
     onnx_sha = sha256_file(onnx_path)
@@ -175,7 +182,8 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
                      aggregation=card["video_aggregation"], calibration=card["calibration"],
                      fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
                      detector=card.get("face_detector", {}),
-                     card={**summary, "model_card_sha256": sha256_file(card_path)}, logits=logits)
+                     card={**summary, "model_card_sha256": sha256_file(card_path),
+                           "signature": signature.to_dict()}, logits=logits)
 
 
 def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
