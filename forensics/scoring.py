@@ -19,16 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from faketrace.datasets import still_formats
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
     MAX_IMAGE_PIXELS,
+    MAX_PAGES,
     DecodeError,
     DecodeTimeout,
     ImageTooLarge,
     IsolatedDecoder,
     sniff_media_type,
+    sniff_still_format,
 )
 from faketrace.models.onnx_safety import check_external_data
 from faketrace.models.signing import SignaturePolicy, check_signature
@@ -327,6 +330,11 @@ class MediaScorer:
         if size > self.options.max_file_bytes:
             return {**out, "status": "oversized",
                     "reason": f"{size} bytes, above the limit of {self.options.max_file_bytes} (scan.max_file_bytes)"}
+        if kind == "image":
+            still = sniff_still_format(path)
+            missing = still_formats.missing_decoder(still) if still else None
+            if missing:  # an optional decoder (HEIF, JPEG XL) this installation does not have
+                return {**out, "status": "unsupported", "reason": missing}
         try:
             if kind == "image":
                 frames, decode = self._image(path)
@@ -341,7 +349,8 @@ class MediaScorer:
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
-        animated = kind == "video" or decode.get("n_frames", 1) > 1
+        # Pages of a TIFF or HEIF are separate pictures: every one is scored, none is a video frame.
+        animated = kind == "video" or (decode.get("n_frames", 1) > 1 and not decode.get("pages"))
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
@@ -357,6 +366,11 @@ class MediaScorer:
                            hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.pages:
+            decode["pages"] = True
+            if img.pages_not_decoded:
+                decode.update(partial=True, decode_note=f"{img.pages_not_decoded} of {img.n_frames} pages not decoded "
+                              f"(more than {MAX_PAGES} pages, or past the item's {MAX_IMAGE_PIXELS}-pixel budget)")
         return img.frames, decode
 
     def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
@@ -416,7 +430,8 @@ class MediaScorer:
         else:
             level, rule = "frame", None
             aggregated = float(probs.max())
-            how = "highest calibrated probability among the faces"
+            how = "highest calibrated probability among the faces" + (
+                f" of all {len(frames)} pages" if len(frames) > 1 else "")
         probability = item_probability(aggregated, len(per_frame), cal)
         top = int(np.argmax(probs))
         result.update(status="scanned", reason=None, faces=faces,
@@ -450,6 +465,10 @@ class MediaScorer:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
             how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
+        elif len(per_frame) > 1:  # pages of a multi-page still: the most suspicious page decides
+            level, rule = "frame", None
+            aggregated = max(per_frame.values())
+            how = f"{spec.aggregation} of the calibrated tile probabilities, highest of {len(per_frame)} pages"
         else:
             level, rule = "frame", None
             aggregated = per_frame[min(per_frame)]

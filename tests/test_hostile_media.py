@@ -17,6 +17,7 @@ import pytest
 from faketrace.datasets.sources.common import media_type_of
 
 from .conftest import compose_config, make_hostile_corpus, resolved
+from .formats_corpus import HOSTILE_STILLS
 
 ROOT_USER = os.geteuid() == 0
 # name: (scan status, preprocessing outcome); None = preprocessing never sees it (adapters list
@@ -50,6 +51,7 @@ EXPECTED = {
     "named_pipe.jpg": ("refused", None),
     # Permission bits do not stop root; as another user the file cannot be opened.
     "unreadable.jpg": ("scanned", "ok") if ROOT_USER else ("error", "decode_error"),
+    **HOSTILE_STILLS,  # the still formats decoded on purpose (tests/formats_corpus.py)
 }
 
 
