@@ -27,6 +27,7 @@ class EvidenceItem:
     status: str | None = None  # preset when the item cannot be opened at all: missing | refused
     reason: str | None = None
     telegram: list[dict] = field(default_factory=list)  # the messages that carried this file
+    container: dict | None = None  # an archive member: where in which archive (forensics/archives.py)
 
 
 @dataclass

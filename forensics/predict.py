@@ -31,6 +31,7 @@ from pathlib import Path  # noqa: E402
 
 from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
 from faketrace.datasets.io import open_readonly  # noqa: E402
+from faketrace.forensics.archives import expand as expand_archives  # noqa: E402
 from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
 from faketrace.forensics.scoring import FAILED_STATUSES, MediaScorer, ScanModel, ScanOptions, load_onnx_model  # noqa: E402
 from faketrace.models.card import CARD_FILE, ExportIntegrityError, load_export  # noqa: E402
@@ -108,6 +109,8 @@ def _sha256(path: Path) -> tuple[str, int]:
 def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
     """One item's result, with the scan's statuses; a failure is a status and a reason, never an exception."""
     result = {"item_id": item.item_id, "path": str(item.path) if item.path else None, "rel_path": item.rel_path}
+    if item.container is not None:
+        result["container"] = item.container
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
@@ -130,7 +133,9 @@ def predict(predictor: Predictor, inputs: list[str | Path]) -> Iterator[dict]:
     The inputs are checked at once (ValueError for one that does not exist); items stream.
     """
     infos = describe_inputs(list(inputs))
-    return (predict_item(predictor, item) for item in iter_items(infos))
+    # Archive members are items as in the scan (forensics/archives.py, the scan's default limits).
+    return (predict_item(predictor, item) for item in expand_archives(iter_items(infos),
+                                                                      predictor.scorer.archive_limits))
 
 
 def main(argv: list[str] | None = None) -> int:

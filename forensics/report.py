@@ -430,6 +430,7 @@ class ReportBuilder:
         return rec
 
     def item(self, seq: int, r: dict, fpv: int, checker) -> dict:
+        from faketrace.forensics.archives import read_member
         from faketrace.forensics.provenance import provenance
         from faketrace.forensics.scan import hash_evidence
 
@@ -450,8 +451,9 @@ class ReportBuilder:
                        image_map=None)
         if r["status"] not in DECODED_STATUSES or not r.get("sha256"):
             return rec
-        path = evidence_path(r)
         try:
+            # An archive member is read again from its archive, in memory (forensics/archives.py).
+            path = read_member(r) if (r.get("container") or {}).get("archive_item_id") else evidence_path(r)
             now = hash_evidence(path)[0]
         except OSError as exc:
             rec["notes"].append(f"evidence not readable for the report: {exc}")

@@ -92,7 +92,7 @@ JS = """
 })();
 """
 
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error", "archive_limit")
 
 
 def _csp_hash(text: str) -> str:

@@ -33,6 +33,9 @@ from tqdm import tqdm
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
+from faketrace.forensics.archives import ArchiveLimits
+from faketrace.forensics.archives import describe as describe_archives
+from faketrace.forensics.archives import expand as expand_archives
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.scoring import (
@@ -179,6 +182,8 @@ def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> d
     """One item's result; any failure becomes a status and a reason, never an exception."""
     result = {"item_id": item.item_id, "input_index": item.input_index, "input": item.input_root,
               "rel_path": item.rel_path, "source": item.source, "telegram": item.telegram or None}
+    if item.container is not None:  # an archive member: which archive, and its path inside it
+        result["container"] = item.container
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
@@ -227,6 +232,7 @@ class CaseScan:
                                      f"from those the model's crops were made with ({trained_with})")
         self.options = options_from_config(cfg, self.model, self.image_model)
         self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
+        self.archive_limits = self.scorer.archive_limits = ArchiveLimits.from_config(cfg.scan.get("archives"))
         self.fault = FaultInjector(fault_plan(cfg))
         for info in self.inputs:
             self.warnings.extend(info.notes)
@@ -277,7 +283,7 @@ class CaseScan:
         progress_every = int(self.cfg.scan.get("progress_every") or 0)
         t0 = time.perf_counter()
         bar = tqdm(desc="scan", unit="item", disable=not self.cfg.scan.get("progress", True), file=sys.stderr)
-        for seq, item in enumerate(iter_items(self.inputs)):
+        for seq, item in enumerate(expand_archives(iter_items(self.inputs), self.archive_limits)):
             bar.update(1)
             if store.done(item.item_id) is not None:
                 skipped += 1
@@ -329,8 +335,20 @@ class CaseScan:
         with atomic_path(self.case_dir / "input_hashes.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged"])
-            for r in store.results():
+            results = list(store.results())
+            outcome = {}  # top-level archive item -> unchanged (its members are verified through it)
+            for r in results:
                 if not r.get("sha256"):
+                    continue
+                container = r.get("container") or {}
+                if container.get("archive_item_id"):
+                    top = f"{r['input_index']}/{container['chain'][0]}"  # the archive file on disk
+                    same = outcome.get(top, False)
+                    n += 1
+                    if not same:
+                        changed.append(r["item_id"])
+                    w.writerow([r["item_id"], r["rel_path"], r["size_bytes"], r["md5"], r["sha256"],
+                                f"inside {top}: verified by that archive's SHA-256", same])
                     continue
                 path = Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
                 try:
@@ -338,6 +356,7 @@ class CaseScan:
                 except OSError as exc:
                     after = f"unreadable: {exc}"
                 same = after == r["sha256"]
+                outcome[r["item_id"]] = same
                 n += 1
                 if not same:
                     changed.append(r["item_id"])
@@ -413,6 +432,8 @@ class CaseScan:
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
             "evidence_integrity": integrity,
+            # archives opened read-only in memory, their limits; disk images recognised, not opened
+            "archives": describe_archives(self.archive_limits),
             "counts": counts,
             "warnings": self.warnings,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),

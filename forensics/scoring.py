@@ -33,6 +33,7 @@ from faketrace.datasets.media import (
     sniff_media_type,
     sniff_still_format,
 )
+from faketrace.forensics.archives import ArchiveLimits, container_status
 from faketrace.models.onnx_safety import check_external_data
 from faketrace.models.signing import SignaturePolicy, check_signature
 
@@ -41,9 +42,11 @@ VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
+# archive: a container whose members follow as items; out_of_scope: a disk image (forensics/archives.py);
+# archive_limit: members (or a nested archive) not scanned because a limit was reached.
 STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "timeout", "missing",
-            "refused", "error")
-FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+            "refused", "error", "archive", "archive_limit", "out_of_scope")
+FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error", "archive_limit")
 # Fallback bands when a model carries no fitted thresholds (said in every output).
 DEFAULT_BANDS = (0.3, 0.7)
 VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
@@ -314,6 +317,7 @@ class MediaScorer:
         if image_model is not None:
             self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+        self.archive_limits = ArchiveLimits()  # the scan sets its configured limits
 
     def close(self) -> None:
         self.decoder.close()
@@ -326,6 +330,9 @@ class MediaScorer:
         if kind == "empty":
             return {**out, "status": "empty", "reason": "the file is empty (0 bytes)"}
         if kind == "unknown":
+            container = container_status(path, self.archive_limits)  # an archive or a disk image
+            if container is not None:
+                return {**out, **container}
             return {**out, "status": "unsupported", "reason": "not an image or video format recognised from its bytes"}
         if size > self.options.max_file_bytes:
             return {**out, "status": "oversized",
