@@ -415,7 +415,10 @@ class Trainer:
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
-            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))},
+                     # The media the model is trained for; a scan never lets it decide outside them.
+                     "domain": (OmegaConf.to_container(self.cfg.data.domain, resolve=True)
+                                if self.cfg.data.get("domain") else None)},
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),

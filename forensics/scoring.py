@@ -34,6 +34,8 @@ from faketrace.datasets.media import (
     sniff_still_format,
 )
 from faketrace.forensics.archives import ArchiveLimits, container_status
+from faketrace.forensics.combine import RULE as COMBINATION_RULE
+from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
 from faketrace.models.signing import SignaturePolicy, check_signature
 
@@ -289,14 +291,13 @@ class ScanOptions:
 class MediaScorer:
     """Scores files with a face-level model, an image-level model, or both.
 
-    With both, each item reports both scores and verdicts, and the more severe verdict decides
-    (likely manipulated > inconclusive > no evidence; on a tie, the larger calibrated
-    probability); `decided_by` names the model. An item without a face still gets its image-level
-    score.
+    With both, each item reports both scores and verdicts; forensics/combine.py decides (only a
+    model inside its training domain can; face-based models decide items with a face), and every
+    item carries `decided_by`, `why` and each model's opinion. An item without a face still gets
+    its image-level score.
     """
 
-    COMBINATION = ("most severe verdict of the face-level and image-level models, each under its own "
-                   "calibrated bands; on equal verdicts the larger calibrated probability decides")
+    COMBINATION = COMBINATION_RULE
 
     def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
         if model is not None and model.level == "image":
@@ -316,6 +317,8 @@ class MediaScorer:
             self.bands = {}
         if image_model is not None:
             self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
+        self.domains = {"face": Domain.of(model) if model is not None else Domain(),
+                        "image": Domain.of(image_model) if image_model is not None else Domain()}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
         self.archive_limits = ArchiveLimits()  # the scan sets its configured limits
 
@@ -362,10 +365,10 @@ class MediaScorer:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
         if self.image_model is None:
-            return out
+            return self._combine(out, None, animated)
         image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
         image_level.pop("decode")
-        return self._combine(out, image_level)
+        return self._combine(out, image_level, animated)
 
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
@@ -493,27 +496,32 @@ class MediaScorer:
                 "tiles": tiles_of[top], "tile_size": spec.tile_size,
                 "model": {"path": m.path, "sha256": m.sha256, "kind": m.kind}}
 
-    def _combine(self, face: dict, image: dict) -> dict:
-        """One item result from both levels; both kept in full under face_level / image_level."""
-        severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    def _combine(self, face: dict, image: dict | None, animated: bool) -> dict:
+        """One item result from every model's opinion (forensics/combine.py); each level kept in full."""
         out = dict(face)
-        out["image_level"] = image
-        out["combination"] = self.COMBINATION
-        if self.model is None or face.get("status") != "scanned":
-            if self.model is not None:
-                out["face_level"] = {"status": face.get("status"), "reason": face.get("reason")}
-            decided = "image"
-        else:
-            out["face_level"] = {k: face[k] for k in ("score", "score_band", "verdict", "verdict_reason", "bands",
-                                                      "out_of_scope") if k in face}
-            key = {"face": (severity[face["verdict"]], face["score"]["probability"]),
-                   "image": (severity[image["verdict"]], image["score"]["probability"])}
-            decided = "image" if key["image"] > key["face"] else "face"
-        if decided == "image":
-            out.update(status="scanned", reason=None, score=image["score"], verdict=image["verdict"],
-                       score_band=image["score_band"], bands=image["bands"],
-                       verdict_reason=f"image-level model: {image['verdict_reason']}")
-        out["decided_by"] = decided
+        has_face = None if self.model is None else bool(face.get("n_faces_detected"))
+        media = "video" if animated else "still"
+        opinions = []
+        if self.model is not None:
+            level = {k: face[k] for k in ("status", "reason", "score", "score_band", "verdict", "verdict_reason",
+                                          "bands", "out_of_scope") if k in face}
+            opinions.append(Opinion("face", "face", level, self.domains["face"],
+                                    self.domains["face"].outside(media, has_face)))
+            if image is not None:
+                out["face_level"] = ({k: v for k, v in level.items() if k != "status"} if face.get("status") ==
+                                     "scanned" else {"status": face.get("status"), "reason": face.get("reason")})
+        if image is not None:
+            out["image_level"] = image
+            opinions.append(Opinion("image", "image", image, self.domains["image"],
+                                    self.domains["image"].outside(media, has_face)))
+        combined = combine(opinions)
+        if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
+            out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
+                       opinions=combined["opinions"])
+            return out
+        out.update(combined)
+        if self.model is not None and face.get("status") != "scanned":
+            out.pop("out_of_scope", None)
         return out
 
     def _verdict(self, p: float, faces: list[dict]) -> dict:
