@@ -248,7 +248,9 @@ class CaseScan:
                                if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
-                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
+                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override,
+                            # which archive members become items depends on these
+                            "archives": self.archive_limits.to_dict()}}
 
     def run(self) -> dict:
         _Offline.enter()
