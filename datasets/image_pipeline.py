@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import model_input
+from faketrace.datasets.face_pipeline import model_input, resize_method
 
 # The spec of a whole-image model lives with the rest of the model contract (models/spec.py).
 from faketrace.models.spec import EVAL_CROPS, TILE_AGGREGATIONS, ImageSpec  # noqa: F401  (re-exported)
@@ -162,4 +162,5 @@ def image_model_input(image: np.ndarray, spec: ImageSpec, input_spec: dict
     model's input size equals the tile size (the default), no pixel is resampled.
     """
     crops, boxes = eval_crops(image, spec)
-    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"]), boxes
+    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"],
+                       resize_method(input_spec)), boxes

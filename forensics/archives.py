@@ -36,6 +36,7 @@ from faketrace.datasets.io import open_readonly
 from faketrace.datasets.media import sniff_media_type
 from faketrace.datasets.memory_file import MemoryFile
 from faketrace.forensics.discover import EvidenceItem
+from faketrace.forensics.names import visible
 
 MiB = 1 << 20
 SEPARATOR = "!/"  # between an archive's path and a member's path inside it
@@ -242,8 +243,9 @@ _READERS = {"zip": _zip_members, "tar": _tar_members, "tar.gz": _tar_members, "t
 
 
 def _display(name: str) -> str:
-    """A member name as text (tar keeps undecodable bytes as surrogates)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A member name as shown and stored: escaped where it is not plain printable UTF-8, as the
+    names on disk are (forensics/names.py; tar keeps undecodable bytes as surrogates)."""
+    return visible(name)
 
 
 def expand(items: Iterator[EvidenceItem], limits: ArchiveLimits) -> Iterator[EvidenceItem]:
@@ -266,7 +268,7 @@ def expand(items: Iterator[EvidenceItem], limits: ArchiveLimits) -> Iterator[Evi
 def _member_item(parent: EvidenceItem, name: str, **kw) -> EvidenceItem:
     rel = f"{parent.rel_path}{SEPARATOR}{name}"
     return EvidenceItem(f"{parent.item_id}{SEPARATOR}{name}", parent.input_index, parent.input_root, rel,
-                        kw.pop("path", None), parent.source, **kw)
+                        kw.pop("path", None), parent.source, input_raw_hex=parent.input_raw_hex, **kw)
 
 
 def _expand_archive(parent: EvidenceItem, source, found: Container, limits: ArchiveLimits, budget: _Budget,
@@ -287,7 +289,10 @@ def _expand_archive(parent: EvidenceItem, source, found: Container, limits: Arch
             if seen[name] > 1:  # the same name twice in one archive (zip allows it): both are kept
                 name = f"{name}#{seen[name]}"
             above = (parent.path.container.get("member_indices") or []) if isinstance(parent.path, MemoryFile) else []
+            top_raw = (parent.path.container.get("archive_file_raw_hex") if isinstance(parent.path, MemoryFile)
+                       else parent.rel_path_raw_hex)  # the archive file's name on disk, where it is not plain
             where = {"archive_item_id": parent.item_id, "member_path": name, "member_indices": [*above, n - 1],
+                     **({"archive_file_raw_hex": top_raw} if top_raw else {}),
                      "chain": [*chain, name], "depth": depth, "declared_size": member.declared_size,
                      "compressed_size": member.compressed_size}
             refusal = _refuse_before_reading(member, limits, budget)
@@ -373,7 +378,7 @@ def _read_member(result: dict) -> MemoryFile:
 
     container = result.get("container") or {}
     chain = container.get("chain") or []
-    top = evidence_path({**result, "rel_path": chain[0]})
+    top = evidence_path({**result, "rel_path": chain[0], "rel_path_raw_hex": container.get("archive_file_raw_hex")})
     indices = [int(i) for i in container.get("member_indices") or []]
     data = None
     with open_readonly(top) as fh:

@@ -92,7 +92,8 @@ JS = """
 })();
 """
 
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error", "archive_limit")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error",
+          "archive_limit")
 
 
 def _csp_hash(text: str) -> str:

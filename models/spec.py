@@ -443,8 +443,9 @@ class ModelSpec(_Section):
     def input_dict(self) -> dict:
         """The input section in the vocabulary of the tensor helpers (`input_size`, `mean`, `std`, ...)."""
         i = self.input
+        # `resize` is the key the tensor helpers read (datasets/face_pipeline.resize_method); the same method.
         return {"input_size": i.side, "mean": list(i.mean), "std": list(i.std), "interpolation": i.interpolation,
-                "channels": i.channels, "layout": i.layout, "scale": i.scale, "clip_length": self.clip_length}
+                "resize": i.interpolation, "channels": i.channels, "layout": i.layout, "scale": i.scale, "clip_length": self.clip_length}
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -560,7 +561,9 @@ def _legacy_input(inp: dict, where: str) -> InputSpec:
     side = int(inp["input_size"])
     clip = int(inp.get("clip_length") or 1)
     return InputSpec(size=(side, side), mean=tuple(float(v) for v in inp["mean"]),
-                     std=tuple(float(v) for v in inp["std"]), interpolation=inp.get("interpolation") or "bilinear",
+                     # Records before `resize` copied timm's interpolation (often bicubic) while every
+                     # resize was bilinear: the spec says what the model was fed (issue 17).
+                     std=tuple(float(v) for v in inp["std"]), interpolation=inp.get("resize") or "bilinear",
                      channels=inp.get("channels", "RGB"), layout="NTCHW" if clip > 1 else "NCHW")
 
 
