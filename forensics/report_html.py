@@ -92,7 +92,7 @@ JS = """
 })();
 """
 
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
 
 
 def _csp_hash(text: str) -> str:

@@ -29,11 +29,14 @@ from faketrace.datasets.face_pipeline import (
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
+    DECODER_MAX_RSS_BYTES,
     MAX_IMAGE_PIXELS,
+    MAX_ITEM_PIXELS,
     DecodeError,
     DecodeTimeout,
     ImageTooLarge,
     IsolatedDecoder,
+    ResourceLimit,
     sniff_media_type,
 )
 from faketrace.forensics.combine import RULE as COMBINATION_RULE
@@ -45,9 +48,14 @@ VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
-STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "timeout", "missing",
-            "refused", "error")
-FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout",
+            "missing", "refused", "error")
+FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused",
+                   "error")
+# Frames narrower than this, or longer than this many times their width (either way), hold no face
+# or image region any model here can judge: such an item is `unsupported`, said with its size.
+MIN_FRAME_SIDE = 8
+MAX_ASPECT_RATIO = 100
 # Fallback bands when a model carries no fitted thresholds (said in every output).
 DEFAULT_BANDS = (0.3, 0.7)
 VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
@@ -221,6 +229,21 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
                      module=model)
 
 
+def _odd_geometry(decode: dict) -> str | None:
+    """Why frames of this shape cannot be judged (a 65535 x 1 image), or None."""
+    w, h = decode.get("width"), decode.get("height")
+    if not w or not h:
+        return None
+    short, long = min(w, h), max(w, h)
+    if short < MIN_FRAME_SIDE:
+        return (f"{w}x{h} pixels: a side under {MIN_FRAME_SIDE} pixels holds no face or image region the models "
+                "can judge; not assessed")
+    if long / short > MAX_ASPECT_RATIO:
+        return (f"{w}x{h} pixels: an aspect ratio of {long / short:.0f}:1, above {MAX_ASPECT_RATIO}:1, is no "
+                "photograph or video frame the models can judge; not assessed")
+    return None
+
+
 # -- bands ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bands:
@@ -273,6 +296,8 @@ class ScanOptions:
     min_video_bits_per_pixel: float = 0.02  # bits per pixel per frame below this: heavy compression
     max_file_bytes: int = 8 << 30
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_item_pixels: int = MAX_ITEM_PIXELS  # frames x area one item may decode (fewer frames beyond it)
+    decoder_max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES  # the decoder process is killed above it
     video_time_limit_s: float | None = 300.0
     image_time_limit_s: float | None = 60.0
     isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
@@ -311,7 +336,8 @@ class MediaScorer:
             self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
         self.domains = {"face": Domain.of(model) if model is not None else Domain(),
                         "image": Domain.of(image_model) if image_model is not None else Domain()}
-        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s,
+                                       max_rss_bytes=options.decoder_max_rss_bytes)
 
     def close(self) -> None:
         self.decoder.close()
@@ -337,11 +363,16 @@ class MediaScorer:
             return {**out, "status": "timeout", "reason": str(exc)}
         except ImageTooLarge as exc:
             return {**out, "status": "oversized", "reason": str(exc)}
+        except ResourceLimit as exc:
+            return {**out, "status": "resource_limit", "reason": str(exc)}
         except DecodeError as exc:  # DecoderCrashed included
             return {**out, "status": "decode_error", "reason": str(exc)}
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
+        odd = _odd_geometry(decode)
+        if odd:
+            return {**out, "status": "unsupported", "reason": odd}
         animated = kind == "video" or decode.get("n_frames", 1) > 1
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
@@ -355,19 +386,24 @@ class MediaScorer:
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
         img = self.decoder("read_image_frames", path, max_frames=self.options.frames_per_video,
-                           hard_limit_s=self.options.image_time_limit_s)
+                           max_item_pixels=self.options.max_item_pixels, hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.note:
+            decode["frames_note"] = img.note
         return img.frames, decode
 
     def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
         o, spec = self.options, self.spec
         v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
-                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s,
+                         max_item_pixels=o.max_item_pixels)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
                   "partial": bool(error), "decode_note": error}
+        if v.note:
+            decode["frames_note"] = v.note
         if not v.frames:
             decode["status"] = "timeout" if v.timed_out else "decode_error"
             return error or "no frame could be decoded", decode
