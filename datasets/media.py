@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import GifImagePlugin, Image, ImageOps
 
 from faketrace.datasets import still_formats
 from faketrace.datasets.io import open_readonly
@@ -24,6 +24,10 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Multi-page stills (TIFF, HEIF collections): every page is scored, up to this many, and the pages
 # decoded together stay within the item's pixel budget; pages past either limit are counted, not decoded.
 MAX_PAGES = 100
+# GIF frames after the first stay palette images (1 byte a pixel) while the palette does not change,
+# instead of Pillow's default of RGBA from the second frame on (4 bytes a pixel): a GIF of huge
+# frames then costs a quarter of the memory; the pixels converted to RGB are the same.
+GifImagePlugin.LOADING_STRATEGY = GifImagePlugin.LoadingStrategy.RGB_AFTER_DIFFERENT_PALETTE_ONLY
 # Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
 # of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
 # 384 MB, so a decoder process stays well under a GB for any file.
@@ -150,6 +154,8 @@ def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: in
             frames, budget = {}, max_item_pixels or MAX_IMAGE_PIXELS
             total_budget = budget
             not_decoded = n_frames - len(indices) if pages else 0
+            # Only an image with an orientation tag is transposed (exif_transpose copies the frame).
+            turn = im.getexif().get(0x0112, 1) not in (None, 1)
             for i in indices:
                 im.seek(i)
                 pw, ph = im.size
@@ -160,7 +166,7 @@ def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: in
                     not_decoded += 1  # the pages decoded so far already hold the item's pixel budget
                     continue
                 budget -= pw * ph
-                frames[i] = _rgb(ImageOps.exif_transpose(im))
+                frames[i] = _rgb(ImageOps.exif_transpose(im) if turn else im)
             first = frames[min(frames)]
             if pages and not_decoded:
                 note = (f"{not_decoded} of {n_frames} pages not decoded (more than {MAX_PAGES} pages, or past the "
@@ -482,7 +488,7 @@ class ResourceLimit(DecodeError):
 # Resident memory one decoder process may reach before it is killed. RLIMIT_AS cannot be used: a
 # process that imports torch maps gigabytes of address space it never touches; resident memory
 # is what exhausts a machine. Checked every POLL_S seconds from the scan process.
-DECODER_MAX_RSS_BYTES = 1536 << 20
+DECODER_MAX_RSS_BYTES = 1792 << 20
 POLL_S = 0.02
 
 
@@ -506,7 +512,23 @@ def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
     if _CHILD_FAULT is None:
         _CHILD_FAULT = FaultInjector(FaultPlan.parse(os.environ.get(FAULT_ENV)))
     _CHILD_FAULT("in_decoder_process")
-    return globals()[fn_name](*args, **kwargs)
+    try:
+        return globals()[fn_name](*args, **kwargs)
+    finally:
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last decode back to the system (glibc keeps it otherwise), so the
+    decoder process's resident size, which its memory cap watches, reflects the next item only."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 _CHILD_FAULT = None

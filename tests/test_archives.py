@@ -173,8 +173,10 @@ def test_the_scan_opens_archives_in_memory_and_gives_every_member_a_status(archi
     custody = json.loads((case / "custody.json").read_text())
     assert custody["archives"]["limits"]["max_member_bytes"] == MiB
     rows = {r["item_id"]: r for r in csv.DictReader(open(case / "input_hashes.csv"))}
-    assert rows[f"{top}!/DCIM/photo.jpg"]["unchanged"] == "True" and "verified by that archive" in \
-        rows[f"{top}!/DCIM/photo.jpg"]["sha256_after"]
+    member_row = rows[f"{top}!/DCIM/photo.jpg"]
+    assert (member_row["unchanged"], member_row["checked_by"], member_row["sha256_after"]) == \
+        ("True", "its archive file", f"inside {top}")
+    assert rows[top]["unchanged"] == "True" and rows[top]["checked_by"] in ("sha256", "size+mtime+inode")
     assert summary["evidence_unchanged"] is True and summary["exit_status"] == EXIT_ITEMS_FAILED
     # The report reads members again from their archive, in memory.
     report = json.loads((case / "report.json").read_text())
