@@ -232,17 +232,19 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None,
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
     signature = check_signature(folder, signatures or SignaturePolicy())
     card = json.loads(card_path.read_text())
-    spec = card_spec(card)  # validated; cards written before the spec are migrated
-    refuse_clip_models(spec, folder)
+    # Integrity before interpretation: the model file's hash and its external-data paths are checked
+    # before the card's spec is parsed or the model is loaded (tests/test_untrusted_models.py).
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
         raise ValueError(f"{onnx_path} has SHA-256 {onnx_sha}, but its model card lists {listed}: the folder was "
                          "altered after export")
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
+    spec = card_spec(card)  # validated; cards written before the spec are migrated
+    refuse_clip_models(spec, folder)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
-    check_external_data(onnx_path)  # no external-data path may leave the export folder
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
