@@ -8,7 +8,7 @@ Settings: configs/evaluate.yaml and configs/mode/.
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from faketrace.engine.distributed import register_resolvers
 from faketrace.forensics.discover import register_case_resolver
@@ -20,15 +20,14 @@ register_case_resolver()
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     if cfg.mode_name == "scan":
-        from faketrace.forensics.scan import format_summary, scan_from_config
+        from faketrace.forensics.cli import run_scan  # also installed as faketrace-scan
 
-        summary = scan_from_config(cfg)
-        print(format_summary(summary))
-        print(f"case: {cfg.paths.output_dir} (scan_results.jsonl, scan_summary.json, custody.json)")
-        if summary["exit_status"]:
-            sys.exit(summary["exit_status"])
-        return summary
+        return run_scan(cfg)
 
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        sys.exit("evaluate.py needs a model: ckpt_path=CHECKPOINT (e.g. outputs/demo/train/checkpoints/best.ckpt); "
+                 "an evidence scan is mode=scan inputs=[...] with ckpt_path= or model_dir=EXPORT_FOLDER "
+                 "(python evaluate.py --help lists every option)")
     from faketrace.engine.evaluate import evaluate_checkpoint, format_table
 
     result = evaluate_checkpoint(cfg)

@@ -34,6 +34,7 @@ from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
+from faketrace.forensics.cli import command
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.scoring import (
     FAILED_STATUSES,
@@ -302,7 +303,7 @@ class CaseScan:
         except Exception as exc:
             log.error("the report failed:\n%s", traceback.format_exc())
             return {"error": f"{type(exc).__name__}: {exc}",
-                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+                    "retry": f"{command('faketrace-report')} case_dir={self.case_dir}"}
         return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
                 "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
                 "duplicate_groups": report["summary"]["duplicate_groups"]}
