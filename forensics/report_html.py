@@ -138,6 +138,22 @@ def _picture(case_dir: Path, pic: dict, caption: str, boxes: list[dict] = ()) ->
             f'{rects}</svg><figcaption>{e(caption)}</figcaption></figure>')
 
 
+def _colour_scale(scale: dict | None, key: str, height: int) -> str:
+    """The colour scale of a map drawn over a picture: the overlay's colours from low to high, labelled."""
+    if not scale:
+        return ""
+    from faketrace.forensics.heatmaps import colour_stops
+
+    stops = "".join(f'<stop offset="{t:.2f}" stop-color="{c}"/>' for t, c in colour_stops())
+    h = max(60, int(height))
+    return (f'<figure><svg width="64" height="{h}" viewBox="0 0 64 {h}" role="img" aria-label="colour scale">'
+            f'<defs><linearGradient id="{e(key)}" x1="0" y1="1" x2="0" y2="0">{stops}</linearGradient></defs>'
+            f'<rect x="4" y="6" width="16" height="{h - 12}" fill="url(#{e(key)})" stroke="#999"/>'
+            f'<text x="24" y="14" font-size="10">{scale["high"]:g}</text>'
+            f'<text x="24" y="{h - 6}" font-size="10">{scale["low"]:g}</text></svg>'
+            f'<figcaption>{e(scale.get("meaning"))}</figcaption></figure>')
+
+
 def _timeline(r: dict) -> str:
     pts = r.get("timeline") or []
     if len(pts) < 2:
@@ -236,12 +252,16 @@ def _article(case_dir: Path, r: dict) -> str:
         pics.append(_picture(case_dir, f, label, f.get("faces") or []))
     hm = r.get("heatmap") or {}
     if hm.get("file"):
-        pics.append(_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}), most suspicious face, "
-                                           f"frame {hm['frame_index']}"))
+        top = (r.get("most_suspicious_face") or {}).get("probability")
+        box = [{"box": hm["face_box_px"], "most_suspicious": True, "probability": top}] if hm.get("face_box_px") else []
+        pics.append(_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}) over the blurred frame, "
+                                           f"most suspicious face boxed, frame {hm['frame_index']}", box)
+                    + _colour_scale(hm.get("colour_scale"), f"scale-h-{r['seq']}", hm["height"]))
     im = r.get("image_map") or {}
     if im.get("file"):
         pics.append(_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} px "
-                                           f"tiles), frame {im['frame_index']}"))
+                                           f"tiles), frame {im['frame_index']}")
+                    + _colour_scale(im.get("colour_scale"), f"scale-i-{r['seq']}", im["height"]))
     decode = r.get("decode") or {}
     dims = f"{decode.get('width')} x {decode.get('height')}" if decode.get("width") else None
     dur = f"{decode['duration_s']:.2f} s" if decode.get("duration_s") else None
