@@ -20,9 +20,9 @@ register_case_resolver()
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     if cfg.mode_name == "scan":
-        from faketrace.forensics.cli import run_scan  # also installed as faketrace-scan
+        from faketrace.forensics.guard import run_scan  # also installed as faketrace-scan
 
-        return run_scan(cfg)
+        return run_scan(cfg)  # refusals and failures: one line and an exit status (forensics/guard.py)
 
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         sys.exit("evaluate.py needs a model: ckpt_path=CHECKPOINT (e.g. outputs/demo/train/checkpoints/best.ckpt); "

@@ -49,18 +49,6 @@ def _app(config_name: str, body):
     return hydra.main(version_base="1.3", config_path=configs_dir(), config_name=config_name)(body)
 
 
-def run_scan(cfg) -> dict:
-    """evaluate.py mode=scan: scan, print the summary, exit with the scan's status."""
-    from faketrace.forensics.scan import format_summary, scan_from_config
-
-    summary = scan_from_config(cfg)
-    print(format_summary(summary))
-    print(f"case: {cfg.paths.output_dir} (scan_results.jsonl, scan_summary.json, custody.json)")
-    if summary["exit_status"]:
-        sys.exit(summary["exit_status"])
-    return summary
-
-
 def run_report(cfg) -> dict:
     from faketrace.forensics.report import format_report, report_from_config
 
@@ -70,6 +58,8 @@ def run_report(cfg) -> dict:
 
 
 def scan() -> None:
+    from faketrace.forensics.guard import run_scan  # what evaluate.py mode=scan runs
+
     sys.argv.insert(1, "mode=scan")
     _app("evaluate", run_scan)()
 

@@ -30,6 +30,7 @@ import numpy as np
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
 from faketrace.forensics import perceptual
 from faketrace.forensics.case_store import CaseStore
+from faketrace.forensics.names import dumps as strict_dumps
 from faketrace.forensics.redact import DEFAULT_RESOLUTION, fit_within, redact
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ def read_results(case_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def evidence_path(r: dict) -> Path:
-    return Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
+    from faketrace.forensics.names import raw_path
+
+    return raw_path(r)  # rebuilt from the raw bytes where a name is not plain (forensics/names.py)
 
 
 def _read_json(path: Path) -> dict:
@@ -623,7 +626,7 @@ class ReportBuilder:
         final = self.case_dir / MEDIA_DIR
         shutil.rmtree(final, ignore_errors=True)
         self.staging.rename(final)
-        atomic_write_text(self.case_dir / "report.json", json.dumps(report, indent=1, sort_keys=True, default=_plain))
+        atomic_write_text(self.case_dir / "report.json", strict_dumps(report, indent=1, sort_keys=True, default=_plain))
         write_items_csv(report, self.case_dir / "items.csv")
         write_hashes_csv(report, self.case_dir / "hashes.csv")
         atomic_write_text(self.case_dir / "report.html", render_html(report, self.case_dir))
