@@ -240,6 +240,8 @@ def _model_text(m: dict, role: str) -> tuple[str, str, list[str]]:
             head += (f" At the upper threshold, about {_per100(up['fpr'])} in 100 real {noun} of the validation set "
                      f"were flagged as likely manipulated, and about {_per100(up['tpr'])} in 100 manipulated ones were "
                      f"({up['n_real']} real, {up['n_fake']} manipulated).")
+        if (cal_thr.get(level) or {}).get("resolution_note"):
+            head += f" Note: {cal_thr[level]['resolution_note']}."
         if low:
             head += (f" At the lower threshold, about {_per100(low['fpr'])} in 100 real {noun} scored at or above it, "
                      f"and about {_per100(None if low['tpr'] is None else 1 - low['tpr'])} in 100 manipulated ones "
