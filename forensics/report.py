@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
@@ -239,6 +240,8 @@ def _model_text(m: dict, role: str) -> tuple[str, str, list[str]]:
             head += (f" At the upper threshold, about {_per100(up['fpr'])} in 100 real {noun} of the validation set "
                      f"were flagged as likely manipulated, and about {_per100(up['tpr'])} in 100 manipulated ones were "
                      f"({up['n_real']} real, {up['n_fake']} manipulated).")
+        if (cal_thr.get(level) or {}).get("resolution_note"):
+            head += f" Note: {cal_thr[level]['resolution_note']}."
         if low:
             head += (f" At the lower threshold, about {_per100(low['fpr'])} in 100 real {noun} scored at or above it, "
                      f"and about {_per100(None if low['tpr'] is None else 1 - low['tpr'])} in 100 manipulated ones "
@@ -395,7 +398,7 @@ class ReportBuilder:
         return out
 
     def _heatmap(self, r: dict, frames: dict[int, np.ndarray], folder: str) -> dict | None:
-        from faketrace.forensics.heatmaps import explain, face_crop, locate_face, overlay
+        from faketrace.forensics.heatmaps import explain, face_crop, heat_on_frame, locate_face, overlay
 
         face = r.get("most_suspicious_face")
         if not face or self.model is None or self.model.level != "face":
@@ -411,11 +414,18 @@ class ReportBuilder:
             return {"error": "the face was not found again on its frame"}
         crop = face_crop(frame, found, spec)
         hm = explain(self.model, crop, self.options.heatmap_method, self.options.occlusion)
-        background = redact(crop, self.options.redact_resolution) if self.options.redact else crop
-        size = self.options.heatmap_px
-        background = np.asarray(__import__("cv2").resize(background, (size, size)))
-        pic = overlay(background, hm.heat)
+        # Drawn over the whole frame, blurred like every picture: a blurred face crop alone is a smear,
+        # on the frame the map shows where on the face and around it the model looked. The face box
+        # and the colour scale are drawn by the report over the picture (SVG), not into its pixels.
+        background = self._picture(frame, self.options.heatmap_px)
+        s = background.shape[1] / frame.shape[1]
+        heat = heat_on_frame(hm.heat, found, spec, frame.shape)
+        heat = cv2.resize(heat, (background.shape[1], background.shape[0]), interpolation=cv2.INTER_AREA)
+        pic = overlay(background, cv2.GaussianBlur(heat, (0, 0), sigmaX=max(1.0, background.shape[1] / 60)))
         rec = self._write_image(f"{folder}/heatmap.jpg", pic)
+        rec.update(face_box_px=[round(float(v) * s, 1) for v in face["box"]],
+                   colour_scale={"low": 0.0, "high": 1.0, "meaning": "share of the strongest evidence for "
+                                 "'manipulated' on this face (0: none, 1: the strongest; relative, not a probability)"})
         rec.update(method=hm.method, frame_index=int(face["frame_index"]), face_box=face["box"],
                    logit_scan=face["logit"], logit_rebuilt=round(hm.logit, 6),
                    crop_matches_scan=bool(abs(hm.logit - float(face["logit"])) <= 1e-3), **hm.detail)
@@ -448,6 +458,8 @@ class ReportBuilder:
         pic = overlay(self._picture(frame, self.options.heatmap_px), heat)  # the picture is redacted first
         rec = self._write_image(f"{folder}/image_map.jpg", pic)
         probs = [p for p in tiles["probabilities"] if p is not None]
+        rec.update(colour_scale={"low": 0.0, "high": 1.0, "meaning": "calibrated probability of manipulation of "
+                                 "each tile"})
         rec.update(method="tile probabilities (image-level model, calibrated)", frame_index=k,
                    tile_size=level.get("tile_size"), n_tiles=len(probs), tile_rule=rule,
                    max_tile_probability=max(probs) if probs else None)

@@ -39,6 +39,7 @@ from faketrace.forensics.archives import ArchiveLimits
 from faketrace.forensics.archives import describe as describe_archives
 from faketrace.forensics.archives import expand as expand_archives
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
+from faketrace.forensics.cli import command
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.guard import holds_lock, lock_case, unlock_case
 from faketrace.forensics.names import dumps as strict_dumps
@@ -407,7 +408,7 @@ class CaseScan:
         except Exception as exc:
             log.error("the report failed:\n%s", traceback.format_exc())
             return {"error": f"{type(exc).__name__}: {exc}",
-                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+                    "retry": f"{command('faketrace-report')} case_dir={self.case_dir}"}
         return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
                 "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
                 "duplicate_groups": report["summary"]["duplicate_groups"]}
