@@ -312,6 +312,8 @@ def _row(r: dict) -> str:
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
+    from faketrace.forensics.people_report import people_html
+
     case_dir = Path(case_dir)
     items = report["items"]
     s = report["summary"]
@@ -384,6 +386,7 @@ def render_html(report: dict, case_dir: str | Path) -> str:
 faketrace {e((report.get('tool') or {}).get('version'))} ({e((report.get('tool') or {}).get('git_sha'))}) &middot;
 report version {report['report_version']} &middot; case folder <span class="mono">{e(case.get('directory'))}</span></p>
 <section class="cards">{cards}</section>
+{people_html(report) if report.get("people") else ""}
 <h2 id="read">How to read this report</h2><div class="plain">{plain}</div>
 <h2 id="items">Items ({len(items)})</h2><div class="filters">{filters}</div>{table}
 <h2 id="details">Scanned items, most suspicious first</h2>{articles or "<p>No item had a face to score.</p>"}

@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from faketrace.datasets.face_pipeline import PreprocessSpec
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
@@ -211,10 +212,61 @@ class CaseScan:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
                                      f"from those the model's crops were made with ({trained_with})")
         self.options = options_from_config(cfg, self.model, self.image_model)
-        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
+        self.people = self._enrol_people(cfg)
+        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model,
+                                  people=self.people)
         self.fault = FaultInjector(fault_plan(cfg))
         for info in self.inputs:
             self.warnings.extend(info.notes)
+
+    def _enrol_people(self, cfg: DictConfig):
+        """People of interest (forensics/people.py): enrolled before anything is scanned; refusals stop here."""
+        entries = cfg.get("people") or []
+        if not entries:
+            return None
+        from faketrace.datasets.face_embedding import DlibFaceEmbedder
+        from faketrace.forensics.people import (
+            PeopleMatcher,
+            check_consistent,
+            enrol,
+            key_for,
+            parse_people,
+            policy_for,
+        )
+
+        pm = cfg.get("people_match") or {}
+        if self.detector is None:  # an image-level model only: faces are detected to find the people
+            spec = PreprocessSpec()
+            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+                                           nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
+                                           threads=int(cfg.scan.get("threads") or 1))
+            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
+                                                   spec.detector_max_side)
+        policy = policy_for(float(pm.get("target_fmr", 0.01)), float(pm.get("uncertain_fmr", 0.05)))
+        embedder = DlibFaceEmbedder(batch_size=int(pm.get("batch_size", 32)))
+        people = []
+        for i, (name, folder) in enumerate(parse_people(entries)):
+            person = enrol(key_for(i), name, folder, cfg.get("people_consent"), self.detector, embedder,
+                           min_face_px=int(pm.get("min_reference_face_px", 80)))
+            check_consistent(person, policy)
+            people.append(person)
+        self.pseudonymise = bool(pm.get("pseudonymise", True))
+        return PeopleMatcher(people, embedder, policy, faces_per_track=int(pm.get("faces_per_track", 4)),
+                             min_face_px=int(pm.get("min_face_px", embedder.spec.min_face_px)))
+
+    def _people_header(self) -> dict | None:
+        """What results and the report say about the people searched for (labels only; names in custody)."""
+        if self.people is None:
+            return None
+        from faketrace.forensics.people import NEVER_IDENTIFICATION
+
+        return {"persons": [{"key": p.key, "label": p.label(self.pseudonymise), "reference_photos": len(p.photos)}
+                            for p in self.people.people],
+                "pseudonymised": self.pseudonymise, "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.spec.to_dict(),
+                "faces_per_track": self.people.faces_per_track, "min_face_px": self.people.min_face_px,
+                "not_identification": NEVER_IDENTIFICATION,
+                "known_limits": list(self.people.embedder.spec.known_limits)}
 
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
@@ -227,7 +279,11 @@ class CaseScan:
                                if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
-                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
+                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override},
+                **({"people": [{"key": p.key, "photos_sha256": sorted(x["sha256"] for x in p.photos)}
+                               for p in self.people.people],
+                    "people_match": {k: v for k, v in self.people.policy.to_dict().items() if k != "basis"},
+                    "faces_per_track": self.people.faces_per_track} if self.people is not None else {})}
 
     def run(self) -> dict:
         _Offline.enter()
@@ -240,6 +296,8 @@ class CaseScan:
             known = store.get_meta("identity")
             if known is None:
                 store.set_meta("identity", self.identity())
+                if self.people is not None:  # embeddings and photo hashes only: never a photo or its path
+                    store.set_meta("people", [p.meta() for p in self.people.people])
             elif known != self.identity():
                 raise CaseStoreError(f"{self.case_dir} holds a scan of other inputs, model or settings "
                                      f"({json.dumps(known)}); choose a new case.dir")
@@ -346,6 +404,8 @@ class CaseScan:
                                        f"can judge (faces under {self.options.min_face_px} px, JPEG quality under "
                                        f"{self.options.min_jpeg_quality}, video under "
                                        f"{self.options.min_video_bits_per_pixel} bits per pixel per frame)")}
+        if self.people is not None:
+            header["people"] = self._people_header()
         if self.image_model is not None:
             header["image_model"] = self._describe(self.image_model)
             header["combination"] = MediaScorer.COMBINATION
@@ -392,6 +452,13 @@ class CaseScan:
             "image_model": None if self.image_model is None else
             {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
             "inputs": [vars(i) for i in self.inputs],
+            "people_of_interest": None if self.people is None else {
+                "consent_or_legal_basis": str(self.cfg.get("people_consent")),
+                "persons": [{"key": p.key, "name": p.name, "reference_photos": p.photos} for p in self.people.people],
+                "kept": "the reference faces' embeddings (case.sqlite, meta 'people') and each photo's SHA-256; the "
+                        "photos, crops and their paths are not copied into the case; faces matching nobody are not "
+                        "stored", "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.describe()},
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
             "evidence_integrity": integrity,

@@ -1,0 +1,277 @@
+"""People of interest: enrolment and its refusals, matching on distinct real faces, face swaps and
+"undressed" edits matched, the person's report section, timeline and hash-only takedown package.
+
+The faces are US government official portraits (public domain; tests/data/people/SOURCE.md): the
+demo generator's pseudo-identities are one person to a face-recognition model, so they cannot show
+a non-match.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from faketrace.datasets.face_embedding import DlibFaceEmbedder
+from faketrace.datasets.faces import build_detector, similarity_transform
+from faketrace.forensics.people import ReferenceRefused, enrol, policy_for
+
+PORTRAITS = Path(__file__).parent / "data" / "people"
+REF = PORTRAITS / "biden_portrait.jpg"  # her reference photo (the person searched for)
+SAME = PORTRAITS / "biden_arms_crossed.jpg"  # the same person, another photograph
+OTHER = PORTRAITS / "obama_2012.jpg"  # somebody else
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def save(path: Path, img: np.ndarray, quality: int = 92) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return build_detector("retinaface", threads=1)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return DlibFaceEmbedder()
+
+
+def largest(detector, img):
+    return max(detector.detect([img])[0], key=lambda f: f.area)
+
+
+def face_swap(source: np.ndarray, target: np.ndarray, detector) -> np.ndarray:
+    """The source's inner face (eyes, nose, mouth, cheeks) warped onto the target's head and blended in."""
+    fs, ft = largest(detector, source), largest(detector, target)
+    m = similarity_transform(fs.landmarks, ft.landmarks)
+    warped = cv2.warpAffine(source, m, (target.shape[1], target.shape[0]), flags=cv2.INTER_LINEAR)
+    lm = ft.landmarks
+    centre = lm.mean(0)
+    eye_dist = float(np.linalg.norm(lm[1] - lm[0]))
+    mask = np.zeros(target.shape[:2], np.float32)
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1] + 0.1 * eye_dist)), (int(1.1 * eye_dist), int(1.45 * eye_dist)),
+                0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), eye_dist * 0.12)[..., None]
+    return (warped * mask + target * (1 - mask)).astype(np.uint8)
+
+
+def undress(img: np.ndarray, detector) -> np.ndarray:
+    """What an "undressing" bot does: the body below the chin regenerated, her real face kept."""
+    f = largest(detector, img)
+    chin = int(f.box[3] + 0.05 * (f.box[3] - f.box[1]))
+    out = img.copy()
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[chin:h, 0:w]
+    body = np.stack([200 + 20 * np.sin(xx / 17.0), 160 + 15 * np.cos(yy / 23.0), 140 + 0 * xx], -1)
+    out[chin:] = np.clip(body + rng.normal(0, 6, body.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def person_folder(tmp_path: Path, *photos: Path) -> Path:
+    folder = tmp_path / "reference"
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def embed_largest(detector, embedder, img):
+    return embedder.embed(img, [largest(detector, img).box])[0]
+
+
+# -- embedding and alignment ----------------------------------------------------------------------
+def test_scan_faces_embed_like_dlibs_own_pipeline(detector, embedder):
+    """RetinaFace box -> dlib box -> dlib 5-point -> chip lands within 0.1 of dlib's HOG-to-chip pipeline."""
+    import dlib
+
+    from faketrace.datasets.dlib_models import find_model
+
+    hog, sp5 = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(find_model("shape_predictor_5")))
+    for path in (REF, SAME, OTHER):
+        img = rgb(path)
+        rect = max(hog(img, 1), key=lambda r: r.area())
+        native = np.asarray(embedder.net.compute_face_descriptor(img, sp5(img, rect)))
+        ours = embed_largest(detector, embedder, img)
+        assert np.linalg.norm(native - ours) < 0.1, path.name
+    spec = embedder.describe()
+    files = {f["role"]: f for f in spec["model_files"]}
+    assert files["face_recognition_resnet"]["licence"].startswith("public domain")
+    assert files["shape_predictor_5"]["commercial_use"] is True
+    assert len(files["face_recognition_resnet"]["sha256"]) == 64
+
+
+def test_same_person_matches_other_person_does_not(detector, embedder, tmp_path):
+    policy = policy_for(0.01, 0.05)
+    person = enrol("P1", "Reference", person_folder(tmp_path, REF), "test", detector, embedder)
+    d_same = np.linalg.norm(person.references - embed_largest(detector, embedder, rgb(SAME)), axis=1).min()
+    d_other = np.linalg.norm(person.references - embed_largest(detector, embedder, rgb(OTHER)), axis=1).min()
+    assert policy.decide(float(d_same)) == "match", d_same
+    assert policy.decide(float(d_other)) is None, d_other
+
+
+def test_a_face_swap_and_an_undressed_image_keep_her_face_and_match(detector, embedder, tmp_path):
+    policy = policy_for(0.01, 0.05)
+    person = enrol("P1", "Reference", person_folder(tmp_path, REF), "test", detector, embedder)
+    swapped = face_swap(rgb(SAME), rgb(OTHER), detector)  # her face on somebody else's head and body
+    undressed = undress(rgb(SAME), detector)
+    for name, img in (("face swap", swapped), ("undressed", undressed)):
+        d = float(np.linalg.norm(person.references - embed_largest(detector, embedder, img), axis=1).min())
+        assert policy.decide(d) == "match", (name, d)
+    # The match follows the face, not the head and body it was pasted onto: their owner does not match.
+    other = enrol("P2", "Other", person_folder(tmp_path / "o", OTHER), "test", detector, embedder)
+    d = float(np.linalg.norm(other.references - embed_largest(detector, embedder, swapped), axis=1).min())
+    assert policy.decide(d) is None, d
+
+
+# -- refusals -------------------------------------------------------------------------------------
+def test_reference_folders_that_cannot_be_trusted_are_refused_saying_which_photo(detector, embedder, tmp_path):
+    noise = np.random.default_rng(1).integers(0, 255, (240, 240, 3), np.uint8)
+    two = np.concatenate([rgb(REF)[:300, :300], rgb(OTHER)[:300, :300]], 1)
+    folder = person_folder(tmp_path, REF)
+    save(folder / "landscape.jpg", noise)
+    save(folder / "group.jpg", two)
+    (folder / "notes.txt").write_text("not a photo")
+    with pytest.raises(ReferenceRefused) as err:
+        enrol("P1", "Reference", folder, "test", detector, embedder)
+    msg = str(err.value)
+    assert "landscape.jpg: no face found" in msg
+    assert "group.jpg: 2 faces" in msg and "not clear" in msg
+    assert "notes.txt: not a photo" in msg
+    assert "biden_portrait.jpg" not in msg  # the good photo is not blamed
+
+    small = tmp_path / "small"
+    save(small / "tiny.jpg", cv2.resize(rgb(REF), None, fx=0.3, fy=0.3))
+    with pytest.raises(ReferenceRefused, match=r"tiny.jpg: the face is \d+ px, under the 80 px"):
+        enrol("P1", "Reference", small, "test", detector, embedder)
+    with pytest.raises(ReferenceRefused, match="people_consent is required"):
+        enrol("P1", "Reference", person_folder(tmp_path / "c", REF), "  ", detector, embedder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReferenceRefused, match="holds no photo"):
+        enrol("P1", "Reference", tmp_path / "empty", "test", detector, embedder)
+
+
+def test_a_folder_mixing_two_people_is_refused(detector, embedder, tmp_path):
+    from faketrace.forensics.people import check_consistent
+
+    person = enrol("P1", "Reference", person_folder(tmp_path, REF, OTHER), "test", detector, embedder)
+    with pytest.raises(ReferenceRefused, match="may show different people"):
+        check_consistent(person, policy_for(0.01, 0.05))
+
+
+def test_threshold_comes_from_the_target_rate_and_too_fine_a_target_is_refused():
+    p = policy_for(0.01, 0.05)
+    assert p.threshold <= 0.6 and p.uncertain_threshold >= p.threshold
+    assert p.basis["impostor_pairs"] >= 100 and p.basis["identities"] >= 2
+    cal = json.loads((Path(__file__).parents[1] / "forensics" / "people_calibration.json").read_text())
+    imp = np.asarray(cal["impostor_distances_sorted"])
+    assert (imp <= p.uncertain_threshold).mean() <= 0.05  # the measured rate honours the target
+    with pytest.raises(ValueError, match="finer than the calibration can resolve"):
+        policy_for(1e-6, 0.05)
+
+
+# -- the scan, the person's section, the takedown package -----------------------------------------
+def telegram_export(root: Path, chat: str, chat_id: int, posts: list[tuple[int, int, str, Path, str | None]]) -> Path:
+    """A Telegram Desktop JSON export (one chat) in the format of tests/conftest.py's make_evidence."""
+    (root / "photos").mkdir(parents=True)
+    messages = []
+    for msg_id, unix, sender, media, forwarded in posts:
+        rel = f"photos/photo_{msg_id}.jpg"
+        shutil.copy(media, root / rel)
+        msg = {"id": msg_id, "type": "message", "date": "2026-11-20T10:00:00", "date_unixtime": str(unix),
+               "from": sender, "from_id": f"user{msg_id}", "photo": rel, "text": "", "text_entities": []}
+        if forwarded:
+            msg["forwarded_from"] = forwarded
+        messages.append(msg)
+    (root / "result.json").write_text(json.dumps({"name": chat, "type": "private_supergroup", "id": chat_id,
+                                                  "messages": messages}))
+    return root
+
+
+@pytest.mark.slow
+def test_scan_finds_her_items_reports_her_timeline_and_writes_a_hash_only_takedown(scan_ckpt, detector, tmp_path):
+    from faketrace.forensics.scan import scan_from_config
+
+    from .conftest import results, scan_cfg
+
+    media = tmp_path / "made"
+    swap = save(media / "swap.jpg", face_swap(rgb(SAME), rgb(OTHER), detector))
+    swap_copy = save(media / "swap_copy.jpg", cv2.resize(face_swap(rgb(SAME), rgb(OTHER), detector), None,
+                                                         fx=0.9, fy=0.9), quality=70)
+    undressed = save(media / "undressed.jpg", undress(rgb(SAME), detector))
+    other = save(media / "other.jpg", rgb(OTHER))
+    ev = tmp_path / "evidence"
+    # Chat B holds the earliest post (forwarded from a channel outside the evidence), chat A re-posts later.
+    chat_a = telegram_export(ev / "ChatExport_A", "Class 9b", 11, [
+        (5, 1795170000, "Sender A", swap_copy, None), (6, 1795170600, "Sender A", other, None)])
+    chat_b = telegram_export(ev / "ChatExport_B", "Trading room", 22, [
+        (3, 1795168800, "Sender B", swap, "Channel Z"), (4, 1795169000, "Sender C", undressed, None)])
+    ref = person_folder(tmp_path, REF)
+    case = tmp_path / "case"
+    extra = [f"people=[Jane_Doe={ref}]", "people_consent='written consent, 2026-12-01'", "scan.bands={lower:0,upper:0}"]
+    summary = scan_from_config(scan_cfg([chat_a, chat_b], case, [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"],
+                                        extra))
+    assert summary["report"] and not summary["report"].get("error"), summary["report"]
+    header, items = results(case)
+    hits = {k: r["people"]["matches"] for k, r in items.items()}
+    matched = {k for k, m in hits.items() if m and m[0]["decision"] == "match"}
+    assert matched == {"0/photos/photo_5.jpg", "1/photos/photo_3.jpg", "1/photos/photo_4.jpg"}, hits
+    assert hits["0/photos/photo_6.jpg"] == []  # the other man: no match, and no distance kept for him
+    assert all("people" not in f for f in items["0/photos/photo_6.jpg"]["faces"])
+
+    # Nothing of her reference photos and no embedding of a non-matching face is in the case folder.
+    ref_bytes = REF.read_bytes()
+    for p in case.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert ref_bytes not in data and REF.name.encode() not in data, p
+    import sqlite3
+
+    con = sqlite3.connect(case / "case.sqlite")
+    people_meta = json.loads(con.execute("SELECT value FROM meta WHERE key='people'").fetchone()[0])
+    assert [len(p["references"]) for p in people_meta] == [1] and "path" not in json.dumps(people_meta)
+    for (result,) in con.execute("SELECT result FROM items"):
+        assert "embedding" not in result  # no face's embedding is stored with an item
+    custody = json.loads((case / "custody.json").read_text())
+    poi = custody["people_of_interest"]
+    assert poi["consent_or_legal_basis"] == "written consent, 2026-12-01"
+    assert poi["persons"][0]["reference_photos"][0]["sha256"] == __import__("hashlib").sha256(ref_bytes).hexdigest()
+
+    report = json.loads((case / "report.json").read_text())
+    section = report["people"]["persons"][0]
+    assert section["label"] == "P1" and "Jane" not in json.dumps(report)  # pseudonymised by default
+    assert section["counts"]["match"] == 3
+    assert section["expected_false_hits"]["faces_compared"] == report["people"]["faces_compared"] >= 4
+    assert "not an identification" in report["people"]["not_identification"].lower()
+    assert any("Korean" in x for x in report["people"]["known_limits"])
+    events = section["timeline"]["events"]
+    times = [e["time_utc"] for e in events]
+    assert times == sorted(times) and len(events) == 3
+    assert events[0]["chat"] == "Trading room" and "forwarded from Channel Z" in events[0]["event"]
+    assert any("outside this evidence" in n for n in section["timeline"]["notes"])
+    copy_event = next(e for e in events if e["item_id"] == "0/photos/photo_5.jpg")
+    assert copy_event["event"].startswith("re-posted") and copy_event["copy"] == events[0]["copy"]
+
+    rows = list(csv.DictReader(open(case / section["takedown"]["csv"])))
+    assert {r["signal_type"] for r in rows} == {"photo_md5", "pdq"}
+    by_item = {r["item_id"]: r for r in report["items"]}
+    md5s = {r["signal_value"] for r in rows if r["signal_type"] == "photo_md5"}
+    assert md5s == {by_item[k]["md5"] for k in matched}  # her three items; the other man's photo is not there
+    for path in (case / section["takedown"]["csv"], case / section["takedown"]["json"]):
+        raw = path.read_bytes()
+        assert b"\xff\xd8\xff" not in raw and b"\x89PNG" not in raw and len(raw) < 20000
+        assert b"Jane" not in raw and b"photo_" not in raw  # no name, no evidence file name
+    html = (case / "report.html").read_text()
+    assert 'id="people"' in html and "Not an identification" in html
+    assert (case / "people.csv").read_text().count("\n") == 1 + 3
