@@ -143,8 +143,11 @@ class Person:
 
 
 def parse_people(entries) -> list[tuple[str, Path]]:
-    """`NAME=FOLDER` strings (or {name, folder} maps) -> [(name, folder)]; names unique."""
+    """{NAME: FOLDER} (the config's form: `people={Jane_Doe:/refs/jane}`), or a list of "NAME=FOLDER"
+    strings or {name, folder} maps -> [(name, folder)]; names unique."""
     out = []
+    if hasattr(entries, "items"):
+        entries = [{"name": str(k), "folder": v} for k, v in entries.items()]
     for e in entries or []:
         if isinstance(e, str):
             if "=" not in e:

@@ -113,19 +113,40 @@ def timeline(items: list[dict]) -> dict:
             "ordered_by": "message time (UTC from date_unixtime); the chat and message id break ties"}
 
 
-def takedown_entries(section: dict, records: list[dict], min_quality: int) -> list[dict]:
-    """Hash rows for her matched, likely-manipulated items and all their copies (same group or SHA-256)."""
+def takedown_entries(section: dict, records: list[dict], min_quality: int) -> tuple[list[dict], list[dict]]:
+    """Hash rows for her matched, likely-manipulated items and their copies; and the copies left out.
+
+    A copy (same group of copies by PDQ, or same SHA-256) is included when it is the same file, when
+    her face matches in it too, or when no face in it could be compared (a crop, a tiny re-post). A
+    PDQ near-duplicate in which faces were compared and hers was not found is left out and listed:
+    a face swap changes only the face, so the untouched picture it was made from (somebody else's
+    photo) is a PDQ near-duplicate of the fake, and its hash would take that picture down too.
+    """
+    key = section["key"]
     wanted = [i for i in section["items"] if i["decision"] == "match" and i["verdict"] == "likely_manipulated"]
     by_id = {r["item_id"]: r for r in records}
     chosen: dict[str, tuple[dict, str | None]] = {}
+    excluded: dict[str, dict] = {}
     for it in wanted:
         chosen.setdefault(it["item_id"], (by_id[it["item_id"]], None))
+    for it in wanted:
         for r in records:
-            same = (it.get("duplicate_group") is not None and r.get("duplicate_group") == it["duplicate_group"]) or \
-                   (r.get("sha256") and r.get("sha256") == it.get("sha256"))
-            if same and r["item_id"] not in chosen:
+            if r["item_id"] in chosen:
+                continue
+            same_file = bool(r.get("sha256")) and r.get("sha256") == it.get("sha256")
+            same_group = it.get("duplicate_group") is not None and r.get("duplicate_group") == it["duplicate_group"]
+            if not (same_file or same_group):
+                continue
+            people = r.get("people") or {}
+            hers = any(m["person"] == key for m in people.get("matches", []))
+            if same_file or hers or not people.get("faces_compared"):
                 chosen[r["item_id"]] = (r, it["item_id"])
-    refs = {item_id: f"{section['key']}-{n + 1:04d}" for n, item_id in enumerate(chosen)}
+            else:
+                excluded[r["item_id"]] = {"item_id": r["item_id"], "near_duplicate_of": it["item_id"],
+                                          "why_left_out": "a PDQ near-duplicate whose faces were compared and did not "
+                                                          "match her: possibly the original picture the fake was made "
+                                                          "from; review it before adding its hash"}
+    refs = {item_id: f"{key}-{n + 1:04d}" for n, item_id in enumerate(chosen)}
     rows = []
     for item_id, (r, copy_of) in chosen.items():
         if not r.get("md5"):
@@ -145,10 +166,11 @@ def takedown_entries(section: dict, records: list[dict], min_quality: int) -> li
                 continue  # a low-quality PDQ matches unrelated pictures: it would take down the wrong ones
             rows.append({"signal_type": "pdq", "signal_value": p["hash"], "pdq_quality": p["quality"],
                          "frame_index": p["frame_index"] if video else None, **base})
-    return rows
+    return rows, list(excluded.values())
 
 
-def write_takedown(case_dir: Path, section: dict, rows: list[dict], case_id: str | None) -> dict:
+def write_takedown(case_dir: Path, section: dict, rows: list[dict], case_id: str | None,
+                   left_out: int = 0) -> dict:
     folder = case_dir / TAKEDOWN_DIR
     folder.mkdir(exist_ok=True)
     stem = f"{section['key']}_takedown"
@@ -162,6 +184,10 @@ def write_takedown(case_dir: Path, section: dict, rows: list[dict], case_id: str
                    "recognition model, reviewed by an examiner before sending), and of their copies; no image bytes",
            "signal_types": {"pdq": "PDQ perceptual hash (256 bits, hex); match at Hamming distance <= 31",
                             "photo_md5": "MD5 of the image file as found", "video_md5": "MD5 of the video file as found"},
+           "caution": "a face swap changes only the face: its PDQ lies close to the PDQ of the untouched picture it "
+                      "was made from, so a PDQ match can also hit that original (somebody else's photo); review "
+                      "matches before acting on them",
+           "near_duplicates_left_out": left_out,
            "entries": rows}
     atomic_write_text(folder / f"{stem}.json", json.dumps(doc, indent=1))
     return {"csv": f"{TAKEDOWN_DIR}/{stem}.csv", "json": f"{TAKEDOWN_DIR}/{stem}.json", "entries": len(rows),
@@ -244,7 +270,10 @@ def people_html(report: dict) -> str:
         out.append(f'<p><b>Takedown package</b>: <span class="mono">{e(td.get("csv"))}</span> and '
                    f'<span class="mono">{e(td.get("json"))}</span>: {e(td.get("entries"))} hashes of '
                    f'{e(td.get("items"))} items (her matched, likely manipulated items and their copies); no image '
-                   "bytes. Review every item before sending.</p>")
+                   "bytes. Review every item before sending.</p>"
+                   + "".join(f'<p class="small">Left out: <span class="mono">{e(x["item_id"])}</span>, near-duplicate '
+                             f'of <span class="mono">{e(x["near_duplicate_of"])}</span>: {e(x["why_left_out"])}.</p>'
+                             for x in td.get("near_duplicates_left_out") or []))
     return "\n".join(out)
 
 

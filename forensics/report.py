@@ -591,8 +591,10 @@ class ReportBuilder:
 
         report["people"] = people_sections(people_header, records)
         for section in report["people"]["persons"]:
-            rows = takedown_entries(section, records, self.options.min_pdq_quality)
-            section["takedown"] = write_takedown(self.case_dir, section, rows, (report.get("case") or {}).get("id"))
+            rows, left_out = takedown_entries(section, records, self.options.min_pdq_quality)
+            section["takedown"] = write_takedown(self.case_dir, section, rows, (report.get("case") or {}).get("id"),
+                                                 len(left_out))
+            section["takedown"]["near_duplicates_left_out"] = left_out
         report["files"]["people_csv"] = "people.csv"
         report["files"]["takedown"] = [f for s in report["people"]["persons"]
                                        for f in (s["takedown"]["csv"], s["takedown"]["json"])]

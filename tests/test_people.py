@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
+from faketrace.datasets.demo_people import face_swap, make_people_evidence, undress
 from faketrace.datasets.face_embedding import DlibFaceEmbedder
-from faketrace.datasets.faces import build_detector, similarity_transform
+from faketrace.datasets.faces import build_detector
 from faketrace.forensics.people import ReferenceRefused, enrol, policy_for
 
 PORTRAITS = Path(__file__).parent / "data" / "people"
@@ -32,9 +33,9 @@ def rgb(path: Path) -> np.ndarray:
 
 
 def save(path: Path, img: np.ndarray, quality: int = 92) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return path
+    from faketrace.datasets.demo_people import write_jpeg
+
+    return write_jpeg(path, img, quality)
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +50,6 @@ def embedder():
 
 def largest(detector, img):
     return max(detector.detect([img])[0], key=lambda f: f.area)
-
-
-def face_swap(source: np.ndarray, target: np.ndarray, detector) -> np.ndarray:
-    """The source's inner face (eyes, nose, mouth, cheeks) warped onto the target's head and blended in."""
-    fs, ft = largest(detector, source), largest(detector, target)
-    m = similarity_transform(fs.landmarks, ft.landmarks)
-    warped = cv2.warpAffine(source, m, (target.shape[1], target.shape[0]), flags=cv2.INTER_LINEAR)
-    lm = ft.landmarks
-    centre = lm.mean(0)
-    eye_dist = float(np.linalg.norm(lm[1] - lm[0]))
-    mask = np.zeros(target.shape[:2], np.float32)
-    cv2.ellipse(mask, (int(centre[0]), int(centre[1] + 0.1 * eye_dist)), (int(1.1 * eye_dist), int(1.45 * eye_dist)),
-                0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), eye_dist * 0.12)[..., None]
-    return (warped * mask + target * (1 - mask)).astype(np.uint8)
-
-
-def undress(img: np.ndarray, detector) -> np.ndarray:
-    """What an "undressing" bot does: the body below the chin regenerated, her real face kept."""
-    f = largest(detector, img)
-    chin = int(f.box[3] + 0.05 * (f.box[3] - f.box[1]))
-    out = img.copy()
-    h, w = img.shape[:2]
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[chin:h, 0:w]
-    body = np.stack([200 + 20 * np.sin(xx / 17.0), 160 + 15 * np.cos(yy / 23.0), 140 + 0 * xx], -1)
-    out[chin:] = np.clip(body + rng.normal(0, 6, body.shape), 0, 255).astype(np.uint8)
-    return out
 
 
 def person_folder(tmp_path: Path, *photos: Path) -> Path:
@@ -182,60 +155,34 @@ def test_threshold_comes_from_the_target_rate_and_too_fine_a_target_is_refused()
 
 
 # -- the scan, the person's section, the takedown package -----------------------------------------
-def telegram_export(root: Path, chat: str, chat_id: int, posts: list[tuple[int, int, str, Path, str | None]]) -> Path:
-    """A Telegram Desktop JSON export (one chat) in the format of tests/conftest.py's make_evidence."""
-    (root / "photos").mkdir(parents=True)
-    messages = []
-    for msg_id, unix, sender, media, forwarded in posts:
-        rel = f"photos/photo_{msg_id}.jpg"
-        shutil.copy(media, root / rel)
-        msg = {"id": msg_id, "type": "message", "date": "2026-11-20T10:00:00", "date_unixtime": str(unix),
-               "from": sender, "from_id": f"user{msg_id}", "photo": rel, "text": "", "text_entities": []}
-        if forwarded:
-            msg["forwarded_from"] = forwarded
-        messages.append(msg)
-    (root / "result.json").write_text(json.dumps({"name": chat, "type": "private_supergroup", "id": chat_id,
-                                                  "messages": messages}))
-    return root
-
-
 @pytest.mark.slow
 def test_scan_finds_her_items_reports_her_timeline_and_writes_a_hash_only_takedown(scan_ckpt, detector, tmp_path):
     from faketrace.forensics.scan import scan_from_config
 
     from .conftest import results, scan_cfg
 
-    media = tmp_path / "made"
-    swap = save(media / "swap.jpg", face_swap(rgb(SAME), rgb(OTHER), detector))
-    swap_copy = save(media / "swap_copy.jpg", cv2.resize(face_swap(rgb(SAME), rgb(OTHER), detector), None,
-                                                         fx=0.9, fy=0.9), quality=70)
-    undressed = save(media / "undressed.jpg", undress(rgb(SAME), detector))
-    other = save(media / "other.jpg", rgb(OTHER))
-    ev = tmp_path / "evidence"
-    # Chat B holds the earliest post (forwarded from a channel outside the evidence), chat A re-posts later.
-    chat_a = telegram_export(ev / "ChatExport_A", "Class 9b", 11, [
-        (5, 1795170000, "Sender A", swap_copy, None), (6, 1795170600, "Sender A", other, None)])
-    chat_b = telegram_export(ev / "ChatExport_B", "Trading room", 22, [
-        (3, 1795168800, "Sender B", swap, "Channel Z"), (4, 1795169000, "Sender C", undressed, None)])
-    ref = person_folder(tmp_path, REF)
+    made = make_people_evidence(tmp_path / "people", detector)  # two chat exports, built from the portraits
+    chat_a, chat_b = made["inputs"]
+    ref = made["reference"]
+    ref_photo = ref / "portrait.jpg"
     case = tmp_path / "case"
-    extra = [f"people=[Jane_Doe={ref}]", "people_consent='written consent, 2026-12-01'", "scan.bands={lower:0,upper:0}"]
+    extra = [f"people={{Jane_Doe:{ref}}}", "people_consent='written consent, 2026-12-01'", "scan.bands={lower:0,upper:0}"]
     summary = scan_from_config(scan_cfg([chat_a, chat_b], case, [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"],
                                         extra))
     assert summary["report"] and not summary["report"].get("error"), summary["report"]
     header, items = results(case)
     hits = {k: r["people"]["matches"] for k, r in items.items()}
     matched = {k for k, m in hits.items() if m and m[0]["decision"] == "match"}
-    assert matched == {"0/photos/photo_5.jpg", "1/photos/photo_3.jpg", "1/photos/photo_4.jpg"}, hits
-    assert hits["0/photos/photo_6.jpg"] == []  # the other man: no match, and no distance kept for him
-    assert all("people" not in f for f in items["0/photos/photo_6.jpg"]["faces"])
+    assert matched == set(made["her_items"]), hits  # the face swap, its re-compressed copy, the undressed one
+    assert hits[made["somebody_else"]] == []  # the other man: no match, and no distance kept for him
+    assert all("people" not in f for f in items[made["somebody_else"]]["faces"])
 
     # Nothing of her reference photos and no embedding of a non-matching face is in the case folder.
-    ref_bytes = REF.read_bytes()
+    ref_bytes = ref_photo.read_bytes()
     for p in case.rglob("*"):
         if p.is_file():
             data = p.read_bytes()
-            assert ref_bytes not in data and REF.name.encode() not in data, p
+            assert ref_bytes not in data and ref_photo.name.encode() not in data, p
     import sqlite3
 
     con = sqlite3.connect(case / "case.sqlite")
@@ -268,10 +215,12 @@ def test_scan_finds_her_items_reports_her_timeline_and_writes_a_hash_only_takedo
     by_item = {r["item_id"]: r for r in report["items"]}
     md5s = {r["signal_value"] for r in rows if r["signal_type"] == "photo_md5"}
     assert md5s == {by_item[k]["md5"] for k in matched}  # her three items; the other man's photo is not there
+    # ...although it is a PDQ near-duplicate of the face swap made from it: left out, and said so.
+    assert [x["item_id"] for x in section["takedown"]["near_duplicates_left_out"]] == [made["somebody_else"]]
     for path in (case / section["takedown"]["csv"], case / section["takedown"]["json"]):
         raw = path.read_bytes()
         assert b"\xff\xd8\xff" not in raw and b"\x89PNG" not in raw and len(raw) < 20000
-        assert b"Jane" not in raw and b"photo_" not in raw  # no name, no evidence file name
+        assert b"Jane" not in raw and b"photos/" not in raw  # no name, no evidence path
     html = (case / "report.html").read_text()
     assert 'id="people"' in html and "Not an identification" in html
     assert (case / "people.csv").read_text().count("\n") == 1 + 3
