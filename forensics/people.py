@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,7 @@ def enrol(key: str, name: str, folder: Path, consent: str, detector, embedder,
     return Person(key, name, refs, photos, str(consent).strip())
 
 
-def check_consistent(person: Person, policy: MatchPolicy, names: list[str] | None = None) -> None:
+def check_consistent(person: Person, policy: MatchPolicy) -> None:
     """Refuse a folder whose photos do not look like one person (two of them beyond the uncertain threshold)."""
     refs = person.references
     for i in range(len(refs)):
@@ -239,7 +239,6 @@ class PeopleMatcher:
     policy: MatchPolicy
     faces_per_track: int = 4
     min_face_px: int = 40
-    counts: dict = field(default_factory=lambda: {"faces_compared": 0, "faces_too_small": 0})
 
     def faces_to_embed(self, chosen: list) -> list[int]:
         """Indices of the chosen faces to embed: per track, up to `faces_per_track` spread over time."""

@@ -363,7 +363,10 @@ class CaseScan:
                     "retry": f"python scripts/report.py case_dir={self.case_dir}"}
         return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
                 "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
-                "duplicate_groups": report["summary"]["duplicate_groups"]}
+                "duplicate_groups": report["summary"]["duplicate_groups"],
+                "people": [{"label": p["label"], **p["counts"], "expected_false_matches": p["expected_false_hits"]["match"],
+                            "takedown": str(self.case_dir / p["takedown"]["csv"]), "takedown_entries": p["takedown"]["entries"]}
+                           for p in (report.get("people") or {}).get("persons", [])]}
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
@@ -508,4 +511,8 @@ def format_summary(summary: dict) -> str:
     elif report:
         lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
                      f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
+        for p in report.get("people") or []:
+            lines.append(f"  person {p['label']}: {p['match']} items match, {p['uncertain']} uncertain "
+                         f"(about {p['expected_false_matches']:g} false matches expected by chance; a match is not an "
+                         f"identification); takedown: {p['takedown']} ({p['takedown_entries']} hashes)")
     return "\n".join(lines)

@@ -224,3 +224,49 @@ def test_scan_finds_her_items_reports_her_timeline_and_writes_a_hash_only_takedo
     html = (case / "report.html").read_text()
     assert 'id="people"' in html and "Not an identification" in html
     assert (case / "people.csv").read_text().count("\n") == 1 + 3
+
+    # The people searched for and the thresholds are part of the case: no resuming it with others.
+    from faketrace.forensics.case_store import CaseStoreError
+
+    with pytest.raises(CaseStoreError, match="other inputs, model or settings"):
+        scan_from_config(scan_cfg([chat_a, chat_b], case, [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true"],
+                                  [*extra, "people_match.target_fmr=0.02"]))
+
+
+def test_timeline_orders_by_message_time_and_says_where_a_picture_came_from():
+    from faketrace.forensics.people_report import timeline
+
+    def item(item_id, group, *messages):
+        return {"item_id": item_id, "decision": "match", "verdict": "likely_manipulated", "duplicate_group": group,
+                "sha256": item_id * 8, "telegram": list(messages)}
+
+    items = [
+        item("a", "G1", {"date_utc": "2026-11-20T12:00:00Z", "chat_name": "Class 9b", "message_id": 9, "from": "A"}),
+        item("b", "G1", {"date_utc": "2026-11-20T09:00:00Z", "chat_name": "Room", "message_id": 2, "from": "B",
+                         "forwarded_from": "Channel Z"}),
+        item("c", None, {"date_local_no_zone": "2021-03-01T09:00:00", "chat_name": "Old", "message_id": 1}),
+        item("d", None),
+    ]
+    t = timeline(items)
+    assert [e["item_id"] for e in t["events"]] == ["b", "a", "c"]  # UTC in order, then the time without a zone
+    assert t["events"][0]["event"].startswith("first appearance") and "Channel Z" in t["events"][0]["event"]
+    assert t["events"][1]["event"].startswith("re-posted (first seen 2026-11-20T09:00:00Z in Room)")
+    assert t["items_without_message"] == ["d"] and t["copies"] == 2
+    assert any("without a time zone" in n for n in t["notes"]) and any("outside this evidence" in n for n in t["notes"])
+
+
+def test_a_video_face_track_is_embedded_a_few_times_not_every_frame():
+    from types import SimpleNamespace
+
+    from faketrace.forensics.people import PeopleMatcher
+
+    def chosen(frame, track, side):
+        return SimpleNamespace(frame_index=frame, track_id=track,
+                               face=SimpleNamespace(box=np.array([0, 0, side, side], np.float32)))
+
+    faces = [chosen(f, 0, 100) for f in range(32)] + [chosen(f, 1, 30) for f in range(32)] + [chosen(5, 2, 80)]
+    matcher = PeopleMatcher([], embedder=None, policy=policy_for(0.01, 0.05), faces_per_track=4)
+    picked = matcher.faces_to_embed(faces)
+    assert [faces[i].frame_index for i in picked if faces[i].track_id == 0] == [0, 10, 21, 31]  # spread over time
+    assert not [i for i in picked if faces[i].track_id == 1]  # 30 px faces are too small to compare
+    assert [faces[i].track_id for i in picked].count(2) == 1
