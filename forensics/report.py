@@ -483,7 +483,7 @@ class ReportBuilder:
                "bands": r.get("bands"), "pdq": [], "frames": [], "heatmap": None, "provenance": None, "notes": [],
                # Who decided and why (forensics/combine.py): every model's score against its bands.
                "decided_by": r.get("decided_by"), "why": r.get("why"), "opinions": r.get("opinions"),
-               "out_of_domain": r.get("out_of_domain")}
+               "out_of_domain": r.get("out_of_domain"), "people": r.get("people")}
         if r.get("image_level") is not None:  # an image-level model ran: both levels and who decided
             rec.update(decided_by=r.get("decided_by"), combination=r.get("combination"),
                        face_level=_level_summary(r.get("face_level")), image_level=_level_summary(r["image_level"]),
@@ -562,6 +562,8 @@ class ReportBuilder:
                 for rec in records:
                     rec["known_hash_matches"] = known_matches(rec, known, o.duplicate_distance, o.min_pdq_quality)
             report = self._assemble(header, summary, custody, records, groups, known, checker, utc_now())
+            if header.get("people"):  # people of interest: her section and her takedown files
+                self._people(report, header["people"], records)
             self._publish(report, store, utc_now)
             return report
         finally:
@@ -624,6 +626,19 @@ class ReportBuilder:
                       "hashes_csv": "hashes.csv", "media": MEDIA_DIR},
         }
 
+    def _people(self, report: dict, people_header: dict, records: list[dict]) -> None:
+        from faketrace.forensics.people_report import people_sections, takedown_entries, write_takedown
+
+        report["people"] = people_sections(people_header, records)
+        for section in report["people"]["persons"]:
+            rows, left_out = takedown_entries(section, records, self.options.min_pdq_quality)
+            section["takedown"] = write_takedown(self.case_dir, section, rows, (report.get("case") or {}).get("id"),
+                                                 len(left_out))
+            section["takedown"]["near_duplicates_left_out"] = left_out
+        report["files"]["people_csv"] = "people.csv"
+        report["files"]["takedown"] = [f for s in report["people"]["persons"]
+                                       for f in (s["takedown"]["csv"], s["takedown"]["json"])]
+
     def _publish(self, report: dict, store: CaseStore, utc_now) -> None:
         from faketrace.forensics.report_html import render_html
 
@@ -633,9 +648,16 @@ class ReportBuilder:
         atomic_write_text(self.case_dir / "report.json", strict_dumps(report, indent=1, sort_keys=True, default=_plain))
         write_items_csv(report, self.case_dir / "items.csv")
         write_hashes_csv(report, self.case_dir / "hashes.csv")
+        extra = []
+        if report.get("people"):
+            from faketrace.forensics.people_report import write_people_csv
+
+            write_people_csv(report, self.case_dir / "people.csv")
+            extra = [self.case_dir / "people.csv", *(self.case_dir / f for f in report["files"]["takedown"])]
         atomic_write_text(self.case_dir / "report.html", render_html(report, self.case_dir))
         now = utc_now()
-        written = [self.case_dir / name for name in REPORT_FILES] + sorted(p for p in final.rglob("*") if p.is_file())
+        written = ([self.case_dir / name for name in REPORT_FILES] + extra
+                   + sorted(p for p in final.rglob("*") if p.is_file()))
         for p in written:
             store.audit(now, "report_written", p.relative_to(self.case_dir).as_posix(), sha256_file(p), p.stat().st_size,
                         {"report_version": REPORT_VERSION, "redacted": report["redacted"]})

@@ -279,6 +279,8 @@ def _custody(report: dict) -> list[tuple[str, list[dict]]]:
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
+    from faketrace.forensics.people_report import people_html
+
     case_dir = Path(case_dir)
     items = report["items"]
     s = report["summary"]
@@ -315,4 +317,6 @@ def render_html(report: dict, case_dir: str | Path) -> str:
         generated_utc=report["generated_utc"], tool={"version": tool.get("version"), "git_sha": tool.get("git_sha")},
         report_version=report["report_version"], cards=cards, plain=plain, filters=filters,
         rows=[_row(r) for r in items], articles=[_article(case_dir, r) for r in by_verdict], groups=groups,
-        custody=_custody(report))
+        custody=_custody(report),
+        # The people-of-interest section (forensics/people_report.py), built from report.json's `people`.
+        people=Markup(people_html(report)) if report.get("people") else "")

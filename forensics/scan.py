@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from faketrace.datasets.face_pipeline import PreprocessSpec
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report, open_readonly
@@ -287,7 +288,9 @@ class CaseScan:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
                                      f"from those the model's crops were made with ({trained_with})")
         self.options = options_from_config(cfg, self.model, self.image_model)
-        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
+        self.people = self._enrol_people(cfg)
+        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model,
+                                  people=self.people)
         self.archive_limits = self.scorer.archive_limits = ArchiveLimits.from_config(cfg.scan.get("archives"))
         self.fault = FaultInjector(fault_plan(cfg))
         limit = cfg.scan.get("hash_time_limit_s")
@@ -297,6 +300,55 @@ class CaseScan:
             raise ValueError(f"scan.verify={self.verify!r}: expected one of {', '.join(VERIFY_MODES)}")
         for info in self.inputs:
             self.warnings.extend(info.notes)
+
+    def _enrol_people(self, cfg: DictConfig):
+        """People of interest (forensics/people.py): enrolled before anything is scanned; refusals stop here."""
+        entries = cfg.get("people") or []
+        if not entries:
+            return None
+        from faketrace.datasets.face_embedding import DlibFaceEmbedder
+        from faketrace.forensics.people import (
+            PeopleMatcher,
+            check_consistent,
+            enrol,
+            key_for,
+            parse_people,
+            policy_for,
+        )
+
+        pm = cfg.get("people_match") or {}
+        if self.detector is None:  # an image-level model only: faces are detected to find the people
+            spec = PreprocessSpec()
+            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+                                           nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
+                                           threads=int(cfg.scan.get("threads") or 1))
+            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
+                                                   spec.detector_max_side)
+        policy = policy_for(float(pm.get("target_fmr", 0.01)), float(pm.get("uncertain_fmr", 0.05)))
+        embedder = DlibFaceEmbedder(batch_size=int(pm.get("batch_size", 32)))
+        people = []
+        for i, (name, folder) in enumerate(parse_people(entries)):
+            person = enrol(key_for(i), name, folder, cfg.get("people_consent"), self.detector, embedder,
+                           min_face_px=int(pm.get("min_reference_face_px", 80)))
+            check_consistent(person, policy)
+            people.append(person)
+        self.pseudonymise = bool(pm.get("pseudonymise", True))
+        return PeopleMatcher(people, embedder, policy, faces_per_track=int(pm.get("faces_per_track", 4)),
+                             min_face_px=int(pm.get("min_face_px", embedder.spec.min_face_px)))
+
+    def _people_header(self) -> dict | None:
+        """What results and the report say about the people searched for (labels only; names in custody)."""
+        if self.people is None:
+            return None
+        from faketrace.forensics.people import NEVER_IDENTIFICATION
+
+        return {"persons": [{"key": p.key, "label": p.label(self.pseudonymise), "reference_photos": len(p.photos)}
+                            for p in self.people.people],
+                "pseudonymised": self.pseudonymise, "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.spec.to_dict(),
+                "faces_per_track": self.people.faces_per_track, "min_face_px": self.people.min_face_px,
+                "not_identification": NEVER_IDENTIFICATION,
+                "known_limits": list(self.people.embedder.spec.known_limits)}
 
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
@@ -312,7 +364,11 @@ class CaseScan:
                             "max_file_bytes": o.max_file_bytes, "max_item_pixels": o.max_item_pixels,
                             "bands": o.bands_override,
                             # which archive members become items depends on these
-                            "archives": self.archive_limits.to_dict()}}
+                            "archives": self.archive_limits.to_dict()},
+                **({"people": [{"key": p.key, "photos_sha256": sorted(x["sha256"] for x in p.photos)}
+                               for p in self.people.people],
+                    "people_match": {k: v for k, v in self.people.policy.to_dict().items() if k != "basis"},
+                    "faces_per_track": self.people.faces_per_track} if self.people is not None else {})}
 
     def run(self) -> dict:
         _Offline.enter()
@@ -331,6 +387,8 @@ class CaseScan:
             known = store.get_meta("identity")
             if known is None:
                 store.set_meta("identity", self.identity())
+                if self.people is not None:  # embeddings and photo hashes only: never a photo or its path
+                    store.set_meta("people", [p.meta() for p in self.people.people])
             elif known != self.identity():
                 raise CaseStoreError(f"{self.case_dir} holds a scan of other inputs, model or settings "
                                      f"({json.dumps(known)}); choose a new case.dir")
@@ -411,7 +469,10 @@ class CaseScan:
                     "retry": f"{command('faketrace-report')} case_dir={self.case_dir}"}
         return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
                 "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
-                "duplicate_groups": report["summary"]["duplicate_groups"]}
+                "duplicate_groups": report["summary"]["duplicate_groups"],
+                "people": [{"label": p["label"], **p["counts"], "expected_false_matches": p["expected_false_hits"]["match"],
+                            "takedown": str(self.case_dir / p["takedown"]["csv"]), "takedown_entries": p["takedown"]["entries"]}
+                           for p in (report.get("people") or {}).get("persons", [])]}
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
@@ -493,6 +554,8 @@ class CaseScan:
                                        f"can judge (faces under {self.options.min_face_px} px, JPEG quality under "
                                        f"{self.options.min_jpeg_quality}, video under "
                                        f"{self.options.min_video_bits_per_pixel} bits per pixel per frame)")}
+        if self.people is not None:
+            header["people"] = self._people_header()
         if self.image_model is not None:
             header["image_model"] = self._describe(self.image_model)
             header["combination"] = MediaScorer.COMBINATION
@@ -543,6 +606,13 @@ class CaseScan:
             "image_model": None if self.image_model is None else
             {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
             "inputs": [vars(i) for i in self.inputs],
+            "people_of_interest": None if self.people is None else {
+                "consent_or_legal_basis": str(self.cfg.get("people_consent")),
+                "persons": [{"key": p.key, "name": p.name, "reference_photos": p.photos} for p in self.people.people],
+                "kept": "the reference faces' embeddings (case.sqlite, meta 'people') and each photo's SHA-256; the "
+                        "photos, crops and their paths are not copied into the case; faces matching nobody are not "
+                        "stored", "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.describe()},
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
             "access_times": noatime_report(),
@@ -596,4 +666,8 @@ def format_summary(summary: dict) -> str:
     elif report:
         lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
                      f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
+        for p in report.get("people") or []:
+            lines.append(f"  person {p['label']}: {p['match']} items match, {p['uncertain']} uncertain "
+                         f"(about {p['expected_false_matches']:g} false matches expected by chance; a match is not an "
+                         f"identification); takedown: {p['takedown']} ({p['takedown_entries']} hashes)")
     return "\n".join(lines)

@@ -370,7 +370,11 @@ class MediaScorer:
 
     COMBINATION = COMBINATION_RULE
 
-    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
+    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None,
+                 people=None):
+        """`people`: a forensics.people.PeopleMatcher: every face found is also compared with the people of
+        interest (with an image-level model only, faces are detected for that purpose alone)."""
+        self.people = people
         if model is not None and model.level == "image":
             if image_model is not None:
                 raise ValueError("two image-level models given; the second model must be face-level")
@@ -441,6 +445,8 @@ class MediaScorer:
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
+        elif self.people is not None:
+            out["people"] = self._people_only(frames)
         if self.image_model is None:
             return self._combine(out, None, animated)
         image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
@@ -496,6 +502,7 @@ class MediaScorer:
         if not chosen:
             return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
                                                             "scored; not assessed (no score is given)"}
+        people_item, people_faces = self.people.match(frames, chosen) if self.people is not None else (None, {})
         crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
         x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
@@ -509,6 +516,8 @@ class MediaScorer:
                           "box": [round(float(v), 2) for v in b], "detector_score": r6(c.face.score),
                           "size_px": round(float(min(b[2] - b[0], b[3] - b[1])), 2),
                           "logit": r6(lg), "probability": r6(p)})
+            if people_faces.get(len(faces) - 1):
+                faces[-1]["people"] = people_faces[len(faces) - 1]
         per_frame: dict[int, float] = {}
         for f, p in zip(faces, probs, strict=True):
             per_frame[f["frame_index"]] = max(per_frame.get(f["frame_index"], 0.0), float(p))
@@ -529,7 +538,19 @@ class MediaScorer:
                       score={"probability": r6(probability), "level": level, "rule": rule, "how": how,
                              "calibration": calibration_summary(cal)})
         result.update(self._verdict(probability, faces))
+        if people_item is not None:
+            result["people"] = people_item
         return result
+
+    def _people_only(self, frames: dict[int, np.ndarray]) -> dict:
+        """Faces found only to look for the people of interest (no face-level model in this scan)."""
+        order = sorted(frames)
+        detections = []
+        for i in range(0, len(order), self.options.detector_batch):
+            detections.extend(self.detector.detect([frames[k] for k in order[i:i + self.options.detector_batch]]))
+        chosen = [c for per_frame in choose_faces(order, detections, PreprocessSpec(face_policy="all"))
+                  for c in per_frame]
+        return self.people.match(frames, chosen)[0]
 
     def _score_image_level(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
         """Whole-image score: tiles at native resolution, tile rule per frame, then the video rule."""
