@@ -123,6 +123,9 @@ class ScanModel:
     image_spec: ImageSpec | None = None  # image-level models
     frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
+    # A published model's own crop rule, (frame, Face) -> RGB crop at the input size (forensics/panel.py);
+    # None: the face spec's crop, as in training.
+    crop: Callable | None = None
 
     @property
     def warning(self) -> str | None:
@@ -384,7 +387,8 @@ class MediaScorer:
         if not chosen:
             return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
                                                             "scored; not assessed (no score is given)"}
-        crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
+        crop = self.model.crop or (lambda frame, face: model_crop(frame, face, self.spec))
+        crops = [crop(frames[c.frame_index], c.face) for c in chosen]
         spec = self.model.input_spec
         x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])

@@ -1,0 +1,299 @@
+"""A panel of detectors in the scan: shipped published models beside (or instead of) a trained one.
+
+    python evaluate.py mode=scan inputs=[...] published=[meso4_df,lrnet_ffpp] case.id=... case.operator=...
+
+Every model scores every item it can judge; each item's result carries `panel` (one entry per
+model: status, score, verdict, bands, domain) and the combined verdict with `decided_by`.
+
+Members:
+- face-crop models (the trained checkpoint or export, MesoNet): a MediaScorer each, with the
+  model's own crop rule and input spec (published preprocessing: datasets/published_crops.py);
+- landmark-sequence models (LRNet): consecutive video frames, RetinaFace boxes, dlib 68-point
+  landmarks (optional stage, datasets/landmarks.py), windows of 30 frames, the published vote.
+
+Domain: a model gives "not_applicable", never a verdict, on media outside its registry `domain`
+(LRNet on a still; any model on faces below its minimum size). Combination: the scan's existing
+rule for several models (forensics/scoring.py, MediaScorer.COMBINATION: the most severe verdict,
+ties by the larger probability) over the members that judged the item; a member that was not
+applicable takes no part, and a verdict resting on one model is marked as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces
+from faketrace.datasets.media import DecodeError, sniff_media_type
+from faketrace.datasets.published_crops import mesonet_crop
+from faketrace.forensics.scoring import (
+    DECIMALS,
+    VERDICTS,
+    MediaScorer,
+    ScanModel,
+    bands_for,
+    r6,
+)
+
+log = logging.getLogger(__name__)
+
+COMBINATION = ("panel: the most severe verdict among the models that could judge the item, each under its own "
+               "bands (likely manipulated > inconclusive > no evidence); on equal verdicts the larger probability; "
+               "models for which the item is outside their domain ('not applicable') take no part")
+CASEWORK_NOTE = "published weights, not validated by this lab: run scripts/validate.py on a labelled set you hold"
+
+
+def _card(entry: dict) -> dict:
+    return {"name": entry["name"], "family": entry["family"], "paper": entry["paper"], "release": entry["release"],
+            "licence": entry["licence"], "training_data": entry["training_data"], "domain": entry["domain"],
+            "spec": entry["spec"], "shipped": {k: entry["shipped"].get(k) for k in ("path", "sha256")},
+            "validation": entry.get("validation")}
+
+
+def _validation(entry: dict) -> tuple[bool, str, dict]:
+    """fit_for_casework, note and calibration from a validation certificate (scripts/validate.py), if any."""
+    cert = entry.get("validation")
+    if cert and cert.get("fit_for_casework"):
+        return True, f"validated by {cert.get('operator')} on {cert.get('date')} ({cert.get('set_sha256', '')[:12]})", \
+            cert.get("calibration") or {}
+    return False, entry.get("casework_note") or CASEWORK_NOTE, (cert or {}).get("calibration") or {}
+
+
+def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
+    """A shipped face-crop model (MesoNet) as a ScanModel with its published crop and input."""
+    import torch
+
+    spec, inp = entry["spec"], entry["spec"]["input"]
+    size = int(inp["size"][0])
+    face = spec["face"]
+    if face.get("crop_rule") != "mesonet_aligned":
+        raise ValueError(f"{entry['name']}: crop rule {face.get('crop_rule')!r} is not supported in the scan")
+
+    def crop(frame, f):
+        return mesonet_crop(frame, f.landmarks, size, inp.get("interpolation", "nearest"))
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
+
+    scale = float(inp.get("scale", 1 / 255))
+    # model_input computes (x / 255 - mean) / std; the published input is x * scale, mean 0, std 1
+    std = [1 / (scale * 255)] * 3 if abs(scale * 255 - 1) > 1e-9 else inp["std"]
+    fit, note, calibration = _validation(entry)
+    return ScanModel(kind="published", path=entry["shipped"]["file"], sha256=entry["shipped"]["sha256"],
+                     face_spec=PreprocessSpec(detector=face["detector"], crop_size=size, margin=float(face["margin"]),
+                                              frames_per_video=int(spec["video"]["frames_per_video"]),
+                                              face_policy="all"),
+                     input_spec={"input_size": size, "mean": inp["mean"], "std": std},
+                     aggregation=spec["video"]["rule"], calibration=calibration, fit_for_casework=fit,
+                     casework_note=note, detector={}, card=_card(entry), logits=logits, device=device,
+                     module=module, crop=crop)
+
+
+def load_published(name: str, device: str = "cpu"):
+    """(entry, ScanModel or torch module) of a shipped published detector."""
+    from faketrace.models.published import build_published
+
+    module, entry = build_published(name, device=device)
+    return entry, module
+
+
+# -- members --------------------------------------------------------------------------------------
+class FaceMember:
+    """A face-crop model scored by its own MediaScorer (decoding, detection, crops, bands)."""
+
+    def __init__(self, name: str, scorer: MediaScorer, domain: dict | None):
+        self.name, self.scorer, self.domain = name, scorer, domain or {}
+        self.model = scorer.model
+
+    def describe(self) -> dict:
+        m = self.model
+        return {"name": self.name, "kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
+                "fit_for_casework": m.fit_for_casework, "casework_note": m.casework_note, "domain": self.domain,
+                "bands": {k: vars(b) for k, b in self.scorer.bands.items()}, "card": m.card}
+
+    def score(self, path: Path, result: dict | None = None) -> dict:
+        out = result if result is not None else self.scorer.score_file(path)
+        media = out.get("media_type")
+        allowed = self.domain.get("media")
+        if allowed and media in ("image", "video") and ({"image": "still"}.get(media, media) not in allowed):
+            return {"status": "not_applicable", "reason": f"{self.name} judges {', '.join(allowed)} only"}
+        return _summary(out)
+
+
+class LandmarkMember:
+    """LRNet: landmark motion over consecutive video frames; not applicable to stills."""
+
+    def __init__(self, name: str, entry: dict, module, detector, decoder, options, predictor=None,
+                 predictor_error: str | None = None, max_frames: int = 300):
+        self.name, self.entry, self.module, self.detector, self.decoder = name, entry, module, detector, decoder
+        self.options, self.predictor, self.predictor_error, self.max_frames = options, predictor, predictor_error, max_frames
+        self.domain = entry["domain"]
+        self.clip = entry["spec"]["clip"]
+        fit, note, calibration = _validation(entry)
+        self.fit_for_casework, self.casework_note, self.calibration = fit, note, calibration
+        self.bands = bands_for(calibration, "video", options.bands_override)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "published", "level": "clip", "path": self.entry["shipped"]["file"],
+                "sha256": self.entry["shipped"]["sha256"], "fit_for_casework": self.fit_for_casework,
+                "casework_note": self.casework_note, "domain": self.domain, "bands": {"item": vars(self.bands)},
+                "landmarks": self.predictor.describe() if self.predictor else {"error": self.predictor_error},
+                "card": _card(self.entry)}
+
+    def score(self, path: Path, result: dict | None = None) -> dict:
+        kind = (result or {}).get("media_type") or sniff_media_type(path)
+        if kind != "video":
+            return {"status": "not_applicable",
+                    "reason": f"{self.name} judges landmark motion in video ({self.domain['min_frames']} or more "
+                              "consecutive frames); a still has none"}
+        if self.predictor is None:
+            return {"status": "not_applicable", "reason": f"the 68-point landmark stage is not installed "
+                                                          f"({self.predictor_error})"}
+        try:
+            return self._score_video(path)
+        except DecodeError as exc:
+            return {"status": "decode_error", "reason": str(exc)}
+        except Exception as exc:  # one member's failure costs its own entry only
+            log.error("%s on %s failed:\n%s", self.name, path, traceback.format_exc())
+            return {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+
+    def _score_video(self, path: Path) -> dict:
+        import torch
+
+        from faketrace.datasets.landmarks import normalise_sequence
+        from faketrace.models.lrnet import video_vote, windows
+
+        o = self.options
+        v = self.decoder("read_video_frames", path, self.max_frames, sampling="every_k", every_k=1,
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+        order = sorted(v.frames)
+        if len(order) < int(self.domain["min_frames"]):
+            return {"status": "not_applicable", "reason": f"{len(order)} consecutive frames decoded; {self.name} "
+                                                          f"needs {self.domain['min_frames']}"}
+        frames = [v.frames[k] for k in order]
+        detections = []
+        for i in range(0, len(frames), o.detector_batch):
+            detections.extend(self.detector.detect(frames[i:i + o.detector_batch]))
+        chosen = choose_faces(order, detections, PreprocessSpec(face_policy="largest"))
+        points, reused, sizes, started = [], 0, [], False
+        for frame, per_frame in zip(frames, chosen, strict=True):
+            if per_frame:
+                face = per_frame[0].face
+                points.append(self.predictor(frame, face.box))
+                sizes.append(float(min(face.box[2] - face.box[0], face.box[3] - face.box[1])))
+                started = True
+            elif started:  # as the publisher does: a frame without a face keeps the previous landmarks
+                points.append(points[-1])
+                reused += 1
+        if len(points) < int(self.domain["min_frames"]):
+            return {"status": "no_face", "reason": f"a face in {len(points)} of {len(frames)} consecutive frames; "
+                                                   f"{self.name} needs {self.domain['min_frames']}"}
+        min_px = float(self.domain.get("min_face_px", 0))
+        if np.median(sizes) < min_px:
+            return {"status": "not_applicable", "reason": f"median face {np.median(sizes):.0f} px, below {min_px:.0f}"}
+        x = windows(normalise_sequence(np.stack(points)), int(self.clip["clip_length"]))
+        with torch.inference_mode():
+            p1, p2 = self.module.stream_probabilities(torch.from_numpy(x))
+        window_p = ((p1 + p2) / 2).numpy().astype(np.float64)
+        vote = video_vote(window_p)
+        verdict = self.bands.verdict(round(vote, DECIMALS))
+        return {"status": "scanned", "reason": None,
+                "score": {"probability": r6(vote), "level": "video", "rule": "vote",
+                          "how": "fraction of 30-frame windows whose P(fake) (mean of the two streams) is >= 0.5",
+                          "window_probabilities": [r6(p) for p in window_p], "mean_window_probability": r6(window_p.mean())},
+                "frames": {"decoded": len(frames), "with_landmarks": len(points) - reused, "reused_previous": reused,
+                           "windows": int(len(window_p))},
+                "verdict": verdict, "score_band": verdict,
+                "bands": {"lower": r6(self.bands.lower), "upper": r6(self.bands.upper), "source": self.bands.source}}
+
+
+def _summary(out: dict) -> dict:
+    score = out.get("score") or {}
+    keep = {"status": out.get("status"), "reason": out.get("reason"), "verdict": out.get("verdict"),
+            "verdict_reason": out.get("verdict_reason"), "bands": out.get("bands"),
+            "out_of_scope": out.get("out_of_scope")}
+    if score:
+        keep["score"] = {k: score.get(k) for k in ("probability", "level", "rule", "how") if k in score}
+    return keep
+
+
+# -- the panel ------------------------------------------------------------------------------------
+class PanelScorer:
+    """The primary MediaScorer (a trained model, or the first published face model) plus more members.
+
+    Attribute access falls through to the primary scorer, so the scan treats it as a MediaScorer.
+    """
+
+    COMBINATION = COMBINATION
+
+    def __init__(self, primary: MediaScorer, primary_name: str, members: list, primary_domain: dict | None = None):
+        self.primary = primary
+        self.first = FaceMember(primary_name, primary, primary_domain)
+        self.members = members
+
+    def __getattr__(self, name):
+        return getattr(self.primary, name)
+
+    def describe(self) -> list[dict]:
+        return [self.first.describe()] + [m.describe() for m in self.members]
+
+    def close(self) -> None:
+        for m in self.members:
+            if isinstance(m, FaceMember):
+                m.scorer.close()
+        self.primary.close()
+
+    def score_file(self, path: Path) -> dict:
+        out = self.primary.score_file(path)
+        panel = {self.first.name: self.first.score(path, out)}
+        if out.get("media_type") in ("image", "video"):
+            for m in self.members:
+                try:
+                    panel[m.name] = m.score(path, None if isinstance(m, FaceMember) else out)
+                except Exception as exc:
+                    log.error("%s on %s failed:\n%s", m.name, path, traceback.format_exc())
+                    panel[m.name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+        out["panel"] = panel
+        return combine_panel(out, panel)
+
+
+def combine_panel(out: dict, panel: dict) -> dict:
+    """The item's verdict from every member that judged it (see COMBINATION)."""
+    severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    judged = {n: p for n, p in panel.items() if p.get("status") == "scanned" and p.get("verdict")}
+    out["panel_combination"] = COMBINATION
+    out["not_applicable"] = sorted(n for n, p in panel.items() if p.get("status") == "not_applicable")
+    if not judged:
+        return out
+    name = max(judged, key=lambda n: (severity[judged[n]["verdict"]], (judged[n].get("score") or {}).get("probability") or 0))
+    best = judged[name]
+    out.update(status="scanned", verdict=best["verdict"], score_band=best.get("score_band", best["verdict"]),
+               bands=best.get("bands"), panel_decided_by=name)
+    if best.get("score"):
+        out["score"] = {**(out.get("score") or {}), **best["score"]}
+    if out.get("reason") and out["status"] == "scanned" and name != next(iter(panel)):
+        out["reason"] = None
+    why = "; ".join(f"{n}: {p.get('verdict') or p.get('status')}"
+                    + (f" ({p['score']['probability']:.3f})" if (p.get("score") or {}).get("probability") is not None else "")
+                    for n, p in panel.items())
+    out["verdict_reason"] = f"{name} decided ({why})" + ("" if len(judged) > 1 else "; only one model could judge this item")
+    out["single_model"] = len(judged) == 1
+    return out
+
+
+def build_panel(cfg, primary_model: ScanModel | None, detector, options, decoder_factory=None):
+    """Members from cfg.published (names, in order), for CaseScan. Returns (primary ScanModel, members, names)."""
+    names = list((cfg.get("published") or {}).keys())
+    device = str(cfg.get("device", "auto"))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = [(n, *load_published(n, device)) for n in names]
+    face = [(n, e, m) for n, e, m in loaded if e["spec"]["level"] == "face"]
+    clip = [(n, e, m) for n, e, m in loaded if e["spec"]["level"] == "clip"]
+    return face, clip, device
