@@ -35,6 +35,7 @@ from faketrace.forensics.scoring import (
     MediaScorer,
     ScanModel,
     bands_for,
+    item_probability,
     r6,
 )
 
@@ -59,7 +60,8 @@ def _validation(entry: dict) -> tuple[bool, str, dict]:
     if cert and cert.get("fit_for_casework"):
         return True, f"validated by {cert.get('operator')} on {cert.get('date')} ({cert.get('set_sha256', '')[:12]})", \
             cert.get("calibration") or {}
-    return False, entry.get("casework_note") or CASEWORK_NOTE, (cert or {}).get("calibration") or {}
+    # A certificate below the minimum counts is shown, but its calibration (fitted on too few items) is not used.
+    return False, entry.get("casework_note") or CASEWORK_NOTE, {}
 
 
 def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
@@ -93,11 +95,11 @@ def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
                      module=module, crop=crop)
 
 
-def load_published(name: str, device: str = "cpu"):
-    """(entry, ScanModel or torch module) of a shipped published detector."""
+def load_published(name: str, device: str = "cpu", validated_dir: str | None = None):
+    """(registry entry, torch module) of a shipped published detector, or of a lab's validated copy of it."""
     from faketrace.models.published import build_published
 
-    module, entry = build_published(name, device=device)
+    module, entry = build_published(name, device=device, validated_dir=validated_dir)
     return entry, module
 
 
@@ -200,9 +202,10 @@ class LandmarkMember:
             p1, p2 = self.module.stream_probabilities(torch.from_numpy(x))
         window_p = ((p1 + p2) / 2).numpy().astype(np.float64)
         vote = video_vote(window_p)
-        verdict = self.bands.verdict(round(vote, DECIMALS))
+        probability = item_probability(vote, 1, self.calibration) if self.calibration else vote
+        verdict = self.bands.verdict(round(probability, DECIMALS))
         return {"status": "scanned", "reason": None,
-                "score": {"probability": r6(vote), "level": "video", "rule": "vote",
+                "score": {"probability": r6(probability), "vote": r6(vote), "level": "video", "rule": "vote",
                           "how": "fraction of 30-frame windows whose P(fake) (mean of the two streams) is >= 0.5",
                           "window_probabilities": [r6(p) for p in window_p], "mean_window_probability": r6(window_p.mean())},
                 "frames": {"decoded": len(frames), "with_landmarks": len(points) - reused, "reused_previous": reused,

@@ -229,6 +229,20 @@ def _level(level: dict | None) -> str | None:
              f"{level['probability']:.6f} (bands {b.get('lower', 0):.3f} / {b.get('upper', 1):.3f})")
 
 
+def _panel_model_html(m: dict) -> str:
+    v = m.get("validation")
+    if v and v.get("fit_for_casework"):
+        state = f"validated by {v.get('operator')} on {v.get('date')}: {v.get('why')}"
+    elif v:
+        state = (f"NOT FIT FOR CASEWORK: the validation by {v.get('operator')} on {v.get('date')} did not qualify "
+                 f"({v.get('why')}); its calibration is not used")
+    else:
+        state = f"NOT VALIDATED FOR CASEWORK: {m.get('casework_note')}"
+    return (f"<b>{e(m.get('name'))}</b> ({e(m.get('paper') or m.get('kind'))}; licence {e(m.get('licence'))}) "
+            f"<code>{e(m.get('sha256'))}</code><br>{e(state)}<br>judges: "
+            f"{e(', '.join((m.get('domain') or {}).get('media') or []) or 'as its training data')}")
+
+
 def _article(case_dir: Path, r: dict) -> str:
     pics = []
     for f in r.get("frames") or []:
@@ -268,6 +282,8 @@ def _article(case_dir: Path, r: dict) -> str:
         ("image level", _level(r.get("image_level"))),
         ("decided by", e(f"the {r['decided_by']}-level model ({r.get('combination')})") if r.get("decided_by")
          else None),
+        ("panel", "<br>".join(f"{e(n)}: {_level(p)}" for n, p in (r.get("panel") or {}).items()) or None),
+        ("panel decided by", e(r.get("panel_decided_by")) if r.get("panel_decided_by") else None),
         ("faces", e(r.get("n_faces"))),
         ("type", e(" ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x))),
         ("decoding", e(decode.get("decode_note"))),
@@ -364,6 +380,7 @@ def render_html(report: dict, case_dir: str | Path) -> str:
                                    f" by {x.get('operator')} on {x.get('host')} ({x.get('ended')}, exit {x.get('exit_status')})")
                                  for x in sessions)),
         ("model", f"<code>{e(model.get('path'))}</code><br>SHA-256 <code>{e(model.get('sha256'))}</code>"),
+        ("panel", "<br>".join(_panel_model_html(m) for m in report.get("panel") or []) or None),
         ("C2PA reader", e(report["settings"]["c2pa"])),
         ("report files", e("report.json (source of truth), report.html, items.csv, hashes.csv, report_media/; "
                            "their SHA-256 are in the audit table of case.sqlite")),

@@ -481,7 +481,8 @@ def load_published_models(cfg: DictConfig) -> list:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return [(n, *load_published(n, device)) for n in names]
+    validated = cfg.scan.get("validated_dir")
+    return [(n, *load_published(n, device, validated)) for n in names]
 
 
 def _user() -> str | None:

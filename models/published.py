@@ -79,15 +79,33 @@ def shipped_path(entry: dict) -> Path:
     return Path(__file__).resolve().parent / shipped["path"]
 
 
-def build_published(name: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+def validated_copy(name: str, validated_dir: str | Path | None) -> Path | None:
+    """The entry file of a lab's validated copy (scripts/validate.py writes DIR/NAME/NAME.yaml), if there is one."""
+    if not validated_dir:
+        return None
+    p = Path(validated_dir) / name / f"{name}.yaml"
+    return p if p.is_file() else None
+
+
+def build_published(name: str, device: str = "cpu", validated_dir: str | Path | None = None
+                    ) -> tuple[torch.nn.Module, dict]:
     """A shipped published detector in eval mode, and its registry entry (with the file's SHA-256 checked).
 
+    With `validated_dir` holding a validated copy of `name` (scripts/validate.py), that copy's entry
+    (with its validation certificate and calibration) and weights are used instead.
     Loading is strict: a missing or unexpected tensor is an error, never a silently random layer.
     """
     from safetensors.torch import load_file
 
-    entry = load_entry(name)
-    path = shipped_path(entry)
+    copy = validated_copy(name, validated_dir)
+    if copy is not None:
+        entry = yaml.safe_load(copy.read_text())
+        if entry.get("name") != name:
+            raise ValueError(f"{copy} names itself {entry.get('name')!r}, not {name!r}")
+        path = copy.parent / entry["shipped"]["path"]
+    else:
+        entry = load_entry(name)
+        path = shipped_path(entry)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from this installation (it ships with the package; "
                                 "regenerate it with scripts/convert_published.py)")
