@@ -42,9 +42,9 @@ def main() -> None:
     demo = "--demo" in sys.argv
     sys.path.insert(0, os.path.join(repo, "demo"))
     os.chdir(os.path.join(repo, "demo"))
+    import yaml
     from classify import get_data_for_test  # the publisher's windowing
     from utils.model import LRNet  # the publisher's model
-    import yaml
 
     args_model = yaml.safe_load(open("configs/args_model.yaml"))
     block = yaml.safe_load(open("configs/args_inference.yaml"))["BLOCK_SIZE"]
