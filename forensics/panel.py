@@ -12,14 +12,15 @@ Members:
   landmarks (optional stage, datasets/landmarks.py), windows of 30 frames, the published vote.
 
 Domain: a model gives "not_applicable", never a verdict, on media outside its registry `domain`
-(LRNet on a still; any model on faces below its minimum size). Combination: the scan's existing
-rule for several models (forensics/scoring.py, MediaScorer.COMBINATION: the most severe verdict,
-ties by the larger probability) over the members that judged the item; a member that was not
-applicable takes no part, and a verdict resting on one model is marked as such.
+(LRNet on a still; any model on faces below its minimum size). Combination: every member's result
+is one more opinion for forensics/combine.py (the scan's rule for any number of models: only a
+model inside its training domain decides, face-based models decide faces, the most severe verdict,
+an in-domain dissent makes the item inconclusive); a member that was not applicable takes no part.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from pathlib import Path
@@ -29,9 +30,9 @@ import numpy as np
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces
 from faketrace.datasets.media import DecodeError, sniff_media_type
 from faketrace.datasets.published_crops import mesonet_crop
+from faketrace.forensics.combine import RULE, Domain, Opinion, combine
 from faketrace.forensics.scoring import (
     DECIMALS,
-    VERDICTS,
     MediaScorer,
     ScanModel,
     bands_for,
@@ -41,9 +42,7 @@ from faketrace.forensics.scoring import (
 
 log = logging.getLogger(__name__)
 
-COMBINATION = ("panel: the most severe verdict among the models that could judge the item, each under its own "
-               "bands (likely manipulated > inconclusive > no evidence); on equal verdicts the larger probability; "
-               "models for which the item is outside their domain ('not applicable') take no part")
+COMBINATION = RULE  # forensics/combine.py: the panel's members are more opinions under the same rule
 CASEWORK_NOTE = "published weights, not validated by this lab: run scripts/validate.py on a labelled set you hold"
 
 
@@ -52,6 +51,12 @@ def _card(entry: dict) -> dict:
             "licence": entry["licence"], "training_data": entry["training_data"], "domain": entry["domain"],
             "spec": entry["spec"], "shipped": {k: entry["shipped"].get(k) for k in ("path", "sha256")},
             "validation": entry.get("validation")}
+
+
+def _domain(entry: dict) -> dict:
+    """The registry domain in forensics/combine.py's terms: media kinds, faces present."""
+    d = entry.get("domain") or {}
+    return {"media": d.get("media"), "faces": "present", "description": d.get("notes", "")}
 
 
 def _validation(entry: dict) -> tuple[bool, str, dict]:
@@ -91,7 +96,11 @@ def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
                                               face_policy="all"),
                      input_spec={"input_size": size, "mean": inp["mean"], "std": std},
                      aggregation=spec["video"]["rule"], calibration=calibration, fit_for_casework=fit,
-                     casework_note=note, detector={}, card=_card(entry), logits=logits, device=device,
+                     casework_note=note, detector={},
+                     # the training domain as forensics/combine.py reads it (Domain.of: card.training.data.domain)
+                     card={**_card(entry), "training": {"data": {"name": entry["training_data"]["description"],
+                                                                 "domain": _domain(entry)}}},
+                     logits=logits, device=device,
                      module=module, crop=crop)
 
 
@@ -130,9 +139,10 @@ class LandmarkMember:
     """LRNet: landmark motion over consecutive video frames; not applicable to stills."""
 
     def __init__(self, name: str, entry: dict, module, detector, decoder, options, predictor=None,
-                 predictor_error: str | None = None, max_frames: int = 300):
+                 predictor_error: str | None = None, max_frames: int = 300, frame_bytes: int = 768 << 20):
         self.name, self.entry, self.module, self.detector, self.decoder = name, entry, module, detector, decoder
         self.options, self.predictor, self.predictor_error, self.max_frames = options, predictor, predictor_error, max_frames
+        self.frame_bytes = int(frame_bytes)
         self.domain = entry["domain"]
         self.clip = entry["spec"]["clip"]
         fit, note, calibration = _validation(entry)
@@ -156,23 +166,31 @@ class LandmarkMember:
             return {"status": "not_applicable", "reason": f"the 68-point landmark stage is not installed "
                                                           f"({self.predictor_error})"}
         try:
-            return self._score_video(path)
+            return self._score_video(path, (result or {}).get("decode"))
         except DecodeError as exc:
             return {"status": "decode_error", "reason": str(exc)}
         except Exception as exc:  # one member's failure costs its own entry only
             log.error("%s on %s failed:\n%s", self.name, path, traceback.format_exc())
             return {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
 
-    def _score_video(self, path: Path) -> dict:
+    def _score_video(self, path: Path, decode: dict | None) -> dict:
         import torch
 
         from faketrace.datasets.landmarks import normalise_sequence
         from faketrace.models.lrnet import video_vote, windows
 
         o = self.options
-        v = self.decoder("read_video_frames", path, self.max_frames, sampling="every_k", every_k=1,
-                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+        # Consecutive frames from the start, as many as fit the decoder's memory budget (decoded RGB frames)
+        w, h = (decode or {}).get("width") or 0, (decode or {}).get("height") or 0
+        n = self.max_frames if not (w and h) else max(1, min(self.max_frames, self.frame_bytes // (w * h * 3)))
+        if n < int(self.domain["min_frames"]):
+            return {"status": "not_applicable", "reason": f"{w}x{h} frames: only {n} fit the landmark stage's "
+                                                          f"budget of {self.frame_bytes >> 20} MiB"}
+        v = self.decoder("read_first_frames", path, n, time_limit_s=o.video_time_limit_s,
+                         hard_limit_s=o.video_time_limit_s)
         order = sorted(v.frames)
+        if not order and v.error:
+            return {"status": "timeout" if v.timed_out else "decode_error", "reason": v.error}
         if len(order) < int(self.domain["min_frames"]):
             return {"status": "not_applicable", "reason": f"{len(order)} consecutive frames decoded; {self.name} "
                                                           f"needs {self.domain['min_frames']}"}
@@ -251,52 +269,33 @@ class PanelScorer:
         self.primary.close()
 
     def score_file(self, path: Path) -> dict:
+        self.primary.last_opinions = None
         out = self.primary.score_file(path)
+        primary_opinions = self.primary.last_opinions
         panel = {self.first.name: self.first.score(path, out)}
-        if out.get("media_type") in ("image", "video"):
-            for m in self.members:
-                try:
-                    panel[m.name] = m.score(path, None if isinstance(m, FaceMember) else out)
-                except Exception as exc:
-                    log.error("%s on %s failed:\n%s", m.name, path, traceback.format_exc())
-                    panel[m.name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+        if out.get("media_type") not in ("image", "video") or primary_opinions is None:
+            out["panel"] = panel  # the file was not decoded: no model judged it
+            return out
+        opinions, media, has_face = primary_opinions
+        # The primary's face opinion under its own name when it is a published model
+        opinions = [dataclasses.replace(o, name=self.first.name) if o.name == "face" and self.first.name != "model"
+                    else o for o in opinions]
+        for m in self.members:
+            try:
+                panel[m.name] = m.score(path, None if isinstance(m, FaceMember) else out)
+            except Exception as exc:
+                log.error("%s on %s failed:\n%s", m.name, path, traceback.format_exc())
+                panel[m.name] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+            domain = Domain.from_dict({"media": m.domain.get("media"), "faces": "present",
+                                       "description": m.domain.get("notes", "")})  # as _domain(entry)
+            opinions.append(Opinion(m.name, "face" if isinstance(m, FaceMember) else "clip", panel[m.name], domain,
+                                    domain.outside(media, has_face)))
         out["panel"] = panel
-        return combine_panel(out, panel)
-
-
-def combine_panel(out: dict, panel: dict) -> dict:
-    """The item's verdict from every member that judged it (see COMBINATION)."""
-    severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
-    judged = {n: p for n, p in panel.items() if p.get("status") == "scanned" and p.get("verdict")}
-    out["panel_combination"] = COMBINATION
-    out["not_applicable"] = sorted(n for n, p in panel.items() if p.get("status") == "not_applicable")
-    if not judged:
+        out["not_applicable"] = sorted(n for n, p in panel.items() if p.get("status") == "not_applicable")
+        combined = combine(opinions)
+        if combined.get("status") == "scanned":
+            out.update(combined)
+        else:
+            out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
+                       opinions=combined["opinions"])
         return out
-    name = max(judged, key=lambda n: (severity[judged[n]["verdict"]], (judged[n].get("score") or {}).get("probability") or 0))
-    best = judged[name]
-    out.update(status="scanned", verdict=best["verdict"], score_band=best.get("score_band", best["verdict"]),
-               bands=best.get("bands"), panel_decided_by=name)
-    if best.get("score"):
-        out["score"] = {**(out.get("score") or {}), **best["score"]}
-    if out.get("reason") and out["status"] == "scanned" and name != next(iter(panel)):
-        out["reason"] = None
-    why = "; ".join(f"{n}: {p.get('verdict') or p.get('status')}"
-                    + (f" ({p['score']['probability']:.3f})" if (p.get("score") or {}).get("probability") is not None else "")
-                    for n, p in panel.items())
-    out["verdict_reason"] = f"{name} decided ({why})" + ("" if len(judged) > 1 else "; only one model could judge this item")
-    out["single_model"] = len(judged) == 1
-    return out
-
-
-def build_panel(cfg, primary_model: ScanModel | None, detector, options, decoder_factory=None):
-    """Members from cfg.published (names, in order), for CaseScan. Returns (primary ScanModel, members, names)."""
-    names = list((cfg.get("published") or {}).keys())
-    device = str(cfg.get("device", "auto"))
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = [(n, *load_published(n, device)) for n in names]
-    face = [(n, e, m) for n, e, m in loaded if e["spec"]["level"] == "face"]
-    clip = [(n, e, m) for n, e, m in loaded if e["spec"]["level"] == "clip"]
-    return face, clip, device

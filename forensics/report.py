@@ -502,8 +502,7 @@ class ReportBuilder:
                        image_map=None)
         if r.get("panel") is not None:  # a panel of models (forensics/panel.py): each one's result, who decided
             rec.update(panel={n: _level_summary(p) for n, p in r["panel"].items()},
-                       panel_decided_by=r.get("panel_decided_by"), not_applicable=r.get("not_applicable") or [],
-                       single_model=r.get("single_model"))
+                       not_applicable=r.get("not_applicable") or [])
         if r["status"] not in DECODED_STATUSES or not r.get("sha256"):
             return rec
         path = evidence_path(r)
@@ -679,7 +678,7 @@ def _cell(value) -> str:
 ITEM_COLUMNS = ("seq", "item_id", "rel_path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
                 "verdict", "probability", "level", "n_faces", "decided_by", "why", "verdict_reason", "duplicate_group",
                 "known_hash_match",
-                "c2pa", "telegram_messages", "heatmap", "warning", "panel", "panel_decided_by")
+                "c2pa", "telegram_messages", "heatmap", "warning", "panel")
 
 
 def write_items_csv(report: dict, path: Path) -> None:

@@ -283,7 +283,6 @@ def _article(case_dir: Path, r: dict) -> str:
         ("decided by", e(_decided_by(r)) or None),
         ("why", e(r.get("why"))),
         ("panel", "<br>".join(f"{e(n)}: {_level(p)}" for n, p in (r.get("panel") or {}).items()) or None),
-        ("panel decided by", e(r.get("panel_decided_by")) if r.get("panel_decided_by") else None),
         ("faces", e(r.get("n_faces"))),
         ("type", e(" ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x))),
         ("decoding", e(decode.get("decode_note"))),

@@ -526,6 +526,7 @@ class MediaScorer:
             out["image_level"] = image
             opinions.append(Opinion("image", "image", image, self.domains["image"],
                                     self.domains["image"].outside(media, has_face)))
+        self.last_opinions = (opinions, media, has_face)  # a panel (forensics/panel.py) adds its members' to these
         combined = combine(opinions)
         if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
             out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
