@@ -76,7 +76,7 @@ def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
     spec, inp = entry["spec"], entry["spec"]["input"]
     size = int(inp["size"][0])
     face = spec["face"]
-    if face.get("crop_rule") != "mesonet_aligned":
+    if face.get("crop_rule") != "mesonet_5pt":
         raise ValueError(f"{entry['name']}: crop rule {face.get('crop_rule')!r} is not supported in the scan")
 
     def crop(frame, f):
@@ -91,7 +91,7 @@ def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
     std = [1 / (scale * 255)] * 3 if abs(scale * 255 - 1) > 1e-9 else inp["std"]
     fit, note, calibration = _validation(entry)
     return ScanModel(kind="published", path=entry["shipped"]["file"], sha256=entry["shipped"]["sha256"],
-                     face_spec=PreprocessSpec(detector=face["detector"], crop_size=size, margin=float(face["margin"]),
+                     face_spec=PreprocessSpec(detector="retinaface", crop_size=size,
                                               frames_per_video=int(spec["video"]["frames_per_video"]),
                                               face_policy="all"),
                      input_spec={"input_size": size, "mean": inp["mean"], "std": std},
@@ -215,7 +215,7 @@ class LandmarkMember:
         min_px = float(self.domain.get("min_face_px", 0))
         if np.median(sizes) < min_px:
             return {"status": "not_applicable", "reason": f"median face {np.median(sizes):.0f} px, below {min_px:.0f}"}
-        x = windows(normalise_sequence(np.stack(points)), int(self.clip["clip_length"]))
+        x = windows(normalise_sequence(np.stack(points)), int(self.clip["length"]))
         with torch.inference_mode():
             p1, p2 = self.module.stream_probabilities(torch.from_numpy(x))
         window_p = ((p1 + p2) / 2).numpy().astype(np.float64)

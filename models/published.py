@@ -48,6 +48,19 @@ def load_entry(name: str) -> dict:
     return entry
 
 
+def model_spec(entry: dict):
+    """The entry's published preprocessing as a validated, typed ModelSpec (models/spec.py), its
+    `source` filled from the entry (paper, release files with SHA-256, licence, notice)."""
+    from faketrace.models.spec import ModelSpec
+
+    rel, lic = entry["release"], entry["licence"]
+    source = {"name": entry["name"], "paper": entry["paper"]["citation"], "url": rel["url"],
+              "licence": lic["spdx"], "notice": "NOTICE" if "NOTICE" in lic.get("files", []) else "",
+              "files": [{"filename": f["filename"], "sha256": f.get("sha256"), "role": f.get("role", "weights"),
+                         "url": f"{rel['url']}/blob/{rel['commit']}/{f['filename']}"} for f in rel["files"]]}
+    return ModelSpec.from_dict({**entry["spec"], "source": source})
+
+
 def shipped_names() -> list[str]:
     return [n for n in available() if (load_entry(n).get("shipped") or {}).get("path")]
 
@@ -113,6 +126,7 @@ def build_published(name: str, device: str = "cpu", validated_dir: str | Path | 
     expected = entry["shipped"].get("sha256")
     if expected and digest != expected:
         raise ValueError(f"{path} has SHA-256 {digest}, the registry entry lists {expected}: the file was altered")
+    model_spec(entry)  # a malformed spec fails here, naming the field
     model = architecture(entry)
     model.load_state_dict(load_file(str(path)), strict=True)
     model.eval().to(device)

@@ -123,7 +123,8 @@ def test_mesonet_port_matches_keras_on_image_files(name, image_files, keras_refe
     # Polarity: the published sigmoid is P(real); our logit is of P(fake).
     np.testing.assert_allclose(fake_logit, -pre, atol=LOGIT_TOL, rtol=1e-4)
     np.testing.assert_allclose(1 / (1 + np.exp(-fake_logit)), 1 - p_real, atol=1e-5)
-    assert published.load_entry(name)["spec"]["output"]["positive_class"] == "real"
+    spec = published.model_spec(published.load_entry(name))
+    assert spec.output.positive_class == "real" and spec.input.interpolation == "nearest"
 
 
 @pytest.mark.parametrize("change", [{"interpolation": "bilinear"}, {"interpolation": "bicubic"},
@@ -199,7 +200,7 @@ def test_lrnet_matches_the_publishers_code(name, lrnet_reference):
     for key, meta in ref["inputs"].items():
         assert gen.digest(seqs[key]) == meta["sha256_float64"], "the seeded inputs changed"
     model, entry = published.build_published(f"lrnet_{name}")
-    assert entry["spec"]["clip"]["clip_length"] == ref["block"]
+    assert entry["spec"]["clip"]["length"] == ref["block"]
     for key, seq in seqs.items():
         want = ref["models"][name][f"synthetic/{key}"]
         x = torch.from_numpy(windows(seq.astype(np.float32), ref["block"]))
@@ -224,6 +225,13 @@ def test_lrnet_landmark_order_matters(lrnet_reference):
         with torch.no_grad():
             got = model.window_probability(torch.from_numpy(windows(wrong.astype(np.float32)))).numpy()
         assert np.abs(got - want).max() > 0.01
+
+
+def test_every_registry_spec_is_a_valid_model_spec():
+    for name in published.available():
+        spec = published.model_spec(published.load_entry(name))
+        assert spec.published and spec.source.files and spec.source.licence
+    assert published.model_spec(published.load_entry("lrnet_ffpp")).domain.media == ("video",)
 
 
 def test_lrnet_windows_follow_the_published_rule():
