@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import GifImagePlugin, Image, ImageOps
 
 from faketrace.datasets.io import open_readonly
 
 # Refuse decompression bombs before decoding pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# GIF frames after the first stay palette images (1 byte a pixel) while the palette does not change,
+# instead of Pillow's default of RGBA from the second frame on (4 bytes a pixel): a GIF of huge
+# frames then costs a quarter of the memory; the pixels converted to RGB are the same.
+GifImagePlugin.LOADING_STRATEGY = GifImagePlugin.LoadingStrategy.RGB_AFTER_DIFFERENT_PALETTE_ONLY
 # Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
 # of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
 # 384 MB, so a decoder process stays well under a GB for any file.
@@ -128,9 +132,11 @@ def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: in
             wanted = len(uniform_indices(n_frames, max(1, max_frames)))
             fits, note = frames_within_budget(w, h, wanted, max_item_pixels)
             frames = {}
+            # Only an image with an orientation tag is transposed (exif_transpose copies the frame).
+            turn = im.getexif().get(0x0112, 1) not in (None, 1)
             for i in uniform_indices(n_frames, fits):
                 im.seek(i)
-                frames[i] = _rgb(ImageOps.exif_transpose(im))
+                frames[i] = _rgb(ImageOps.exif_transpose(im) if turn else im)
             first = frames[min(frames)]
             return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality, note)
     except DecodeError:
@@ -483,7 +489,7 @@ class ResourceLimit(DecodeError):
 # Resident memory one decoder process may reach before it is killed. RLIMIT_AS cannot be used: a
 # process that imports torch maps gigabytes of address space it never touches; resident memory
 # is what exhausts a machine. Checked every POLL_S seconds from the scan process.
-DECODER_MAX_RSS_BYTES = 1536 << 20
+DECODER_MAX_RSS_BYTES = 1792 << 20
 POLL_S = 0.02
 
 
@@ -507,7 +513,23 @@ def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
     if _CHILD_FAULT is None:
         _CHILD_FAULT = FaultInjector(FaultPlan.parse(os.environ.get(FAULT_ENV)))
     _CHILD_FAULT("in_decoder_process")
-    return globals()[fn_name](*args, **kwargs)
+    try:
+        return globals()[fn_name](*args, **kwargs)
+    finally:
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last decode back to the system (glibc keeps it otherwise), so the
+    decoder process's resident size, which its memory cap watches, reflects the next item only."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 _CHILD_FAULT = None

@@ -1,7 +1,7 @@
 """Heatmaps on the most suspicious face: where the model looked when it scored it.
 
 The face is found again on its frame and cropped by the one face pipeline
-(`datasets/face_pipeline.model_crop`, `model_input`), so the crop explained is the crop the scan
+(`datasets/face_pipeline.model_crop`, `spec_input`), so the crop explained is the crop the scan
 scored; the model's logit on it is compared with the stored one and the report says whether they
 agree. Two methods:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, model_crop, model_input, resize_method
+from faketrace.datasets.face_pipeline import PreprocessSpec, model_crop, spec_input
 from faketrace.datasets.faces import Face
 
 
@@ -127,8 +127,7 @@ def occlusion(logits, x: np.ndarray, patch_fraction: float = 0.25, stride_fracti
 
 def explain(model, crop: np.ndarray, method: str = "auto", occlusion_options: dict | None = None) -> Heatmap:
     """Heatmap of one face crop (RGB uint8, as `model_crop` gives it) for a ScanModel."""
-    spec = model.input_spec
-    x = model_input([crop], int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
+    x = spec_input([crop], model.input_spec)
     module = getattr(model, "module", None)
     if method in ("auto", "grad_cam") and module is not None:
         got = grad_cam(module, x)
@@ -180,7 +179,7 @@ def gradient_module_from_export(model) -> tuple[object | None, str]:
         module = load_exported_weights(card["backbone"], weights).eval()
     except Exception as exc:  # noqa: BLE001 - no torch, or timm cannot build it: occlusion still works
         return None, f"weights.safetensors could not be rebuilt ({type(exc).__name__}: {exc})"
-    size = int(model.input_spec["input_size"])
+    size = model.input_spec.side
     probe = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 3, size, size)).astype(np.float32)
     with torch.inference_mode():
         rebuilt = module(torch.from_numpy(probe)).double().reshape(-1).numpy()

@@ -70,38 +70,31 @@ def _validation(entry: dict) -> tuple[bool, str, dict]:
 
 
 def published_face_model(entry: dict, module, device: str = "cpu") -> ScanModel:
-    """A shipped face-crop model (MesoNet) as a ScanModel with its published crop and input."""
+    """A shipped face-crop model (MesoNet) as a ScanModel: its typed published spec, its own crop rule."""
     import torch
 
-    spec, inp = entry["spec"], entry["spec"]["input"]
-    size = int(inp["size"][0])
-    face = spec["face"]
-    if face.get("crop_rule") != "mesonet_5pt":
-        raise ValueError(f"{entry['name']}: crop rule {face.get('crop_rule')!r} is not supported in the scan")
+    from faketrace.models.published import model_spec
+
+    spec = model_spec(entry)
+    if spec.face is None or spec.face.crop_rule != "mesonet_5pt":
+        raise ValueError(f"{entry['name']}: only the mesonet_5pt crop rule is supported in the scan")
+    size = spec.input.side
 
     def crop(frame, f):
-        return mesonet_crop(frame, f.landmarks, size, inp.get("interpolation", "nearest"))
+        return mesonet_crop(frame, f.landmarks, size, spec.input.interpolation)
 
-    def logits(x: np.ndarray) -> np.ndarray:
+    def logits(x: np.ndarray) -> np.ndarray:  # our port returns the logit of P(fake) (models/mesonet.py)
         with torch.inference_mode():
             return module(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
 
-    scale = float(inp.get("scale", 1 / 255))
-    # model_input computes (x / 255 - mean) / std; the published input is x * scale, mean 0, std 1
-    std = [1 / (scale * 255)] * 3 if abs(scale * 255 - 1) > 1e-9 else inp["std"]
     fit, note, calibration = _validation(entry)
     return ScanModel(kind="published", path=entry["shipped"]["file"], sha256=entry["shipped"]["sha256"],
-                     face_spec=PreprocessSpec(detector="retinaface", crop_size=size,
-                                              frames_per_video=int(spec["video"]["frames_per_video"]),
-                                              face_policy="all"),
-                     input_spec={"input_size": size, "mean": inp["mean"], "std": std},
-                     aggregation=spec["video"]["rule"], calibration=calibration, fit_for_casework=fit,
-                     casework_note=note, detector={},
+                     spec=spec.replace(face=dataclasses.replace(spec.face, face_policy="all")),
+                     calibration=calibration, fit_for_casework=fit, casework_note=note,
                      # the training domain as forensics/combine.py reads it (Domain.of: card.training.data.domain)
                      card={**_card(entry), "training": {"data": {"name": entry["training_data"]["description"],
                                                                  "domain": _domain(entry)}}},
-                     logits=logits, device=device,
-                     module=module, crop=crop)
+                     logits=logits, device=device, module=module, crop=crop)
 
 
 def load_published(name: str, device: str = "cpu", validated_dir: str | None = None):

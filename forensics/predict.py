@@ -74,20 +74,19 @@ def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, thre
         raise UnvalidatedModelError(f"{folder} is not fit for casework ({model.casework_note}); pass "
                                     "--allow-unvalidated to run it anyway (every result will say so)")
     if model.level == "image":  # whole-image tiles: no face detector in the folder, none needed
-        options = {"frames_per_video": int(card.get("frames_per_video") or 32), "video_rule": model.aggregation,
+        options = {"frames_per_video": int(model.frames_per_video or 32), "video_rule": model.aggregation,
                    **{k: v for k, v in option_overrides.items() if v is not None}}
         return Predictor(model, MediaScorer(model, None, ScanOptions(**options)), card)
-    spec = model.face_spec
-    det = card["face_detector"]
-    if det.get("file") not in card["files"]:  # only a file whose hash was just checked, inside the folder
-        raise ExportIntegrityError(f"the face detector {det.get('file')!r} is not one of the files "
+    spec, det = model.face_spec, model.detector
+    if det.file not in card["files"]:  # only a file whose hash was just checked, inside the folder
+        raise ExportIntegrityError(f"the face detector {det.file!r} is not one of the files "
                                    f"{CARD_FILE} lists and checks")
-    check_external_data(folder / det["file"])
+    check_external_data(folder / det.file)
     detector = RetinaFaceDetector(score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold,
                                   max_side=spec.detector_max_side, threads=int(threads or 1),
-                                  weights=(folder / det["file"]).read_bytes())
-    if det.get("weights_sha256") and detector.weights_sha256 != det["weights_sha256"]:
-        raise ValueError(f"{det['file']} is not the detector the model's training crops were made with")
+                                  weights=(folder / det.file).read_bytes())
+    if det.weights_sha256 and detector.weights_sha256 != det.weights_sha256:
+        raise ValueError(f"{det.file} is not the detector the model's training crops were made with")
     options = {"frames_per_video": spec.frames_per_video, "video_rule": model.aggregation,
                **{k: v for k, v in option_overrides.items() if v is not None}}
     return Predictor(model, MediaScorer(model, detector, ScanOptions(**options)), card)

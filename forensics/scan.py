@@ -175,7 +175,7 @@ def load_image_model(cfg: DictConfig) -> ScanModel | None:
 def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanModel | None = None) -> ScanOptions:
     s = cfg.scan
     bands = OmegaConf.to_container(s.bands, resolve=True) if s.get("bands") else None
-    default_frames = model.face_spec.frames_per_video if model.face_spec is not None else 32
+    default_frames = model.frames_per_video or 32
     image_model = image_model or (model if model.level == "image" else None)
     image_frames = s.get("image_frames_per_video") or (image_model.frames_per_video if image_model else None)
     return ScanOptions(frames_per_video=int(s.frames_per_video or default_frames),
@@ -273,7 +273,7 @@ class CaseScan:
                                            device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
             self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
                                                    spec.detector_max_side)
-            trained_with = face_model.detector.get("weights_sha256")
+            trained_with = face_model.detector.weights_sha256
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
                                      f"from those the model's crops were made with ({trained_with})")
@@ -497,7 +497,7 @@ class CaseScan:
         return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
                 "fit_for_casework": m.fit_for_casework, "casework_note": m.casework_note, "card": m.card,
                 "calibration": m.calibration, "video_rule": self.options.video_rule,
-                "image_preprocessing": m.image_spec.to_dict() if m.image_spec else None,
+                "spec": m.spec.to_dict(),
                 "bands": {lvl: vars(b) for lvl, b in bands.items()}}
 
     def _header(self) -> dict:

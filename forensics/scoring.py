@@ -19,13 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faketrace.datasets.face_pipeline import (
-    PreprocessSpec,
-    choose_faces,
-    model_crop,
-    model_input,
-    resize_method,
-)
+from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, spec_input
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
@@ -42,6 +36,7 @@ from faketrace.datasets.media import (
 from faketrace.forensics.combine import RULE as COMBINATION_RULE
 from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.spec import DetectorSpec, InputSpec, ModelSpec, OutputSpec, card_spec, checkpoint_spec
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
@@ -118,26 +113,41 @@ def calibration_summary(calibration: dict) -> dict:
 
 
 # -- models ---------------------------------------------------------------------------------------
+def fake_logits(raw: np.ndarray, output: OutputSpec, n: int) -> np.ndarray:
+    """The network's raw outputs for `n` inputs as logits of P(manipulated), as the spec's output section says.
+
+    logit: as is; sigmoid: the logit of the probability; softmax2: the log-odds of the class
+    `class_index` against the other. A model whose positive class is "real" has its logit negated.
+    """
+    raw = np.asarray(raw, np.float64)
+    if output.activation == "softmax2":
+        pairs = raw.reshape(n, 2)
+        z = pairs[:, output.class_index] - pairs[:, 1 - output.class_index]
+    elif output.activation == "sigmoid":
+        z = logit(raw.reshape(n))
+    else:
+        z = raw.reshape(n)
+    return -z if output.positive_class == "real" else z
+
+
 @dataclass
 class ScanModel:
-    """A model with everything a scan needs to use it as it was trained and calibrated."""
+    """A model with everything a scan needs to use it as it was trained and calibrated.
+
+    `spec` (models/spec.py) is what the model looks at; the properties below are views of it in the
+    vocabulary of the pipelines that consume it.
+    """
 
     kind: str  # pytorch | onnx
     path: str
     sha256: str
-    face_spec: PreprocessSpec | None  # face-level models
-    input_spec: dict
-    aggregation: str
+    spec: ModelSpec
     calibration: dict
     fit_for_casework: bool
     casework_note: str
-    detector: dict  # the face detector the model's crops were made with
     card: dict  # what the custody record and the report say about the model
-    logits: Callable[[np.ndarray], np.ndarray]
+    logits: Callable[[np.ndarray], np.ndarray]  # logits of P(manipulated), whatever the network's own output
     device: str = "cpu"
-    level: str = "face"  # face: scores face crops; image: scores whole-image tiles
-    image_spec: ImageSpec | None = None  # image-level models
-    frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
     # A published model's own crop rule, (frame, Face) -> RGB crop at the input size (forensics/panel.py);
     # None: the face spec's crop, as in training.
@@ -147,15 +157,60 @@ class ScanModel:
     def warning(self) -> str | None:
         return None if self.fit_for_casework else f"NOT VALIDATED FOR CASEWORK: {self.casework_note}"
 
+    @property
+    def level(self) -> str:
+        return self.spec.level
 
-def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
+    @property
+    def face_spec(self) -> PreprocessSpec | None:
+        """The face pipeline's settings for this model's crops (face and clip levels)."""
+        return PreprocessSpec.from_dict(self.spec.face_pipeline_dict()) if self.spec.face is not None else None
+
+    @property
+    def image_spec(self) -> ImageSpec | None:
+        return self.spec.image
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.spec.input
+
+    @property
+    def aggregation(self) -> str:
+        """The video rule the model was evaluated with."""
+        return self.spec.video.rule
+
+    @property
+    def frames_per_video(self) -> int | None:
+        return self.spec.video.frames_per_video
+
+    @property
+    def detector(self) -> DetectorSpec | None:
+        """The face detector the model's crops were made with."""
+        return self.spec.face.detector if self.spec.face is not None else None
+
+
+def refuse_clip_models(spec: ModelSpec, source: str | Path) -> None:
     """The scan scores face crops one at a time; a video-family model scores clips of consecutive
     crops, so scoring it frame by frame would not be the model that was evaluated."""
-    clip_length = int(input_spec.get("clip_length") or 1)
-    if clip_length > 1:
-        raise ValueError(f"{source}: this model scores clips of {clip_length} consecutive face crops (the video "
+    if spec.clip_length > 1:
+        raise ValueError(f"{source}: this model scores clips of {spec.clip_length} consecutive face crops (the video "
                          "family); the scan scores single crops, so it cannot use it. Evaluate it with evaluate.py "
                          "on a preprocessed data set, or scan with a frame-level model")
+
+
+def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict, raw_outputs: Callable,
+               device: str = "cpu", module: object | None = None) -> ScanModel:
+    """The one way a ScanModel is made, whatever the back-end: `record` is the checkpoint or the model
+    card (calibration, casework fitness), `raw_outputs` the network's own outputs for a batch."""
+    refuse_clip_models(spec, path)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return fake_logits(raw_outputs(x), spec.output, len(x))
+
+    return ScanModel(kind=kind, path=str(Path(path).resolve()), sha256=sha256_file(path), spec=spec,
+                     calibration=record.get("calibration") or {},
+                     fit_for_casework=bool(record["fit_for_casework"]), casework_note=record.get("casework_note", ""),
+                     card=card, logits=logits, device=device, module=module)
 
 
 def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
@@ -168,7 +223,8 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
     card = json.loads(card_path.read_text())
-    refuse_clip_models(card.get("input") or {}, folder)
+    spec = card_spec(card)  # validated; cards written before the spec are migrated
+    refuse_clip_models(spec, folder)
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
@@ -181,20 +237,12 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
-    def logits(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([out_name], {in_name: x})[0], np.float64).reshape(-1)
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
+        return session.run([out_name], {in_name: x})[0]
 
     summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
-    level = card.get("level", "face")
-    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
-                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
-                     frames_per_video=card.get("frames_per_video") if level == "image" else None,
-                     input_spec=card["input"],
-                     aggregation=card["video_aggregation"], calibration=card["calibration"],
-                     fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
-                     detector=card.get("face_detector", {}),
-                     card={**summary, "model_card_sha256": sha256_file(card_path)}, logits=logits)
+    return scan_model("onnx", onnx_path, spec, card, {**summary, "model_card_sha256": sha256_file(card_path)},
+                      raw_outputs)
 
 
 def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
@@ -202,34 +250,26 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     import torch
 
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ckpt = load_checkpoint(ckpt_path)
-    refuse_clip_models(ckpt["preprocessing"]["input"], ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)  # validated; checkpoints written before the spec are migrated
+    spec = checkpoint_spec(ckpt)
+    refuse_clip_models(spec, ckpt_path)
     model = model_from_checkpoint(ckpt).to(device)
 
-    def logits(x: np.ndarray) -> np.ndarray:
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    pre = ckpt["preprocessing"]
-    card = {"name": f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}",
-            "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
+    arch = ckpt["architecture"]
+    card = {"name": f"faketrace-{arch['family']}-{arch['backbone']}",
+            "family": arch["family"], "backbone": arch["backbone"],
             "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
                          "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
             "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
-    level = pre.get("level", "face")
-    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
-                     face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
-                     frames_per_video=pre.get("frames_per_video_eval") if level == "image" else None,
-                     input_spec=pre["input"],
-                     aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
-                     fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
-                     module=model)
+    return scan_model("pytorch", Path(ckpt_path), spec, ckpt, card, raw_outputs, device=device, module=model)
 
 
 def _odd_geometry(decode: dict) -> str | None:
@@ -434,8 +474,7 @@ class MediaScorer:
                                                             "scored; not assessed (no score is given)"}
         crop = self.model.crop or (lambda frame, face: model_crop(frame, face, self.spec))
         crops = [crop(frames[c.frame_index], c.face) for c in chosen]
-        spec = self.model.input_spec
-        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
+        x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
         cal = self.model.calibration

@@ -15,13 +15,14 @@ from .conftest import results, scan_cfg
 @pytest.fixture(scope="module")
 def scenes_ckpt(scan_ckpt, tmp_path_factory):
     """An image-level checkpoint declared, like the image-level demo's, as trained on scenes without faces."""
-    from faketrace.datasets.image_pipeline import ImageSpec
     from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+    from faketrace.models.spec import ImageSpec, ModelSpec, VideoSpec, checkpoint_spec
 
     ckpt = load_checkpoint(scan_ckpt)
     ckpt.pop("format")
-    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
-                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    ckpt["spec"] = ModelSpec(level="image", input=checkpoint_spec(ckpt).input,
+                             image=ImageSpec(tile_size=64, aggregation="max"),
+                             video=VideoSpec(frames_per_video=None, rule="mean")).to_dict()
     ckpt["data"] = {**ckpt["data"], "domain": {"media": ["still"], "faces": "absent"}}
     # Bands that call every item likely manipulated: the failure the issue saw, at its worst.
     ckpt["calibration"] = {**ckpt["calibration"], "thresholds": {"video": {"eer": 0.0, "at_target_fpr": 0.0,

@@ -27,9 +27,11 @@ def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
               "models/published_weights/lrnet/LICENSE", "models/published_weights/PROVENANCE.md",
               "configs/published/lrnet_ffpp.yaml"):
         assert f"faketrace/{f}" in names, f
+    # The case report's templates are package data (report_html.py reads them when imported).
+    assert {f"faketrace/forensics/templates/{n}" for n in ("report.html.j2", "report.css", "report.js")} <= set(names)
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
     # Every source module of the grafted folders is in the wheel (nested packages are easy to miss).
-    for folder in ("datasets", "models", "engine"):
+    for folder in ("datasets", "models", "engine", "forensics"):
         for src in (REPO / folder).rglob("*.py"):
             rel = src.relative_to(REPO).with_suffix("")
             name = "faketrace." + ".".join(rel.parts).removesuffix(".__init__")
