@@ -164,7 +164,12 @@ class ScanModel:
     @property
     def face_spec(self) -> PreprocessSpec | None:
         """The face pipeline's settings for this model's crops (face and clip levels)."""
-        return PreprocessSpec.from_dict(self.spec.face_pipeline_dict()) if self.spec.face is not None else None
+        if self.spec.face is None:
+            return None
+        spec = self.spec
+        if self.crop is not None:  # the model makes its own crops: the pipeline only detects and chooses faces
+            spec = spec.replace(face=dataclasses.replace(spec.face, crop_rule="square_margin"))
+        return PreprocessSpec.from_dict(spec.face_pipeline_dict())
 
     @property
     def image_spec(self) -> ImageSpec | None:
