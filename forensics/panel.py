@@ -132,7 +132,7 @@ class LandmarkMember:
     """LRNet: landmark motion over consecutive video frames; not applicable to stills."""
 
     def __init__(self, name: str, entry: dict, module, detector, decoder, options, predictor=None,
-                 predictor_error: str | None = None, max_frames: int = 300, frame_bytes: int = 768 << 20):
+                 predictor_error: str | None = None, max_frames: int = 300, frame_bytes: int = 384 << 20):
         self.name, self.entry, self.module, self.detector, self.decoder = name, entry, module, detector, decoder
         self.options, self.predictor, self.predictor_error, self.max_frames = options, predictor, predictor_error, max_frames
         self.frame_bytes = int(frame_bytes)

@@ -322,7 +322,7 @@ class CaseScan:
                 members.append(LandmarkMember(name, entry, module, self.detector, self.scorer.decoder, self.options,
                                               predictor=predictor, predictor_error=error,
                                               max_frames=int(self.cfg.scan.get("landmark_frames") or 300),
-                                              frame_bytes=int(self.cfg.scan.get("landmark_frame_bytes") or 768 << 20)))
+                                              frame_bytes=int(self.cfg.scan.get("landmark_frame_bytes") or 384 << 20)))
             else:
                 raise ValueError(f"{name}: level {entry['spec']['level']!r} cannot run in the scan")
         return PanelScorer(self.scorer, primary_name, members, primary_domain)
