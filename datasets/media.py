@@ -321,6 +321,41 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
     return scan
 
 
+def read_first_frames(path: str | Path, n_frames: int, time_limit_s: float | None = None) -> DecodedVideo:
+    """The first `n_frames` consecutive frames that decode (landmark-sequence models such as LRNet need
+    consecutive frames, not a sample spread over the video). One pass; stops as soon as it has them."""
+    import av
+
+    out = DecodedVideo()
+    deadline = time.monotonic() + time_limit_s if time_limit_s else None
+    try:
+        with open_readonly(path) as fh, av.open(fh) as container:
+            if not container.streams.video:
+                raise DecodeError("the file has no video stream")
+            stream = container.streams.video[0]
+            out.expected_frames = stream.frames or None
+            out.fps = float(stream.average_rate) if stream.average_rate else None
+            bad_packets: list[str] = []
+            try:
+                for i, frame in enumerate(_decoded_frames(container, stream, bad_packets)):
+                    out.frames[i] = upright_rgb(frame)
+                    out.decoded_frames = i + 1
+                    if i + 1 >= n_frames:
+                        break
+                    if (i + 1) % 16 == 0:
+                        _deadline_check(deadline, f"while reading consecutive frames ({i + 1} decoded)", time_limit_s)
+            except av.error.FFmpegError as exc:
+                out.error = f"decoding stopped after {out.decoded_frames} frames: {exc}"
+    except DecodeTimeout as exc:
+        out.error, out.timed_out = str(exc), True
+    except DecodeError as exc:
+        out.error = str(exc)
+    except (av.error.FFmpegError, IndexError, OSError, ValueError) as exc:
+        out.error = f"cannot open video: {exc}"
+    out.sampled = sorted(out.frames)
+    return out
+
+
 def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: DecodedVideo, deadline: float | None,
                   limit: float | None) -> bool:
     """Second pass: decode the sampled frames, seeking past whole groups of pictures.
@@ -563,7 +598,7 @@ class IsolatedDecoder:
     this process (for trusted data and for speed).
     """
 
-    ALLOWED = ("read_image_frames", "read_video_frames")
+    ALLOWED = ("read_image_frames", "read_video_frames", "read_first_frames")
 
     def __init__(self, isolate: bool = True, grace_s: float = 30.0, max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES):
         self.isolate = isolate

@@ -310,6 +310,31 @@ def _level_summary(level: dict | None) -> dict | None:
             "verdict_reason": level.get("verdict_reason"), "bands": level.get("bands")}
 
 
+def _panel_model(m: dict) -> dict:
+    """A panel model as the report states it: what it is, whether a lab validated it, what it can judge."""
+    card = m.get("card") or {}
+    cert = card.get("validation") or None
+    return {"name": m.get("name"), "kind": m.get("kind"), "level": m.get("level"), "sha256": m.get("sha256"),
+            "fit_for_casework": m.get("fit_for_casework"), "casework_note": m.get("casework_note"),
+            "domain": m.get("domain"), "bands": m.get("bands"), "paper": (card.get("paper") or {}).get("citation"),
+            "licence": (card.get("licence") or {}).get("spdx"),
+            "validation": None if not cert else {k: cert.get(k) for k in ("date", "operator", "set_sha256", "counts",
+                                                                          "metrics", "fit_for_casework", "why")}}
+
+
+def panel_text(panel: dict | None) -> str:
+    """One line per item for items.csv: each model's verdict and probability, or why it did not judge."""
+    if not panel:
+        return ""
+    parts = []
+    for name, p in panel.items():
+        if p.get("status") == "scanned" and p.get("probability") is not None:
+            parts.append(f"{name}: {p.get('verdict')} {p['probability']:.4f}")
+        else:
+            parts.append(f"{name}: {(p.get('status') or '').replace('_', ' ')}")
+    return "; ".join(parts)
+
+
 # -- the report -----------------------------------------------------------------------------------
 class ReportBuilder:
     """Builds the report of one case directory. `model` (a ScanModel) and `detector` enable heatmaps."""
@@ -488,6 +513,9 @@ class ReportBuilder:
             rec.update(decided_by=r.get("decided_by"), combination=r.get("combination"),
                        face_level=_level_summary(r.get("face_level")), image_level=_level_summary(r["image_level"]),
                        image_map=None)
+        if r.get("panel") is not None:  # a panel of models (forensics/panel.py): each one's result, who decided
+            rec.update(panel={n: _level_summary(p) for n, p in r["panel"].items()},
+                       not_applicable=r.get("not_applicable") or [])
         if r["status"] not in DECODED_STATUSES or not r.get("sha256"):
             return rec
         try:
@@ -590,7 +618,10 @@ class ReportBuilder:
             "tool": {"name": "faketrace", "version": _version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
             "case": custody.get("case") or {"id": header.get("case_id")},
             "warning": header.get("warning"),
-            "fit_for_casework": bool(header["model"].get("fit_for_casework")),
+            "fit_for_casework": bool(header["model"].get("fit_for_casework"))
+            and all(m.get("fit_for_casework") for m in header.get("panel") or []),
+            "panel": [_panel_model(m) for m in header.get("panel") or []] or None,
+            "panel_combination": header.get("panel_combination"),
             "redacted": o.redact,
             "redaction": ({"method": f"every picture shrunk to {o.redact_resolution} samples on its longer side, "
                                      "enlarged and smoothed, in its pixels, before it was written",
@@ -683,7 +714,7 @@ def _cell(value) -> str:
 ITEM_COLUMNS = ("seq", "item_id", "rel_path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
                 "verdict", "probability", "level", "n_faces", "decided_by", "why", "verdict_reason", "duplicate_group",
                 "known_hash_match",
-                "c2pa", "telegram_messages", "heatmap", "warning")
+                "c2pa", "telegram_messages", "heatmap", "warning", "panel")
 
 
 def write_items_csv(report: dict, path: Path) -> None:
@@ -697,7 +728,8 @@ def write_items_csv(report: dict, path: Path) -> None:
             row = {**r, "known_hash_match": "; ".join(f"{m['algorithm']}:{m.get('label') or m['hash']}"
                                                      for m in r.get("known_hash_matches") or []),
                    "c2pa": (prov.get("c2pa") or {}).get("state"), "telegram_messages": tg,
-                   "heatmap": (r.get("heatmap") or {}).get("file") or (r.get("heatmap") or {}).get("error")}
+                   "heatmap": (r.get("heatmap") or {}).get("file") or (r.get("heatmap") or {}).get("error"),
+                   "panel": panel_text(r.get("panel"))}
             w.writerow([_cell(row.get(c)) for c in ITEM_COLUMNS])
 
 

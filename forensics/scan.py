@@ -264,10 +264,25 @@ class CaseScan:
         self.case_dir = Path(cfg.paths.output_dir)
         self.inputs = describe_inputs(list(cfg.inputs))
         check_case_dir(self.case_dir, [i.path for i in self.inputs])
-        self.model = load_model(cfg)
+        self.published = load_published_models(cfg)  # [(name, registry entry, torch module)]
+        primary_name, primary_domain = "model", None
+        trained = cfg.get("model_dir") or cfg.get("ckpt_path")
+        self.model = load_model(cfg) if trained or not self.published else None
+        if self.model is None:  # the first published face model leads (LRNet cannot: it needs a face model's decode)
+            from faketrace.forensics.panel import published_face_model
+
+            face = [p for p in self.published if p[1]["spec"]["level"] == "face"]
+            if not face:
+                raise ValueError("published=[...] needs at least one face-level model (e.g. meso4_df) or a "
+                                 "ckpt_path / model_dir: landmark models (LRNet) score videos beside one")
+            primary_name, entry, module = face[0]
+            self.published.remove(face[0])
+            self.model = published_face_model(entry, module, self._device())
+            primary_domain = entry["domain"]
         self.image_model = load_image_model(cfg)
         models = [m for m in (self.model, self.image_model) if m is not None]
         unfit = [m for m in models if not m.fit_for_casework]
+        unfit += [_Unfit(n, e) for n, e, _ in self.published if not (e.get("validation") or {}).get("fit_for_casework")]
         if unfit and not cfg.allow_unvalidated:
             raise UnvalidatedModelError(
                 f"{unfit[0].path} is not fit for casework ({unfit[0].casework_note}). A scan with it is for "
@@ -291,7 +306,11 @@ class CaseScan:
         self.people = self._enrol_people(cfg)
         self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model,
                                   people=self.people)
+        # Set on the primary scorer: the panel below passes attribute reads through to it.
         self.archive_limits = self.scorer.archive_limits = ArchiveLimits.from_config(cfg.scan.get("archives"))
+        self.panel = None
+        if self.published or primary_name != "model":
+            self.scorer = self.panel = self._panel(primary_name, primary_domain)
         self.fault = FaultInjector(fault_plan(cfg))
         limit = cfg.scan.get("hash_time_limit_s")
         self.hash_time_limit_s = float(limit) if limit else None
@@ -349,6 +368,41 @@ class CaseScan:
                 "faces_per_track": self.people.faces_per_track, "min_face_px": self.people.min_face_px,
                 "not_identification": NEVER_IDENTIFICATION,
                 "known_limits": list(self.people.embedder.spec.known_limits)}
+    def _device(self) -> str:
+        device = str(self.cfg.get("device", "auto"))
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    def _panel(self, primary_name: str, primary_domain: dict | None):
+        """The other published models as panel members (forensics/panel.py)."""
+        from faketrace.forensics.panel import FaceMember, LandmarkMember, PanelScorer, published_face_model
+
+        members = []
+        for name, entry, module in self.published:
+            if entry["spec"]["level"] == "face":
+                scorer = MediaScorer(published_face_model(entry, module, self._device()), self.detector, self.options)
+                members.append(FaceMember(name, scorer, entry["domain"]))
+            elif entry["spec"]["level"] == "clip":
+                predictor, error = None, None
+                try:
+                    from faketrace.datasets.landmarks import load_landmark_predictor
+
+                    predictor = load_landmark_predictor(self.cfg.scan.get("landmark_model"))
+                except (RuntimeError, FileNotFoundError) as exc:
+                    error = str(exc)
+                    self.warnings.append(f"{name}: not applicable to any item: {error}")
+                if self.detector is None:
+                    raise ValueError(f"{name} needs the face detector of a face-level model")
+                members.append(LandmarkMember(name, entry, module, self.detector, self.scorer.decoder, self.options,
+                                              predictor=predictor, predictor_error=error,
+                                              max_frames=int(self.cfg.scan.get("landmark_frames") or 300),
+                                              frame_bytes=int(self.cfg.scan.get("landmark_frame_bytes") or 384 << 20)))
+            else:
+                raise ValueError(f"{name}: level {entry['spec']['level']!r} cannot run in the scan")
+        return PanelScorer(self.scorer, primary_name, members, primary_domain)
 
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
@@ -356,6 +410,7 @@ class CaseScan:
         return {"case_id": str(self.cfg.case.id), "inputs": [visible(i.path) for i in self.inputs],
                 "model_sha256": self.model.sha256,
                 "image_model_sha256": self.image_model.sha256 if self.image_model else None,
+                **({"panel": [(m["name"], m["sha256"]) for m in self.panel.describe()]} if self.panel else {}),
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
                             **({"image_frames_per_video": o.image_frames_per_video}
                                if o.image_frames_per_video else {}),
@@ -559,6 +614,9 @@ class CaseScan:
         if self.image_model is not None:
             header["image_model"] = self._describe(self.image_model)
             header["combination"] = MediaScorer.COMBINATION
+        if self.panel is not None:
+            header["panel"] = self.panel.describe()
+            header["panel_combination"] = self.panel.COMBINATION
         return header
 
     def _write_results(self, store: CaseStore, counts: dict, integrity: dict, exit_status: int, scanned: int,
@@ -605,6 +663,7 @@ class CaseScan:
                       "face_detector_trained_with": m.detector, "face_detector_used": self.detector_used},
             "image_model": None if self.image_model is None else
             {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
+            "panel": self.panel.describe() if self.panel is not None else None,
             "inputs": [vars(i) for i in self.inputs],
             "people_of_interest": None if self.people is None else {
                 "consent_or_legal_basis": str(self.cfg.get("people_consent")),
@@ -625,6 +684,31 @@ class CaseScan:
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
         atomic_write_text(self.case_dir / "custody.json", strict_dumps(record, indent=2, default=str))
+
+
+class _Unfit:
+    """A published panel member not fit for casework, as the refusal and warning name it."""
+
+    def __init__(self, name: str, entry: dict):
+        from faketrace.forensics.panel import CASEWORK_NOTE
+
+        self.path = name
+        self.casework_note = entry.get("casework_note") or CASEWORK_NOTE
+        self.warning = f"NOT VALIDATED FOR CASEWORK: {name}: {self.casework_note}"
+
+
+def load_published_models(cfg: DictConfig) -> list:
+    """(name, registry entry, torch module) of each model in published=[...], loaded from the package."""
+    from faketrace.forensics.panel import load_published
+
+    names = list((cfg.get("published") or {}).keys())
+    device = str(cfg.get("device", "auto"))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    validated = cfg.scan.get("validated_dir")
+    return [(n, *load_published(n, device, validated)) for n in names]
 
 
 def _user() -> str | None:

@@ -155,6 +155,9 @@ class ScanModel:
     logits: Callable[[np.ndarray], np.ndarray]  # logits of P(manipulated), whatever the network's own output
     device: str = "cpu"
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
+    # A published model's own crop rule, (frame, Face) -> RGB crop at the input size (forensics/panel.py);
+    # None: the face spec's crop, as in training.
+    crop: Callable | None = None
 
     @property
     def warning(self) -> str | None:
@@ -167,7 +170,12 @@ class ScanModel:
     @property
     def face_spec(self) -> PreprocessSpec | None:
         """The face pipeline's settings for this model's crops (face and clip levels)."""
-        return PreprocessSpec.from_dict(self.spec.face_pipeline_dict()) if self.spec.face is not None else None
+        if self.spec.face is None:
+            return None
+        spec = self.spec
+        if self.crop is not None:  # the model makes its own crops: the pipeline only detects and chooses faces
+            spec = spec.replace(face=dataclasses.replace(spec.face, crop_rule="square_margin"))
+        return PreprocessSpec.from_dict(spec.face_pipeline_dict())
 
     @property
     def image_spec(self) -> ImageSpec | None:
@@ -503,7 +511,8 @@ class MediaScorer:
             return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
                                                             "scored; not assessed (no score is given)"}
         people_item, people_faces = self.people.match(frames, chosen) if self.people is not None else (None, {})
-        crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
+        crop = self.model.crop or (lambda frame, face: model_crop(frame, face, self.spec))
+        crops = [crop(frames[c.frame_index], c.face) for c in chosen]
         x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
@@ -614,6 +623,7 @@ class MediaScorer:
             out["image_level"] = image
             opinions.append(Opinion("image", "image", image, self.domains["image"],
                                     self.domains["image"].outside(media, has_face)))
+        self.last_opinions = (opinions, media, has_face)  # a panel (forensics/panel.py) adds its members' to these
         combined = combine(opinions)
         if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
             out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
