@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from faketrace.datasets.io import file_digests, open_readonly
+from faketrace.datasets.memory_file import MemoryFile
 from faketrace.forensics.names import visible
 
 
@@ -71,7 +72,9 @@ def hash_stream(path: Path, chunk: int = 1 << 20, time_limit_s: float | None = N
     The file's identity (fstat of the open file) is returned too, for the closing check."""
     t0 = time.monotonic()
     with open_readonly(path) as fh:
-        ident = file_identity(os.fstat(fh.fileno()))
+        # An archive member in memory has no inode: it is checked through its archive file.
+        ident = ({"size_bytes": len(path.data), "inside_archive": True} if isinstance(path, MemoryFile)
+                 else file_identity(os.fstat(fh.fileno())))
         total = ident["size_bytes"]
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"hashing {visible(path.name)[:40]}", leave=False,
                    file=sys.stderr, disable=not progress or total < (256 << 20))

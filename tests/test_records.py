@@ -202,7 +202,8 @@ def test_model_selection_records_its_interval_and_warns_on_a_small_validation_se
     with caplog.at_level(logging.WARNING):
         result = train(resolved(cfg))
     selection = load_checkpoint(result["best_ckpt"])["selection"]
-    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "videos"
+    # The small demo's validation items are videos and stills, and the record says so.
+    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "items (videos and stills)"
     assert selection["n_real"] + selection["n_fake"] > 0 and selection["n_real"] < MIN_ITEMS_PER_CLASS
     assert selection["warning"] and "model selection rests on" in caplog.text
     if selection["auc"] is not None:
@@ -257,3 +258,27 @@ def test_folder_csv_method_column_gives_a_per_generator_breakdown(tmp_path):
     index, _ = build_index(root, csv_file="labels.csv")
     assert set(index.loc[index.label == 1, "method"]) == {"stylegan2", "sdxl"}
     assert set(index.loc[index.label == 0, "method"]) == {"real"}
+
+
+def test_the_readme_recipe_from_a_raw_ffpp_tree_makes_the_published_crops(tmp_path):
+    """The README's three commands, composed as written: what preprocessing writes is what training needs."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "face=sbi_efficientnet_b4" in b)
+    commands = {}
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        script = Path(words[1]).stem
+        commands[script] = [w for w in words[2:] if "=" in w] + [f"paths.data_dir={tmp_path}"]
+    assert set(commands) == {"index", "preprocess", "train"}
+    index, pre, train = (resolved(compose_config(name, commands[name], output_dir=tmp_path))
+                         for name in ("index", "preprocess", "train"))
+    assert index.data.index_path == pre.data.index_path == train.data.index_path  # the same index, outside the root
+    assert pre.data.faces_dir == train.data.faces_dir  # training reads what preprocessing wrote
+    spec = OmegaConf.to_container(pre.face)
+    assert spec["crop_size"] == train.model.input_size == 380 and spec["margin"] == 1.25
+    record = check_face_crops(spec, int(train.model.input_size), OmegaConf.to_container(train.face), True,
+                              train.recipe.name)
+    assert record["outcome"] == "ok"
