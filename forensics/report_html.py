@@ -24,7 +24,8 @@ from markupsafe import Markup
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERDICT_LABEL = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error",
+          "archive_limit")
 CSS = (TEMPLATES / "report.css").read_text(encoding="utf-8")
 JS = (TEMPLATES / "report.js").read_text(encoding="utf-8")
 
@@ -64,13 +65,25 @@ def _data_uri(case_dir: Path, rel: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def _colour_scale(scale: dict | None, key: str, height: int) -> dict | None:
+    """The colour scale of a map drawn over a picture: the overlay's colours from low to high, labelled."""
+    if not scale:
+        return None
+    from faketrace.forensics.heatmaps import colour_stops
+
+    h = max(60, int(height))
+    return {"id": key, "h": h, "bar": h - 12, "low_y": h - 6, "stops": [{"offset": f"{t:.2f}", "colour": c}
+                                                                       for t, c in colour_stops()],
+            "high": f"{scale['high']:g}", "low": f"{scale['low']:g}", "meaning": scale.get("meaning") or ""}
+
+
 def _picture(case_dir: Path, pic: dict, caption: str, boxes: list[dict] = ()) -> dict:
     rects = [{"x": b["box"][0], "y": b["box"][1], "w": f"{max(1, b['box'][2] - b['box'][0]):.1f}",
               "h": f"{max(1, b['box'][3] - b['box'][1]):.1f}",
               "stroke": "#ff3b30" if b.get("most_suspicious") else "#ffd60a",
               "width": 3 if b.get("most_suspicious") else 2, "probability": b.get("probability")} for b in boxes]
     return {"w": pic["width"], "h": pic["height"], "uri": _data_uri(case_dir, pic["file"]), "caption": caption,
-            "rects": rects}
+            "rects": rects, "scale": None}
 
 
 def _timeline(r: dict) -> dict | None:
@@ -161,12 +174,16 @@ def _article(case_dir: Path, r: dict) -> dict:
         pics.append(_picture(case_dir, f, label, f.get("faces") or []))
     hm = r.get("heatmap") or {}
     if hm.get("file"):
-        pics.append(_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}), most suspicious face, "
-                                           f"frame {hm['frame_index']}"))
+        top = (r.get("most_suspicious_face") or {}).get("probability")
+        box = [{"box": hm["face_box_px"], "most_suspicious": True, "probability": top}] if hm.get("face_box_px") else []
+        pics.append({**_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}) over the blurred frame, "
+                                              f"most suspicious face boxed, frame {hm['frame_index']}", box),
+                     "scale": _colour_scale(hm.get("colour_scale"), f"scale-h-{r['seq']}", hm["height"])})
     im = r.get("image_map") or {}
     if im.get("file"):
-        pics.append(_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} px "
-                                           f"tiles), frame {im['frame_index']}"))
+        pics.append({**_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} "
+                                              f"px tiles), frame {im['frame_index']}"),
+                     "scale": _colour_scale(im.get("colour_scale"), f"scale-i-{r['seq']}", im["height"])})
     decode = r.get("decode") or {}
     dims = f"{decode.get('width')} x {decode.get('height')}" if decode.get("width") else None
     dur = f"{decode['duration_s']:.2f} s" if decode.get("duration_s") else None
@@ -279,6 +296,8 @@ def _custody(report: dict) -> list[tuple[str, list[dict]]]:
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
+    from faketrace.forensics.people_report import people_html
+
     case_dir = Path(case_dir)
     items = report["items"]
     s = report["summary"]
@@ -315,4 +334,6 @@ def render_html(report: dict, case_dir: str | Path) -> str:
         generated_utc=report["generated_utc"], tool={"version": tool.get("version"), "git_sha": tool.get("git_sha")},
         report_version=report["report_version"], cards=cards, plain=plain, filters=filters,
         rows=[_row(r) for r in items], articles=[_article(case_dir, r) for r in by_verdict], groups=groups,
-        custody=_custody(report))
+        custody=_custody(report),
+        # The people-of-interest section (forensics/people_report.py), built from report.json's `people`.
+        people=Markup(people_html(report)) if report.get("people") else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,17 @@ def test_every_config_folder_is_a_declared_package():
     expected = {"faketrace." + ".".join(f.relative_to(REPO).parts) for f in folders}
     assert expected <= set(project["packages"]), sorted(expected - set(project["packages"]))
     assert "*.yaml" in project["package-data"]["*"]
+
+
+def test_console_commands_run_from_any_directory(tmp_path):
+    """The commands faketrace prints (faketrace-scan, -report, -predict) are installed beside the
+    environment's python and find the installed configs from outside the checkout."""
+    from faketrace.forensics.cli import command
+
+    bin_dir = Path(sys.executable).parent
+    for name, expect in (("faketrace-scan", "inputs"), ("faketrace-report", "case_dir"),
+                         ("faketrace-predict", "--allow-unvalidated")):
+        run = subprocess.run([str(bin_dir / name), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0 and expect in run.stdout, (name, run.stdout[-1500:], run.stderr[-1500:])
+        assert command(name).endswith(f"bin/{name}")
