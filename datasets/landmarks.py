@@ -7,8 +7,8 @@ includes the forehead): `dlib_box_from_retinaface` maps one to the other with th
 DLIB_BOX_FROM_RETINAFACE, measured by `measure_box_offsets` (docs/published.md has the numbers).
 
 The predictor's training data (iBUG 300-W) is licensed for non-commercial research only: the
-landmark stage is optional (`pip install faketrace[landmarks]` or Debian's libdlib-data), and
-every scan record that used it says so.
+landmark stage runs only for landmark models a scan names (published=[lrnet_...]), and every scan
+record that used it says so.
 
 Normalisation (what LRNet's released models were trained on, rewritten from the publisher's
 description): per video, a square face box of side 1.2 x the mean landmark extent (the larger of
