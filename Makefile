@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := outputs/demo
 
-.PHONY: help install demo test test-fast lint clean-demo
+.PHONY: help install demo demo-people test test-fast lint clean-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,20 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred);"
 	@echo "                render it again: $(VENV)/bin/faketrace-report case_dir=$(DEMO)/scan"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
+
+demo-people: install  ## find one person: a scan with a person of interest on evidence built from public-domain portraits
+	@# Needs the demo's exported face model (made by `make demo` when missing). The evidence: two
+	@# Telegram chat exports holding a face swap of her face, its re-posted copy, an "undressed"
+	@# picture and somebody else's photo (faketrace/datasets/demo_people.py).
+	test -f $(DEMO)/export/model/model.onnx || $(MAKE) demo
+	$(PY) -m faketrace.datasets.demo_people $(DEMO)/people
+	rm -rf $(DEMO)/people_scan
+	$(PY) evaluate.py mode=scan inputs=[$(DEMO)/people/evidence/ChatExport_A,$(DEMO)/people/evidence/ChatExport_B] \
+		model_dir=$(DEMO)/export/model allow_unvalidated=true case.id=DEMO-PEOPLE case.operator=make-demo-people \
+		case.dir=$(DEMO)/people_scan scan.progress=false people={Reference:$(DEMO)/people/reference} \
+		'people_consent="demo: US government official portraits, public domain"'
+	@echo "person's section: $(DEMO)/people_scan/report.json (people), report.html#people, people.csv"
+	@echo "takedown package: $(DEMO)/people_scan/takedown/P1_takedown.csv and .json (hashes only)"
 
 test: install  ## the whole suite, slow tests included
 	$(PY) -m pytest --durations=25

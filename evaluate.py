@@ -10,11 +10,16 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from faketrace.engine.distributed import register_resolvers
-from faketrace.forensics.discover import register_case_resolver
 
-register_resolvers()
-register_case_resolver()
+def register() -> None:
+    """Config resolvers. Called only when run as a script: the scan's decoder processes import this
+    file as their main module (multiprocessing's spawn), and must not import torch with it (about
+    0.5 GB resident each, counted against their memory cap)."""
+    from faketrace.engine.distributed import register_resolvers
+    from faketrace.forensics.discover import register_case_resolver
+
+    register_resolvers()
+    register_case_resolver()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
@@ -37,4 +42,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    register()
     main()

@@ -388,8 +388,9 @@ def _sample_size(frames: pd.DataFrame, rule: str) -> dict:
 
     items = M.aggregate_videos(frames.assign(score=M.sigmoid(frames["logit"].to_numpy())), rule)
     y, s = items["label"].to_numpy(), items["score"].to_numpy()
-    record = decision_record("calibration", M.roc_auc(y, s), int((y == 1).sum()), int((y == 0).sum()),
-                             unit="items (videos or images)")
+    media = _media_words(frames)
+    unit = {"stills": "images", "videos": "videos"}.get(media, f"items ({media})")
+    record = decision_record("calibration", M.roc_auc(y, s), int((y == 1).sum()), int((y == 0).sum()), unit=unit)
     if record["warning"]:
         log.warning("%s", record["warning"])
     return record

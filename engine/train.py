@@ -381,9 +381,10 @@ class Trainer:
                 self.best_metrics = val_report
                 self.best_val_table = val_table
             logger.log(row)
-            self.val_stills = stills_only(val_table)
+            val_media = media_of(val_table)
+            self.val_stills = val_media == "stills"
             if improved:
-                self.selection = selection_record(val_report, cfg.monitor, self.val_stills)
+                self.selection = selection_record(val_report, cfg.monitor, val_media)
                 if self.selection["warning"] and not self.selection_warned:
                     log.warning("%s", self.selection["warning"])
                     self.selection_warned = True
@@ -457,11 +458,6 @@ def media_of(*tables: pd.DataFrame) -> str:
         else pd.Series(dtype=int)
     several, single = int((counts > 1).sum()), int((counts == 1).sum())
     return "videos and stills" if several and single else "videos" if several else "stills"
-
-
-def stills_only(table: pd.DataFrame) -> bool:
-    """Whether every item of a frame table is a single frame (a set of still images)."""
-    return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
 
 
 def _cpu(state: dict) -> dict:

@@ -24,7 +24,8 @@ from markupsafe import Markup
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERDICT_LABEL = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error",
+          "archive_limit")
 CSS = (TEMPLATES / "report.css").read_text(encoding="utf-8")
 JS = (TEMPLATES / "report.js").read_text(encoding="utf-8")
 
@@ -201,6 +202,7 @@ def _article(case_dir: Path, r: dict) -> dict:
         ("image level", _level(r.get("image_level"))),
         ("decided by", _decided_by(r) or None),
         ("why", r.get("why")),
+        ("panel", "; ".join(f"{n}: {_level(p)}" for n, p in (r.get("panel") or {}).items()) or None),
         ("faces", r.get("n_faces")),
         ("type", " ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x)),
         ("decoding", decode.get("decode_note")),
@@ -251,6 +253,21 @@ def _row(r: dict) -> dict:
             "p_text": "" if p is None else f"{p:.3f}", "n_faces": r.get("n_faces") or "", "decided_by": _decided_by(r), "why": _why(r) or ""}
 
 
+def _panel_model_text(m: dict) -> str:
+    """A panel model (forensics/panel.py) in the custody section: what it is and its validation state."""
+    v = m.get("validation")
+    if v and v.get("fit_for_casework"):
+        state = f"validated by {v.get('operator')} on {v.get('date')}: {v.get('why')}"
+    elif v:
+        state = (f"NOT FIT FOR CASEWORK: the validation by {v.get('operator')} on {v.get('date')} did not qualify "
+                 f"({v.get('why')}); its calibration is not used")
+    else:
+        state = f"NOT VALIDATED FOR CASEWORK: {m.get('casework_note')}"
+    media = ", ".join((m.get("domain") or {}).get("media") or []) or "as its training data"
+    return (f"{m.get('name')} ({m.get('paper') or m.get('kind')}; licence {m.get('licence')}; SHA-256 "
+            f"{m.get('sha256')}): {state}; judges {media}")
+
+
 def _custody(report: dict) -> list[tuple[str, list[dict]]]:
     integrity = (report.get("custody") or {}).get("evidence_integrity") or {}
     sessions = (report.get("custody") or {}).get("sessions") or []
@@ -268,6 +285,7 @@ def _custody(report: dict) -> list[tuple[str, list[dict]]]:
                             f"{x.get('operator')} on {x.get('host')} ({x.get('ended')}, exit {x.get('exit_status')})"
                             for x in sessions))),
         ("model", [{"before": "", "code": str(model.get("path"))}, {"before": "SHA-256 ", "code": str(model.get("sha256"))}]),
+        ("panel", text(*(_panel_model_text(m) for m in report.get("panel") or []))),
         ("C2PA reader", text(report["settings"]["c2pa"])),
         ("report files", text("report.json (source of truth), report.html, items.csv, hashes.csv, report_media/; "
                               "their SHA-256 are in the audit table of case.sqlite")),
@@ -278,6 +296,8 @@ def _custody(report: dict) -> list[tuple[str, list[dict]]]:
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
+    from faketrace.forensics.people_report import people_html
+
     case_dir = Path(case_dir)
     items = report["items"]
     s = report["summary"]
@@ -314,4 +334,6 @@ def render_html(report: dict, case_dir: str | Path) -> str:
         generated_utc=report["generated_utc"], tool={"version": tool.get("version"), "git_sha": tool.get("git_sha")},
         report_version=report["report_version"], cards=cards, plain=plain, filters=filters,
         rows=[_row(r) for r in items], articles=[_article(case_dir, r) for r in by_verdict], groups=groups,
-        custody=_custody(report))
+        custody=_custody(report),
+        # The people-of-interest section (forensics/people_report.py), built from report.json's `people`.
+        people=Markup(people_html(report)) if report.get("people") else "")

@@ -22,6 +22,12 @@ def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
     top = {n.split("/")[0] for n in names if not n.startswith("faketrace-")}
     assert top == {"faketrace"}, top  # no top-level datasets/, models/, engine/
     assert "faketrace/configs/train.yaml" in names
+    # The published detectors ship inside the package with their licences and registry entries (issue 18).
+    for f in ("models/published_weights/mesonet/meso4_df.safetensors", "models/published_weights/mesonet/NOTICE",
+              "models/published_weights/mesonet/LICENSE", "models/published_weights/lrnet/lrnet_ffpp.safetensors",
+              "models/published_weights/lrnet/LICENSE", "models/published_weights/PROVENANCE.md",
+              "configs/published/lrnet_ffpp.yaml"):
+        assert f"faketrace/{f}" in names, f
     # The case report's templates are package data (report_html.py reads them when imported).
     assert {f"faketrace/forensics/templates/{n}" for n in ("report.html.j2", "report.css", "report.js")} <= set(names)
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
@@ -44,6 +50,10 @@ for name in {modules!r}:
 for bare in ("datasets", "evaluate", "models", "engine", "train"):
     spec = importlib.util.find_spec(bare)
     assert spec is None or not (spec.origin or "").startswith(({str(REPO)!r}, site)), (bare, spec)
+from faketrace.models.published import build_published, shipped_names
+assert len(shipped_names()) == 6, shipped_names()
+for n in shipped_names():
+    assert build_published(n)[1]["shipped"]["file"].startswith(site), n
 print("ok", len({modules!r}))
 """
     # A process started outside the checkout, with the wheel first on the path.
