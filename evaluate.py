@@ -5,8 +5,10 @@ Evidence scan (docs/scan.md):  python evaluate.py mode=scan inputs=[...] ckpt_pa
 Settings: configs/evaluate.yaml and configs/mode/.
 """
 
+import sys
+
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def register() -> None:
@@ -23,10 +25,14 @@ def register() -> None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     if cfg.mode_name == "scan":
-        from faketrace.forensics.guard import run_scan
+        from faketrace.forensics.guard import run_scan  # also installed as faketrace-scan
 
         return run_scan(cfg)  # refusals and failures: one line and an exit status (forensics/guard.py)
 
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        sys.exit("evaluate.py needs a model: ckpt_path=CHECKPOINT (e.g. outputs/demo/train/checkpoints/best.ckpt); "
+                 "an evidence scan is mode=scan inputs=[...] with ckpt_path= or model_dir=EXPORT_FOLDER "
+                 "(python evaluate.py --help lists every option)")
     from faketrace.engine.evaluate import evaluate_checkpoint, format_table
 
     result = evaluate_checkpoint(cfg)

@@ -144,6 +144,26 @@ def open_readonly(path: str | Path):
 
     Evidence must come out of a scan as it went in: O_NOATIME keeps even the access time
     unchanged (Linux grants it to the file's owner only; elsewhere a plain read-only open).
-    The file object keeps the path as its name, so decoder messages name the file.
+    The file object keeps the path as its name, so decoder messages name the file. An archive
+    member held in memory (datasets/memory_file.py) opens as its bytes.
     """
+    from faketrace.datasets.memory_file import MemoryFile
+
+    if isinstance(path, MemoryFile):
+        return path.open()
     return open(path, "rb", opener=_noatime_opener)
+
+
+def root_key(root: str | Path) -> str:
+    """A directory name for what is derived from a data set root: its base name and a hash of its path.
+
+    Index, face crops and manifests go under the project's data directory, in a folder keyed by
+    this (configs/data/*.yaml `derived_dir`), never into the root: data set roots on clusters are
+    read-only and shared, and two copies of one data set (raw and c23, say) must not share
+    derived files. The same root gives the same key from any working directory.
+    """
+    import re
+
+    absolute = Path(os.path.abspath(os.path.expanduser(str(root))))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", absolute.name) or "root"
+    return f"{name}-{hashlib.sha256(absolute.as_posix().encode()).hexdigest()[:10]}"

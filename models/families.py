@@ -176,7 +176,3 @@ class TemporalDetector(Detector):
         states, _ = self.temporal(self.project(features))
         return {"logits": self.head(states.mean(dim=1)).squeeze(-1)}
 
-    def input_spec(self) -> dict:
-        return {**super().input_spec(), "clip_length": self.clip_length,
-                "layout": "NTCHW: clip_length consecutive sampled crops of one video (NCHW: clips of one)",
-                "frame_score": "score of the clip of clip_length crops centred on the frame"}
