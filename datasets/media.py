@@ -29,9 +29,10 @@ MAX_PAGES = 100
 # frames then costs a quarter of the memory; the pixels converted to RGB are the same.
 GifImagePlugin.LOADING_STRATEGY = GifImagePlugin.LoadingStrategy.RGB_AFTER_DIFFERENT_PALETTE_ONLY
 # Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
-# of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
-# 384 MB, so a decoder process stays well under a GB for any file.
-MAX_ITEM_PIXELS = 128_000_000
+# of huge frames gets fewer frames sampled, said in the item's decode note. As many as the largest
+# single image allowed: 64 M RGB pixels are 192 MB, which the decoder process and then the scan
+# process (the frames travel pickled) each hold two or three times over at their peak.
+MAX_ITEM_PIXELS = MAX_IMAGE_PIXELS
 
 
 def frames_within_budget(width: int, height: int, wanted: int, max_item_pixels: int | None) -> tuple[int, str | None]:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
+from faketrace.datasets.media import MAX_ITEM_PIXELS
 from faketrace.forensics import perceptual
 from faketrace.forensics.case_store import CaseStore
 from faketrace.forensics.custody import Offline, hash_evidence, tool_version, utc_now
@@ -374,12 +375,12 @@ class ReportBuilder:
         """The frames the scan scored, decoded again in a child process (a hostile file costs one item)."""
         if media_type == "image":
             # Bounded like the scan's decoding: a file that hangs the decoder costs this item only.
-            return self.decoder("read_image_frames", path, max_frames=fpv,
+            return self.decoder("read_image_frames", path, max_frames=fpv, max_item_pixels=MAX_ITEM_PIXELS,
                                 hard_limit_s=self.options.image_time_limit_s).frames
         spec = self.model.face_spec if self.model is not None and self.model.face_spec is not None else None
         v = self.decoder("read_video_frames", path, fpv, sampling=spec.sampling if spec else "uniform",
                          every_k=spec.every_k if spec else 1, time_limit_s=self.options.video_time_limit_s,
-                         hard_limit_s=self.options.video_time_limit_s)
+                         hard_limit_s=self.options.video_time_limit_s, max_item_pixels=MAX_ITEM_PIXELS)
         return v.frames
 
     def _write_image(self, rel: str, rgb: np.ndarray) -> dict:

@@ -430,6 +430,9 @@ class CaseScan:
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
         summary["report"] = self._report()
+        summary["resources"] = self._resources()  # peaks including the report's
+        atomic_write_text(self.case_dir / "scan_summary.json",
+                          strict_dumps({k: v for k, v in summary.items() if k != "report"}, indent=2, sort_keys=True))
         if summary["report"] and summary["report"].get("error"):
             # A case without its report is not done: the exit status and every record say so.
             exit_status = EXIT_REPORT_FAILED
