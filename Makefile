@@ -52,12 +52,13 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
 	@echo "checkpoint:     $(DEMO)/train/checkpoints/best.ckpt"
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, face_detector.onnx, weights.safetensors, triton/,"
-	@echo "                model_card.json, MODEL_CARD.md); score media with it, without torch:"
-	@echo "                python scripts/predict.py $(DEMO)/export/model FILES_OR_FOLDERS --allow-unvalidated"
+	@echo "                model_card.json, MODEL_CARD.md); score media with it, without torch (one JSON line an item):"
+	@echo "                $(VENV)/bin/faketrace-predict $(DEMO)/export/model data/demo/raw/test/images --allow-unvalidated"
 	@echo "image level:    $(DEMO)/evaluate_images/metrics.json (tile max and mean, per operator, baseline,"
 	@echo "                localisation); exported to $(DEMO)/export_images/model/"
 	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json), both models"
-	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred)"
+	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred);"
+	@echo "                render it again: $(VENV)/bin/faketrace-report case_dir=$(DEMO)/scan"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
 
 demo-people: install  ## find one person: a scan with a person of interest on evidence built from public-domain portraits

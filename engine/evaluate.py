@@ -481,19 +481,24 @@ def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) ->
     band = None
     if boot and videos["label"].nunique() == 2:
         band = M.roc_band(videos["label"], videos["score"], **boot)
-    figs = {"roc": P.roc_figure(frames, videos, rule, band, warning),
-            "det": P.det_figure({"frame level": frames, f"video level ({rule})": videos}, warning)}
-    curves = {"frames, raw": frames, "videos, raw": videos}
+    if result.get("level") == "image":  # a frame is an image scored by its tile rule; an item, its frames
+        tile = result.get("tile_aggregation") or "max"
+        names, nouns = (f"image level ({tile} tile)", f"item level ({rule} over its frames)"), ("image", "item")
+    else:
+        names, nouns = ("frame level", f"video level ({rule})"), ("frame", "video")
+    figs = {"roc": P.roc_figure(frames, videos, rule, band, warning, names=names),
+            "det": P.det_figure({names[0]: frames, names[1]: videos}, warning)}
+    curves = {f"{nouns[0]}s, raw": frames, f"{nouns[1]}s, raw": videos}
     cal = result["checkpoint"]["calibration"]
     if is_calibrated(cal):
         calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
-        curves[f"frames, Platt-scaled (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})"] = calibrated
+        curves[f"{nouns[0]}s, Platt-scaled (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})"] = calibrated
         if has_video_map(cal):
-            curves[f"videos, Platt-scaled (T_video={cal.get('video_temperature', 1.0):.2f}, "
+            curves[f"{nouns[1]}s, Platt-scaled (T_video={cal.get('video_temperature', 1.0):.2f}, "
                    f"b_video={cal.get('video_bias', 0.0):.2f})"] = calibrated_videos_table
     figs["reliability"] = P.reliability_figure(curves, warning=warning)
-    figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
-    figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)
+    figs["scores_video"] = P.score_histogram_figure(videos, nouns[1], warning=warning)
+    figs["scores_frame"] = P.score_histogram_figure(frames, nouns[0], warning=warning)
     return figs
 
 

@@ -344,7 +344,9 @@ class Trainer:
             loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
                                  seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced),
                                  rank=self.dist.rank, world_size=self.dist.world_size)
-            bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
+            # Epochs are counted from 1 wherever a person reads them (log, metrics rows, checkpoint).
+            bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
+                       unit="batch", leave=False,
                        disable=not cfg.trainer.progress_bar, mininterval=1.0)
             t0, seen, losses = time.perf_counter(), 0, []
             window: list[dict] = []
@@ -361,13 +363,13 @@ class Trainer:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}", refresh=False)
                 if self.global_step % int(cfg.trainer.log_every_n_steps) == 0:
-                    logger.log({"step": self.global_step, "epoch": epoch, "train/loss": loss,
+                    logger.log({"step": self.global_step, "epoch": epoch + 1, "train/loss": loss,
                                 "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
             self.epoch = epoch + 1
             val_report, val_table = self.validate()
             score = _monitor_value(val_report, cfg.monitor)
             improved = score is not None and score > self.best_score
-            row = {"step": self.global_step, "epoch": epoch, "train/loss_epoch": float(np.mean(losses)) if losses
+            row = {"step": self.global_step, "epoch": epoch + 1, "train/loss_epoch": float(np.mean(losses)) if losses
                    else None, "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
                    **_flat_val(val_report)}
             if improved and score > self.best_score + float(cfg.trainer.early_stopping.min_delta):
@@ -379,15 +381,18 @@ class Trainer:
                 self.best_metrics = val_report
                 self.best_val_table = val_table
             logger.log(row)
-            self.val_stills = stills_only(val_table)
+            val_media = media_of(val_table)
+            self.val_stills = val_media == "stills"
             if improved:
-                self.selection = selection_record(val_report, cfg.monitor, self.val_stills)
+                self.selection = selection_record(val_report, cfg.monitor, val_media)
                 if self.selection["warning"] and not self.selection_warned:
                     log.warning("%s", self.selection["warning"])
                     self.selection_warned = True
-            item = "image" if self.val_stills else "video"
-            log.info("epoch %d: loss %.4f, val %s AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0, item,
-                     _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
+            item = "image" if self.level == "image" or self.val_stills else "video"
+            aucs = f"val {item} AUC {_fmt(val_report['video']['auc'])}" + (
+                "" if self.level == "image" else f", frame AUC {_fmt(val_report['frame']['auc'])}")
+            log.info("epoch %d/%d: loss %.4f, %s%s", epoch + 1, cfg.trainer.max_epochs, row["train/loss_epoch"] or 0,
+                     aucs, " (best)" if improved else "")
             if self.dist.is_main:
                 payload = self._payload(val_report)
                 save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
@@ -396,7 +401,7 @@ class Trainer:
             self.dist.barrier()
             patience = cfg.trainer.early_stopping.patience
             if patience is not None and self.epochs_without_improvement >= int(patience):
-                log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, cfg.monitor,
+                log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch + 1, cfg.monitor,
                          self.epochs_without_improvement)
                 self.stopped_early = True
                 break
@@ -453,11 +458,6 @@ def media_of(*tables: pd.DataFrame) -> str:
         else pd.Series(dtype=int)
     several, single = int((counts > 1).sum()), int((counts == 1).sum())
     return "videos and stills" if several and single else "videos" if several else "stills"
-
-
-def stills_only(table: pd.DataFrame) -> bool:
-    """Whether every item of a frame table is a single frame (a set of still images)."""
-    return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
 
 
 def _cpu(state: dict) -> dict:

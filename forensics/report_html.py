@@ -24,7 +24,8 @@ from markupsafe import Markup
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERDICT_LABEL = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error",
+          "archive_limit")
 CSS = (TEMPLATES / "report.css").read_text(encoding="utf-8")
 JS = (TEMPLATES / "report.js").read_text(encoding="utf-8")
 
@@ -64,13 +65,25 @@ def _data_uri(case_dir: Path, rel: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def _colour_scale(scale: dict | None, key: str, height: int) -> dict | None:
+    """The colour scale of a map drawn over a picture: the overlay's colours from low to high, labelled."""
+    if not scale:
+        return None
+    from faketrace.forensics.heatmaps import colour_stops
+
+    h = max(60, int(height))
+    return {"id": key, "h": h, "bar": h - 12, "low_y": h - 6, "stops": [{"offset": f"{t:.2f}", "colour": c}
+                                                                       for t, c in colour_stops()],
+            "high": f"{scale['high']:g}", "low": f"{scale['low']:g}", "meaning": scale.get("meaning") or ""}
+
+
 def _picture(case_dir: Path, pic: dict, caption: str, boxes: list[dict] = ()) -> dict:
     rects = [{"x": b["box"][0], "y": b["box"][1], "w": f"{max(1, b['box'][2] - b['box'][0]):.1f}",
               "h": f"{max(1, b['box'][3] - b['box'][1]):.1f}",
               "stroke": "#ff3b30" if b.get("most_suspicious") else "#ffd60a",
               "width": 3 if b.get("most_suspicious") else 2, "probability": b.get("probability")} for b in boxes]
     return {"w": pic["width"], "h": pic["height"], "uri": _data_uri(case_dir, pic["file"]), "caption": caption,
-            "rects": rects}
+            "rects": rects, "scale": None}
 
 
 def _timeline(r: dict) -> dict | None:
@@ -161,12 +174,16 @@ def _article(case_dir: Path, r: dict) -> dict:
         pics.append(_picture(case_dir, f, label, f.get("faces") or []))
     hm = r.get("heatmap") or {}
     if hm.get("file"):
-        pics.append(_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}), most suspicious face, "
-                                           f"frame {hm['frame_index']}"))
+        top = (r.get("most_suspicious_face") or {}).get("probability")
+        box = [{"box": hm["face_box_px"], "most_suspicious": True, "probability": top}] if hm.get("face_box_px") else []
+        pics.append({**_picture(case_dir, hm, f"heatmap ({hm['method'].replace('_', '-')}) over the blurred frame, "
+                                              f"most suspicious face boxed, frame {hm['frame_index']}", box),
+                     "scale": _colour_scale(hm.get("colour_scale"), f"scale-h-{r['seq']}", hm["height"])})
     im = r.get("image_map") or {}
     if im.get("file"):
-        pics.append(_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} px "
-                                           f"tiles), frame {im['frame_index']}"))
+        pics.append({**_picture(case_dir, im, f"image-level map: calibrated tile probabilities ({im['tile_size']} "
+                                              f"px tiles), frame {im['frame_index']}"),
+                     "scale": _colour_scale(im.get("colour_scale"), f"scale-i-{r['seq']}", im["height"])})
     decode = r.get("decode") or {}
     dims = f"{decode.get('width')} x {decode.get('height')}" if decode.get("width") else None
     dur = f"{decode['duration_s']:.2f} s" if decode.get("duration_s") else None
@@ -185,6 +202,7 @@ def _article(case_dir: Path, r: dict) -> dict:
         ("image level", _level(r.get("image_level"))),
         ("decided by", _decided_by(r) or None),
         ("why", r.get("why")),
+        ("panel", "; ".join(f"{n}: {_level(p)}" for n, p in (r.get("panel") or {}).items()) or None),
         ("faces", r.get("n_faces")),
         ("type", " ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x)),
         ("decoding", decode.get("decode_note")),
@@ -235,6 +253,21 @@ def _row(r: dict) -> dict:
             "p_text": "" if p is None else f"{p:.3f}", "n_faces": r.get("n_faces") or "", "decided_by": _decided_by(r), "why": _why(r) or ""}
 
 
+def _panel_model_text(m: dict) -> str:
+    """A panel model (forensics/panel.py) in the custody section: what it is and its validation state."""
+    v = m.get("validation")
+    if v and v.get("fit_for_casework"):
+        state = f"validated by {v.get('operator')} on {v.get('date')}: {v.get('why')}"
+    elif v:
+        state = (f"NOT FIT FOR CASEWORK: the validation by {v.get('operator')} on {v.get('date')} did not qualify "
+                 f"({v.get('why')}); its calibration is not used")
+    else:
+        state = f"NOT VALIDATED FOR CASEWORK: {m.get('casework_note')}"
+    media = ", ".join((m.get("domain") or {}).get("media") or []) or "as its training data"
+    return (f"{m.get('name')} ({m.get('paper') or m.get('kind')}; licence {m.get('licence')}; SHA-256 "
+            f"{m.get('sha256')}): {state}; judges {media}")
+
+
 def _custody(report: dict) -> list[tuple[str, list[dict]]]:
     integrity = (report.get("custody") or {}).get("evidence_integrity") or {}
     sessions = (report.get("custody") or {}).get("sessions") or []
@@ -252,6 +285,7 @@ def _custody(report: dict) -> list[tuple[str, list[dict]]]:
                             f"{x.get('operator')} on {x.get('host')} ({x.get('ended')}, exit {x.get('exit_status')})"
                             for x in sessions))),
         ("model", [{"before": "", "code": str(model.get("path"))}, {"before": "SHA-256 ", "code": str(model.get("sha256"))}]),
+        ("panel", text(*(_panel_model_text(m) for m in report.get("panel") or []))),
         ("C2PA reader", text(report["settings"]["c2pa"])),
         ("report files", text("report.json (source of truth), report.html, items.csv, hashes.csv, report_media/; "
                               "their SHA-256 are in the audit table of case.sqlite")),

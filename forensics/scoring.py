@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faketrace.datasets import still_formats
 from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, spec_input
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
@@ -32,10 +33,13 @@ from faketrace.datasets.media import (
     IsolatedDecoder,
     ResourceLimit,
     sniff_media_type,
+    sniff_still_format,
 )
+from faketrace.forensics.archives import ArchiveLimits, container_status
 from faketrace.forensics.combine import RULE as COMBINATION_RULE
 from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.signing import SignaturePolicy, check_signature
 from faketrace.models.spec import DetectorSpec, InputSpec, ModelSpec, OutputSpec, card_spec, checkpoint_spec
 
 DECIMALS = 6
@@ -43,10 +47,12 @@ VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
+# archive: a container whose members follow as items; out_of_scope: a disk image (forensics/archives.py);
+# archive_limit: members (or a nested archive) not scanned because a limit was reached.
 STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout",
-            "missing", "refused", "error")
+            "missing", "refused", "error", "archive", "archive_limit", "out_of_scope")
 FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused",
-                   "error")
+                   "error", "archive_limit")
 # Frames narrower than this, or longer than this many times their width (either way), hold no face
 # or image region any model here can judge: such an item is `unsupported`, said with its size.
 MIN_FRAME_SIDE = 8
@@ -149,6 +155,9 @@ class ScanModel:
     logits: Callable[[np.ndarray], np.ndarray]  # logits of P(manipulated), whatever the network's own output
     device: str = "cpu"
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
+    # A published model's own crop rule, (frame, Face) -> RGB crop at the input size (forensics/panel.py);
+    # None: the face spec's crop, as in training.
+    crop: Callable | None = None
 
     @property
     def warning(self) -> str | None:
@@ -161,7 +170,12 @@ class ScanModel:
     @property
     def face_spec(self) -> PreprocessSpec | None:
         """The face pipeline's settings for this model's crops (face and clip levels)."""
-        return PreprocessSpec.from_dict(self.spec.face_pipeline_dict()) if self.spec.face is not None else None
+        if self.spec.face is None:
+            return None
+        spec = self.spec
+        if self.crop is not None:  # the model makes its own crops: the pipeline only detects and chooses faces
+            spec = spec.replace(face=dataclasses.replace(spec.face, crop_rule="square_margin"))
+        return PreprocessSpec.from_dict(spec.face_pipeline_dict())
 
     @property
     def image_spec(self) -> ImageSpec | None:
@@ -210,8 +224,13 @@ def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict,
                      card=card, logits=logits, device=device, module=module)
 
 
-def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
-    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch."""
+def load_onnx_model(export_dir: str | Path, threads: int | None = None,
+                    signatures: SignaturePolicy | None = None) -> ScanModel:
+    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch.
+
+    The folder's signature (models/signing.py) is checked under `signatures` before anything in it
+    is parsed; what was found (signer, key, or `unsigned`) goes into the card the custody record keeps.
+    """
     import onnxruntime as ort
 
     folder = Path(export_dir)
@@ -219,18 +238,21 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     for p in (card_path, onnx_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
+    signature = check_signature(folder, signatures or SignaturePolicy())
     card = json.loads(card_path.read_text())
-    spec = card_spec(card)  # validated; cards written before the spec are migrated
-    refuse_clip_models(spec, folder)
+    # Integrity before interpretation: the model file's hash and its external-data paths are checked
+    # before the card's spec is parsed or the model is loaded (tests/test_untrusted_models.py).
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
         raise ValueError(f"{onnx_path} has SHA-256 {onnx_sha}, but its model card lists {listed}: the folder was "
                          "altered after export")
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
+    spec = card_spec(card)  # validated; cards written before the spec are migrated
+    refuse_clip_models(spec, folder)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
-    check_external_data(onnx_path)  # no external-data path may leave the export folder
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
@@ -238,8 +260,8 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
         return session.run([out_name], {in_name: x})[0]
 
     summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
-    return scan_model("onnx", onnx_path, spec, card, {**summary, "model_card_sha256": sha256_file(card_path)},
-                      raw_outputs)
+    return scan_model("onnx", onnx_path, spec, card, {**summary, "model_card_sha256": sha256_file(card_path),
+                                                      "signature": signature.to_dict()}, raw_outputs)
 
 
 def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
@@ -382,6 +404,7 @@ class MediaScorer:
                         "image": Domain.of(image_model) if image_model is not None else Domain()}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s,
                                        max_rss_bytes=options.decoder_max_rss_bytes)
+        self.archive_limits = ArchiveLimits()  # the scan sets its configured limits
 
     def close(self) -> None:
         self.decoder.close()
@@ -394,10 +417,18 @@ class MediaScorer:
         if kind == "empty":
             return {**out, "status": "empty", "reason": "the file is empty (0 bytes)"}
         if kind == "unknown":
+            container = container_status(path, self.archive_limits)  # an archive or a disk image
+            if container is not None:
+                return {**out, **container}
             return {**out, "status": "unsupported", "reason": "not an image or video format recognised from its bytes"}
         if size > self.options.max_file_bytes:
             return {**out, "status": "oversized",
                     "reason": f"{size} bytes, above the limit of {self.options.max_file_bytes} (scan.max_file_bytes)"}
+        if kind == "image":
+            still = sniff_still_format(path)
+            missing = still_formats.missing_decoder(still) if still else None
+            if missing:  # an optional decoder (HEIF, JPEG XL) this installation does not have
+                return {**out, "status": "unsupported", "reason": missing}
         try:
             if kind == "image":
                 frames, decode = self._image(path)
@@ -417,7 +448,8 @@ class MediaScorer:
         odd = _odd_geometry(decode)
         if odd:
             return {**out, "status": "unsupported", "reason": odd}
-        animated = kind == "video" or decode.get("n_frames", 1) > 1
+        # Pages of a TIFF or HEIF are separate pictures: every one is scored, none is a video frame.
+        animated = kind == "video" or (decode.get("n_frames", 1) > 1 and not decode.get("pages"))
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
@@ -435,6 +467,9 @@ class MediaScorer:
                            max_item_pixels=self.options.max_item_pixels, hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.pages:
+            decode["pages"] = True
+            decode["partial"] = bool(img.pages_not_decoded)  # the note says how many and why
         if img.note:
             decode["frames_note"] = img.note
         return img.frames, decode
@@ -476,7 +511,8 @@ class MediaScorer:
             return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
                                                             "scored; not assessed (no score is given)"}
         people_item, people_faces = self.people.match(frames, chosen) if self.people is not None else (None, {})
-        crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
+        crop = self.model.crop or (lambda frame, face: model_crop(frame, face, self.spec))
+        crops = [crop(frames[c.frame_index], c.face) for c in chosen]
         x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
@@ -501,7 +537,8 @@ class MediaScorer:
         else:
             level, rule = "frame", None
             aggregated = float(probs.max())
-            how = "highest calibrated probability among the faces"
+            how = "highest calibrated probability among the faces" + (
+                f" of all {len(frames)} pages" if len(frames) > 1 else "")
         probability = item_probability(aggregated, len(per_frame), cal)
         top = int(np.argmax(probs))
         result.update(status="scanned", reason=None, faces=faces,
@@ -547,6 +584,10 @@ class MediaScorer:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
             how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
+        elif len(per_frame) > 1:  # pages of a multi-page still: the most suspicious page decides
+            level, rule = "frame", None
+            aggregated = max(per_frame.values())
+            how = f"{spec.aggregation} of the calibrated tile probabilities, highest of {len(per_frame)} pages"
         else:
             level, rule = "frame", None
             aggregated = per_frame[min(per_frame)]
@@ -582,6 +623,7 @@ class MediaScorer:
             out["image_level"] = image
             opinions.append(Opinion("image", "image", image, self.domains["image"],
                                     self.domains["image"].outside(media, has_face)))
+        self.last_opinions = (opinions, media, has_face)  # a panel (forensics/panel.py) adds its members' to these
         combined = combine(opinions)
         if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
             out.update(decided_by=None, why=combined["why"], combination=combined["combination"],

@@ -17,6 +17,9 @@ from faketrace.models.spec import card_spec
 
 CARD_FILE = "model_card.json"
 MARKDOWN_FILE = "MODEL_CARD.md"
+# The optional Ed25519 signature over the card (models/signing.py): written after the card, so the
+# card cannot list it; the signature names the card's SHA-256 instead.
+SIGNATURE_FILE = "model_card.sig"
 
 
 class ExportIntegrityError(RuntimeError):
@@ -32,10 +35,10 @@ def _sha256(path: Path) -> str:
 
 
 def folder_files(folder: str | Path) -> list[str]:
-    """Every regular file under `folder` as a relative POSIX path, sorted, the card excluded."""
+    """Every regular file under `folder` as a relative POSIX path, sorted, the card and its signature excluded."""
     folder = Path(folder)
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.relative_to(folder).as_posix() != CARD_FILE)
+                  if p.is_file() and p.relative_to(folder).as_posix() not in (CARD_FILE, SIGNATURE_FILE))
 
 
 def file_hashes(folder: str | Path) -> dict[str, dict]:

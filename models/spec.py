@@ -39,11 +39,15 @@ CROP_RULES = (
     "aligned_5pt",  # 5-point similarity alignment onto a template, `margin` around it
     "box_margin",  # the box grown by `margin` on each axis, resized without keeping its aspect
     "landmarks_only",  # no pixels: the model reads landmark coordinates (LRNet-style)
+    # MesoNet's rule: a square centred on the nose, side `margin` x max(eye distance, eyes-to-mouth
+    # distance), rotated upright (datasets/published_crops.py; 5 points stand in for the 68-point groups)
+    "mesonet_5pt",
 )
 LANDMARKS = ("none", "5pt", "dlib68")
 FACE_POLICIES = ("largest", "all")
 IMAGE_FORMATS = ("png", "jpeg", "none")  # none: crops are kept in memory, never encoded
-VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
+VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident",
+               "vote")  # vote: fraction of clips with P(fake) >= 0.5 (LRNet's published rule; forensics/panel.py)
 SAMPLINGS = ("uniform", "every_k", "all")
 TILE_AGGREGATIONS = ("max", "mean")
 EVAL_CROPS = ("tiles", "centre")

@@ -61,3 +61,22 @@ def test_the_demo_scan_calls_no_real_face_manipulated_and_says_who_decided(demo_
     assert any(t.startswith("The image-level model") for t in words["thresholds"])
     assert "training domain" in words["combination"]
     assert all(rec["decided_by"] == items[rec["item_id"]]["decided_by"] and rec["why"] for rec in report["items"])
+
+
+def test_an_upper_band_finer_than_the_validation_set_says_so():
+    """The demo's 64 real validation items cannot measure a 1 % false-positive rate: its upper band is
+    just above the highest real score, and the calibration record (and so the report) says so."""
+    import numpy as np
+    import pandas as pd
+
+    from faketrace.engine.calibration import thresholds
+
+    rng = np.random.default_rng(0)
+
+    def table(n_real):
+        return pd.DataFrame({"label": [0] * n_real + [1] * 96,
+                             "score": np.concatenate([rng.uniform(0, 0.8, n_real), rng.uniform(0.3, 1, 96)])})
+
+    few = thresholds(table(64), table(64), 0.01)["video"]
+    assert "64 real validation items cannot measure a rate of 0.01" in few["resolution_note"]
+    assert "resolution_note" not in thresholds(table(200), table(200), 0.01)["video"]

@@ -17,6 +17,7 @@ import pytest
 from faketrace.datasets.sources.common import media_type_of
 
 from .conftest import compose_config, make_hostile_corpus, resolved
+from .formats_corpus import HOSTILE_STILLS
 
 ROOT_USER = os.geteuid() == 0
 # name: (scan status, preprocessing outcome); None = preprocessing never sees it (adapters list
@@ -60,6 +61,7 @@ EXPECTED = {
     "wide_65535x1.png": ("unsupported", None),
     "tall_1x65535.png": ("unsupported", None),
     "animated_7999x7999x8.gif": ("no_face", None),
+    **HOSTILE_STILLS,  # the still formats decoded on purpose (tests/formats_corpus.py)
 }
 VISIBLE = {os.fsdecode(b"not_utf8_\xff\xfe.jpg"): "not_utf8_\\xff\\xfe.jpg", "rtl_\u202egpj.exe": "rtl_\\u202egpj.exe",
            "new\nline.jpg": "new\\x0aline.jpg"}

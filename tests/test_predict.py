@@ -287,3 +287,53 @@ def test_checkpoints_and_exports_written_before_the_spec_still_load_and_score(ca
     finally:
         old.close()
         current.close()
+
+
+def test_signed_exports_in_the_predictor_and_the_scan(calibrated, raw_media, tmp_path, capsys):
+    """Signatures required: the signed folder scores and its signer is in custody; the same folder
+    altered with recomputed hashes, and an unsigned one, are refused (models/signing.py)."""
+    from faketrace.models.card import file_hashes
+    from faketrace.models.signing import ExportSignatureError, generate_keypair, sign_export
+
+    photo = next(p for p in sorted(raw_media["root"].rglob("*.jpg")) if "hostile" not in p.parts)
+    key_id = generate_keypair(tmp_path / "lab.key", tmp_path / "lab.pub")
+    signed = tmp_path / "signed"
+    shutil.copytree(calibrated["export"], signed)
+    sign_export(signed, tmp_path / "lab.key", "Test lab")
+    required = ["--allow-unvalidated", "--require-signature", "--trusted-key", str(tmp_path / "lab.pub")]
+    assert main([str(signed), str(photo), "--out", str(tmp_path / "one.jsonl"), *required]) == 0
+    assert f"model signature: verified, signer 'Test lab', key {key_id}" in capsys.readouterr().err
+    assert main([str(calibrated["export"]), str(photo), *required]) == EXIT_REFUSED
+    assert "is not signed" in capsys.readouterr().err
+    altered = tmp_path / "altered"
+    shutil.copytree(signed, altered)
+    with open(altered / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    card = json.loads((altered / "model_card.json").read_text())
+    card["files"] = file_hashes(altered)
+    (altered / "model_card.json").write_text(json.dumps(card))
+    assert main([str(altered), str(photo), *required]) == EXIT_REFUSED
+    assert "changed after it was signed" in capsys.readouterr().err
+
+    def scan(model_dir, case):
+        cfg = compose_config("evaluate", ["mode=scan", f"inputs=[{photo}]", "case.id=SIGNED", "case.operator=pytest",
+                                          f"case.dir={case}", "scan.progress=false", f"model_dir={model_dir}",
+                                          "allow_unvalidated=true", "report.enabled=false",
+                                          "scan.model_signatures.required=true",
+                                          f"scan.model_signatures.trusted_keys=[{tmp_path / 'lab.pub'}]"],
+                             output_dir=case)
+        return scan_from_config(resolved(cfg))
+
+    assert scan(signed, tmp_path / "case")["exit_status"] == 0
+    custody = json.loads((tmp_path / "case" / "custody.json").read_text())
+    assert custody["model"]["signature"]["status"] == "verified"
+    assert (custody["model"]["signature"]["signer"], custody["model"]["signature"]["key_id"]) == ("Test lab", key_id)
+    for folder, why in ((altered, "changed after it was signed"), (calibrated["export"], "is not signed")):
+        with pytest.raises(ExportSignatureError, match=why):
+            scan(folder, tmp_path / f"case-{folder.name}")
+    with pytest.raises(ExportSignatureError, match="checkpoint carries no signature"):
+        resolved_cfg = resolved(compose_config("evaluate", [
+            "mode=scan", f"inputs=[{photo}]", "case.id=X", "case.operator=pytest", f"case.dir={tmp_path / 'c3'}",
+            f"ckpt_path={calibrated['ckpt']}", "scan.model_signatures.required=true",
+            f"scan.model_signatures.trusted_keys=[{tmp_path / 'lab.pub'}]"], output_dir=tmp_path / "c3"))
+        scan_from_config(resolved_cfg)

@@ -202,7 +202,8 @@ def test_model_selection_records_its_interval_and_warns_on_a_small_validation_se
     with caplog.at_level(logging.WARNING):
         result = train(resolved(cfg))
     selection = load_checkpoint(result["best_ckpt"])["selection"]
-    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "videos"
+    # The small demo's validation items are videos and stills, and the record says so.
+    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "items (videos and stills)"
     assert selection["n_real"] + selection["n_fake"] > 0 and selection["n_real"] < MIN_ITEMS_PER_CLASS
     assert selection["warning"] and "model selection rests on" in caplog.text
     if selection["auc"] is not None:

@@ -125,10 +125,15 @@ def test_report_of_the_mixed_folder(case, evidence):
         hm = r["heatmap"]
         assert hm["method"] == "grad_cam" and (d / hm["file"]).is_file(), hm
         assert hm["crop_matches_scan"] is True and abs(hm["logit_rebuilt"] - hm["logit_scan"]) <= 1e-3
+        # Drawn over the whole (blurred) frame, with the face box and a colour scale beside it in the page.
+        assert len(hm["face_box_px"]) == 4 and hm["colour_scale"]["high"] == 1.0
+        frame = next(f for f in r["frames"] if f["frame_index"] == hm["frame_index"])
+        assert (hm["width"], hm["height"]) == (frame["width"], frame["height"])  # thumbnail_px = heatmap_px
         assert r["frames"] and all((d / f["file"]).is_file() for f in r["frames"])
         assert sum(face["most_suspicious"] for f in r["frames"] for face in f["faces"]) == 1
     video = items["0/sub/clip_fake.mp4"]
     assert len(video["timeline"]) > 1 and len(video["pdq"]) > 1
+    assert (d / "report.html").read_text().count('aria-label="colour scale"') == len(scored)
 
     # Copies: the same bytes in the loose folder and the Telegram export; a re-compressed, resized
     # copy by PDQ; the same photo in the JSON and the HTML export.
