@@ -202,7 +202,10 @@ def iter_references(root: Path, info: ExportInfo | None = None,
     The file is parsed as a stream (ijson): memory holds one message, not the export. References
     found before a syntax error are kept; the error raises ExportError naming the file.
     """
-    import ijson
+    # The pure-Python backend: ijson's C backend (yajl2_c) crashed the process on hostile input
+    # (a 5,000-digit number segfaulted it in tests/test_fuzz.py); a crash there would end the whole scan.
+    import ijson.backends.python as ijson
+    from ijson.common import JSONError, ObjectBuilder
 
     path = root / "result.json"
     if path.is_symlink():
@@ -235,7 +238,7 @@ def iter_references(root: Path, info: ExportInfo | None = None,
                     continue
                 if prefix in ("messages.item", "chats.list.item.messages.item"):
                     if event == "start_map":
-                        builder, depth = ijson.ObjectBuilder(), 1
+                        builder, depth = ObjectBuilder(), 1
                         builder.event(event, value)
                     continue
                 if prefix == "messages" and event == "start_array":
@@ -256,7 +259,7 @@ def iter_references(root: Path, info: ExportInfo | None = None,
                 elif prefix in ("messages", "chats.list.item.messages") and event not in ("start_array", "end_array"):
                     if info is not None:
                         info.notes.append(f"a chat's `messages` is not a list ({event}); skipped")
-    except ijson.JSONError as exc:
+    except (JSONError, ValueError) as exc:
         raise ExportError(f"cannot read {path}: not valid JSON ({exc})", path) from exc
     except (OSError, ValueError, RecursionError) as exc:
         raise ExportError(f"cannot read {path}: {exc}", path) from exc

@@ -140,8 +140,10 @@ def convert_lrnet(g1_path: str | Path, g2_path: str | Path) -> dict[str, torch.T
     checked by loading them strictly into our architecture."""
     from faketrace.models.lrnet import LRNet, state_dicts_to_flat
 
-    g1 = torch.load(g1_path, map_location="cpu", weights_only=True)
-    g2 = torch.load(g2_path, map_location="cpu", weights_only=True)
+    from faketrace.models.serialization import load_torch_file
+
+    g1 = load_torch_file(g1_path, "LRNet g1 state dict")
+    g2 = load_torch_file(g2_path, "LRNet g2 state dict")
     model = LRNet()
     model.load_streams(g1, g2)
     return state_dicts_to_flat(g1, g2)
