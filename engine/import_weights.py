@@ -1,0 +1,141 @@
+"""Import a published detector's released file(s) into a faketrace checkpoint (issue 20).
+
+`import_published("sbi_efficientnet_b4_c23", {"weights": "FFc23.tar"}, out)`:
+
+1. reads the registry entry configs/published/NAME.yaml (paper, release URL and files, licence,
+   published preprocessing spec, converter);
+2. hashes every given file (SHA-256); where the registry knows the publisher's hash, a different
+   file is refused with both hashes named;
+3. runs the entry's converter (models/converters/), which reads the file in its declared format
+   only and refuses unknown keys, prefixes or shapes, naming the accepted formats;
+4. builds the faketrace Detector and loads the converted weights strictly;
+5. writes a self-describing checkpoint (engine/checkpoint.py) that records the files' hashes,
+   URL, licence, the published spec and `fit_for_casework: false` (a lab's own validation flow
+   decides otherwise later).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+import yaml
+from hydra.utils import get_method, instantiate
+
+from faketrace.datasets.io import sha256_file
+from faketrace.engine.checkpoint import git_sha, save_checkpoint, versions
+from faketrace.models.converters.common import ImportRefused
+
+log = logging.getLogger(__name__)
+
+NOT_FIT_REASON = ("published weights imported from a released file; not validated on this lab's data. Run the "
+                  "validation flow before using its output in casework")
+
+
+def registry_dir() -> Path:
+    """configs/published of the installed package (the checkout's in an editable install)."""
+    import faketrace.configs
+
+    # faketrace.configs is a namespace package; an editable install adds a finder hook to its path.
+    for entry in faketrace.configs.__path__:
+        if (Path(entry) / "published").is_dir():
+            return Path(entry) / "published"
+    raise FileNotFoundError(f"no published/ registry in {list(faketrace.configs.__path__)}")
+
+
+def registry_names() -> list[str]:
+    return sorted(p.stem for p in registry_dir().glob("*.yaml"))
+
+
+def load_entry(name: str) -> dict:
+    path = registry_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ImportRefused(f"no published detector named {name!r}; the registry has: {', '.join(registry_names())}")
+    entry = yaml.safe_load(path.read_text())
+    if entry.get("name") != name:
+        raise ValueError(f"{path}: its name field {entry.get('name')!r} differs from the file name")
+    return entry
+
+
+def _check_files(entry: dict, given: dict[str, str | Path | None]) -> tuple[dict[str, Path], list[dict]]:
+    declared = {f["role"]: f for f in entry["release"]["files"]}
+    unknown = sorted(set(r for r, p in given.items() if p is not None) - set(declared))
+    if unknown:
+        raise ImportRefused(f"{entry['name']} takes files {sorted(declared)}, not {unknown}")
+    files: dict[str, Path] = {}
+    records = []
+    for role, spec in declared.items():
+        path = given.get(role)
+        if path is None:
+            if spec.get("required", True):
+                raise ImportRefused(f"{entry['name']} needs its {role} file ({spec['filename']}, {spec.get('what', '')}"
+                                    f"); released at {entry['release']['url']}")
+            continue
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{role} file not found: {path}")
+        digest = sha256_file(path)
+        expected = spec.get("sha256")
+        if expected and digest != expected.lower():
+            raise ImportRefused(
+                f"refused {path}: its SHA-256 is {digest}, but {entry['name']}'s {role} file {spec['filename']} "
+                f"({entry['release']['url']}) has SHA-256 {expected}. A different file is not the published model")
+        files[role] = path
+        records.append({"role": role, "filename": spec["filename"], "given_name": path.name, "sha256": digest,
+                        "published_sha256": expected, "hash_checked": bool(expected),
+                        "url": spec.get("url") or entry["release"]["url"]})
+    return files, records
+
+
+def build_model(init: dict) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*random initialisation.*")
+        return instantiate(dict(init, pretrained=False, weights_file=None))
+
+
+def import_published(name: str, files: dict[str, str | Path | None], out: str | Path) -> dict:
+    """Convert, load strictly, write the checkpoint to `out`; return a summary (also in the checkpoint)."""
+    entry = load_entry(name)
+    paths, records = _check_files(entry, files)
+    converter = dict(entry["converter"])
+    convert = get_method(converter.pop("_target_"))
+    converted = convert(paths, **converter)
+    model = build_model(converted.init)
+    try:
+        model.load_trained_state(converted.backbone, converted.family)
+    except (RuntimeError, ValueError) as exc:
+        raise ImportRefused(f"converted weights of {name} do not load strictly into {converted.init['_target_']}: "
+                            f"{str(exc)[:400]}") from None
+    model.eval()
+    size = model.input_size
+    with torch.inference_mode():
+        probe = model(torch.zeros(1, 3, size, size))
+    if not torch.isfinite(probe).all():
+        raise ImportRefused(f"{name}: the converted model gives a non-finite logit on a blank input")
+    spec = entry["spec"]
+    summary = {"name": name, "paper": entry["paper"], "release": entry["release"], "licence": entry["licence"],
+               "files": records, "converter": entry["converter"]["_target_"], "notes": converted.notes,
+               "dropped_keys": converted.dropped, "domain": entry.get("domain"),
+               "training_data": entry.get("training_data")}
+    payload = {
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.backbone_state_dict().items()},
+        "model_family": {k: v.detach().cpu().contiguous() for k, v in model.family_state_dict().items()},
+        "model_spec": {"target": f"{type(model).__module__}.{type(model).__qualname__}", "family": model.family,
+                       "backbone": model.backbone_name, "init": dict(converted.init), "input": model.input_spec()},
+        "preprocessing": {"level": spec["level"], "input": model.input_spec(), "face": spec.get("face_pipeline") or {},
+                          "published_input": spec["input"], "aggregation": "mean",
+                          "frames_per_video_eval": spec.get("video", {}).get("frames_per_video")},
+        "published_spec": spec,
+        "published": summary,
+        "config": yaml.safe_dump(entry, sort_keys=False),
+        "calibration": {"method": "none", "temperature": 1.0,
+                        "note": "published weights, uncalibrated: probabilities are sigmoid(logit)"},
+        "metrics": {}, "data": {"name": f"published:{name}", "index_meta": {"synthetic": False}},
+        "epoch": None, "global_step": None, "versions": versions(), "git_sha": git_sha(),
+        "fit_for_casework": False, "casework_note": NOT_FIT_REASON,
+    }
+    save_checkpoint(payload, out)
+    log.info("%s: wrote %s", name, out)
+    return summary
