@@ -40,7 +40,7 @@ def resize_published(rgb: np.ndarray, spec: dict) -> np.ndarray:
     if rule == "stretch":
         interp = resize.get("interpolation", spec.get("interpolation", "bilinear"))
         if resize.get("backend", "opencv") == "pil":
-            return np.asarray(Image.fromarray(rgb).resize((w, h), _PIL[interp]))
+            return np.array(Image.fromarray(rgb).resize((w, h), _PIL[interp]))
         return cv2.resize(rgb, (w, h), interpolation=_CV2[interp])
     if rule == "center_crop":
         ih, iw = rgb.shape[:2]

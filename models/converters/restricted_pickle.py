@@ -5,7 +5,7 @@ object, whose loading normally imports the publisher's classes and calls whateve
 `load_pickled_module` instead gives the unpickler an allow-list:
 
 - torch's own tensor and parameter rebuilders and storage types (the data);
-- `collections.OrderedDict` (module dicts and hooks);
+- `collections.OrderedDict` (module dicts and hooks) and `set` (names of non-persistent buffers);
 - the module class names a converter expects (e.g. `network.xception.Block`), each mapped to an
   inert `ModuleRecord` that only stores the attribute dict the pickle gives it. No publisher code
   is imported and no `__init__`, `__setstate__` or `forward` of theirs runs.
@@ -65,6 +65,8 @@ def _restricted_pickle_module(allowed_modules: set[str]) -> types.ModuleType:
                 return super().find_class(module, name)
             if (module, name) == ("collections", "OrderedDict"):
                 return collections.OrderedDict
+            if module in ("builtins", "__builtin__") and name == "set":  # nn.Module's non-persistent buffer names
+                return set
             if (module, name) == ("copyreg", "_reconstructor"):
                 return reconstructor
             if qualified in allowed_modules:
