@@ -265,10 +265,11 @@ def deepfakebench_xception(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deepfakebench_xception", "deepfakebench_core"])
-def test_deepfakebench_xception_matches_reference(tmp_path, deepfakebench_xception, name):
+def test_deepfakebench_xception_matches_reference(tmp_path, deepfakebench_xception):
+    """Also deepfakebench_core's check: CORE's released model is this Xception (same converter)."""
     detector, path = deepfakebench_xception
-    model, ckpt = imported(tmp_path, name, {"weights": path})
+    assert load_entry("deepfakebench_core")["converter"] == load_entry("deepfakebench_xception")["converter"]
+    model, ckpt = imported(tmp_path, "deepfakebench_xception", {"weights": path})
     x = torch.stack([deepfakebench_reference_input(f) for f in faces()[:2]])
     with torch.no_grad():
         check_two_class(model(x), detector(x))
@@ -312,7 +313,7 @@ def test_deepfakebench_resnet34_matches_reference(tmp_path):
             return self.fc(self.avgpool(self.resnet(x)).flatten(1))
 
     torch.manual_seed(0)
-    detector = randomize(DeepfakeBenchDetector(ResNet34Backbone()), seed=2, gain=1.2)
+    detector = randomize(DeepfakeBenchDetector(ResNet34Backbone()), seed=2, gain=0.6)
     path = tmp_path / "resnet34_best.pth"
     torch.save(detector.state_dict(), path)
     model, _ = imported(tmp_path, "deepfakebench_resnet34", {"weights": path})
