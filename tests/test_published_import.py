@@ -98,7 +98,8 @@ def check_two_class(ours: torch.Tensor, ref_out: torch.Tensor) -> None:
     assert torch.allclose(torch.sigmoid(ours), ref_out.softmax(1)[:, 1], atol=1e-6)
     with pytest.raises(AssertionError):
         assert_same_logit(ours, ref_out[:, 0] - ref_out[:, 1])
-    assert ref_out.softmax(1)[:, 1].std() > 1e-3 or ours.abs().min() > 1e-3  # informative outputs
+    # informative outputs: a logit of ~0 everywhere would let a flipped polarity pass unnoticed
+    assert ours.abs().min() > 1e-3 or (len(ours) > 1 and ref_out.softmax(1)[:, 1].std() > 1e-3)
 
 
 # -- the publishers' preprocessing, rebuilt from their code -------------------------------------
@@ -343,7 +344,7 @@ def test_deepfakebench_efficientnet_b4_matches_reference(tmp_path):
     path = tmp_path / "effnb4_best.pth"
     torch.save(detector.state_dict(), path)
     model, _ = imported(tmp_path, "deepfakebench_efficientnet_b4", {"weights": path})
-    x = torch.stack([deepfakebench_reference_input(f) for f in faces()[:2]])
+    x = deepfakebench_reference_input(faces()[0]).unsqueeze(0)
     with torch.no_grad():
         ref = detector(x)
         check_two_class(model(x), ref)
@@ -371,7 +372,7 @@ def test_sbi_matches_reference(tmp_path):
     path = tmp_path / "FFc23.tar"
     torch.save({"model": detector.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 99}, path)
     model, ckpt = imported(tmp_path, "sbi_efficientnet_b4_c23", {"weights": path})
-    x = torch.stack([sbi_reference_input(f) for f in faces()[:2]])
+    x = sbi_reference_input(faces()[0]).unsqueeze(0)
     with torch.no_grad():
         check_two_class(model(x), detector(x))
     assert ckpt["published"]["licence"]["name"].startswith("SBI software licence")
@@ -504,7 +505,7 @@ def test_dfdc_selimsef_b7_matches_reference(tmp_path):
     path = tmp_path / "final_111_DeepFakeClassifier_tf_efficientnet_b7_ns_0_36"
     torch.save({"epoch": 37, "state_dict": wrapped.state_dict(), "bce_best": np.float64(0.1931)}, path)
     model, ckpt = imported(tmp_path, "dfdc_selimsef_b7", {"weights": path})
-    x = torch.stack([selimsef_reference_input(f) for f in faces()[:2]])
+    x = selimsef_reference_input(faces()[0]).unsqueeze(0)
     with torch.no_grad():
         ref = classifier(x).squeeze(1)
         ours = model(x)
@@ -561,3 +562,42 @@ def test_ufd_real_head_with_reference_clip_tower_matches(tmp_path):
     files = {f["role"]: f for f in ckpt["published"]["files"]}
     assert files["weights"]["hash_checked"] and files["weights"]["sha256"].startswith("477100745713")
     assert ckpt["preprocessing"]["level"] == "image"
+
+
+def _tiny_timm_clip_tower():
+    import timm
+
+    # the same architecture family as vit_large_patch14_clip_224.openai, at a size a test can afford
+    return timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, img_size=28, patch_size=14,
+                             embed_dim=64, depth=2, num_heads=4, num_classes=32).eval()
+
+
+@pytest.mark.slow
+def test_clip_tower_layouts_map_onto_timm_at_small_size():
+    """open_clip and Hugging Face CLIP image towers (random, small) give timm's output after mapping."""
+    import open_clip
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from faketrace.models.converters.universal_fake_detect import hf_clip_to_timm, open_clip_to_timm
+
+    x = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    oc = open_clip.transformer.VisionTransformer(image_size=28, patch_size=14, width=64, layers=2, heads=4,
+                                                 mlp_ratio=4.0, output_dim=32, act_layer=open_clip.model.QuickGELU)
+    with torch.no_grad():
+        for p in oc.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    oc.eval()
+    tower = _tiny_timm_clip_tower()
+    tower.load_state_dict(open_clip_to_timm({f"visual.{k}": v for k, v in oc.state_dict().items()}), strict=True)
+    with torch.no_grad():
+        assert_same_logit(tower(x), oc(x))
+
+    cfg = CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=28, patch_size=14, projection_dim=32, hidden_act="quick_gelu")
+    torch.manual_seed(1)
+    hf = CLIPVisionModelWithProjection(cfg).eval()
+    tower = _tiny_timm_clip_tower()
+    tower.load_state_dict(hf_clip_to_timm(hf.state_dict()), strict=True)
+    with torch.no_grad():
+        assert_same_logit(tower(x), hf(pixel_values=x).image_embeds)
