@@ -5,8 +5,6 @@ Evidence scan (docs/scan.md):  python evaluate.py mode=scan inputs=[...] ckpt_pa
 Settings: configs/evaluate.yaml and configs/mode/.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
@@ -20,14 +18,9 @@ register_case_resolver()
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     if cfg.mode_name == "scan":
-        from faketrace.forensics.scan import format_summary, scan_from_config
+        from faketrace.forensics.guard import run_scan
 
-        summary = scan_from_config(cfg)
-        print(format_summary(summary))
-        print(f"case: {cfg.paths.output_dir} (scan_results.jsonl, scan_summary.json, custody.json)")
-        if summary["exit_status"]:
-            sys.exit(summary["exit_status"])
-        return summary
+        return run_scan(cfg)  # refusals and failures: one line and an exit status (forensics/guard.py)
 
     from faketrace.engine.evaluate import evaluate_checkpoint, format_table
 

@@ -111,17 +111,42 @@ def model_crop(frame: np.ndarray, face: Face, spec: PreprocessSpec) -> np.ndarra
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def model_input(crops: list[np.ndarray], input_size: int, mean, std) -> np.ndarray:
-    """(N, 3, S, S) float32 from RGB uint8 crops: resize (bilinear), scale to 0..1, (x - mean) / std.
+# The resize methods a model can be fed with, as OpenCV flags (albumentations uses the same ones).
+RESIZE_METHODS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+                  "nearest": cv2.INTER_NEAREST}
+
+
+def resize_flag(method: str) -> int:
+    """The OpenCV flag of a named resize method; an unknown name is refused, never guessed."""
+    try:
+        return RESIZE_METHODS[str(method)]
+    except KeyError:
+        raise ValueError(f"unknown resize method {method!r}; known: {sorted(RESIZE_METHODS)}") from None
+
+
+def resize_method(input_spec: dict) -> str:
+    """The resize a model is fed with, from its record (checkpoint or model card `input`).
+
+    Records carry it as `resize`. Older records have only `interpolation`, copied from timm's
+    pretrained config (often `bicubic`) while every resize was in fact bilinear: bilinear is
+    what those models were trained and evaluated with, so it is what they keep getting.
+    """
+    return str(input_spec.get("resize") or "bilinear")
+
+
+def model_input(crops: list[np.ndarray], input_size: int, mean, std, resize: str = "bilinear") -> np.ndarray:
+    """(N, 3, S, S) float32 from RGB uint8 crops: resize (the model's method), scale to 0..1, (x - mean) / std.
 
     The same arithmetic as the evaluation transform in datasets/transforms.py (albumentations
     Resize + Normalize), written in numpy so that it runs without torch; a test pins the two.
+    A crop already at the input size is not resampled.
     """
+    flag = resize_flag(resize)
     mean = np.asarray(mean, np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
     out = np.empty((len(crops), 3, input_size, input_size), np.float32)
     for i, crop in enumerate(crops):
         if crop.shape[:2] != (input_size, input_size):
-            crop = cv2.resize(crop, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+            crop = cv2.resize(crop, (input_size, input_size), interpolation=flag)
         out[i] = ((crop.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
     return out

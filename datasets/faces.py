@@ -88,7 +88,8 @@ class RetinaFaceDetector:
         for (h, w), idx in groups.items():
             scale = min(1.0, self.max_side / max(h, w))
             batch = np.stack([frames[i] if scale == 1.0 else
-                              cv2.resize(frames[i], (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+                              cv2.resize(frames[i], (max(1, round(w * scale)), max(1, round(h * scale))),
+                                         interpolation=cv2.INTER_AREA)
                               for i in idx])
             for i, faces in zip(idx, self._detect_batch(batch), strict=True):
                 for f in faces:

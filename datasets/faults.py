@@ -28,7 +28,7 @@ ATOMIC_WRITE_POINTS = ("atomic_after_tmp_written", "atomic_after_fsync", "atomic
 FAULT_POINTS = ("after_crop_before_row", "mid_manifest_flush", "before_merge",
                 "scan_before_item_stored", "scan_after_item_stored", "scan_before_outputs",
                 "in_decoder_process", *ATOMIC_WRITE_POINTS)
-FAULT_ACTIONS = ("raise", "exit", "pause", "enospc")
+FAULT_ACTIONS = ("raise", "exit", "pause", "enospc", "kill")
 FAULT_EXIT_CODE = 77
 
 
@@ -42,7 +42,8 @@ class FaultPlan:
 
     Actions: `raise` (an exception), `exit` (os._exit, no clean-up, like a kill), `pause` (print
     a line to stderr and wait forever, so a test can kill the process group at that moment),
-    `enospc` (the OSError a write to a full disk raises). `target` is a file name: an atomic-write
+    `enospc` (the OSError a write to a full disk raises), `kill` (SIGKILL to itself, as the
+    out-of-memory killer ends a process). `target` is a file name: an atomic-write
     point then counts only the writes of files of that name.
     """
 
@@ -93,6 +94,10 @@ class FaultInjector:
         print(message, file=sys.stderr, flush=True)
         if plan.action == "exit":
             os._exit(FAULT_EXIT_CODE)
+        if plan.action == "kill":  # SIGKILL from outside, as the out-of-memory killer sends it
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if plan.action == "pause":
             while True:
                 time.sleep(3600)

@@ -15,59 +15,13 @@ predictor use exactly the tiles that training and evaluation use. Model input no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import model_input
+from faketrace.datasets.face_pipeline import model_input, resize_method
 
-TILE_AGGREGATIONS = ("max", "mean")
-EVAL_CROPS = ("tiles", "centre")
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """Everything that decides what an image-level model is given; stored in checkpoints.
-
-    tile_size: side of the square training crops and evaluation tiles, in pixels of the
-        (optionally resized) image; the model's input size.
-    stride: step between evaluation tiles; None = tile_size (no overlap). The last row and column
-        of tiles are aligned to the image border, so every pixel is covered.
-    aggregation: how tile scores become the image score (max | mean); evaluation reports both.
-    resize: None = native resolution; an int resizes the image so its shorter side has that many
-        pixels before cropping (INTER_AREA when shrinking, INTER_CUBIC when enlarging).
-    crop: evaluation crops, "tiles" (cover the image) or "centre" (one centre crop).
-    """
-
-    level: str = "image"
-    tile_size: int = 128
-    stride: int | None = None
-    aggregation: str = "max"
-    resize: int | None = None
-    crop: str = "tiles"
-
-    def __post_init__(self):
-        if self.level != "image":
-            raise ValueError(f"ImageSpec.level must be 'image', got {self.level!r}")
-        if int(self.tile_size) < 8:
-            raise ValueError(f"tile_size must be at least 8 pixels, got {self.tile_size}")
-        if self.stride is not None and int(self.stride) < 1:
-            raise ValueError(f"stride must be positive or None, got {self.stride}")
-        if self.aggregation not in TILE_AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {TILE_AGGREGATIONS}, got {self.aggregation!r}")
-        if self.resize is not None and int(self.resize) < 8:
-            raise ValueError(f"resize must be None or at least 8 pixels, got {self.resize}")
-        if self.crop not in EVAL_CROPS:
-            raise ValueError(f"crop must be one of {EVAL_CROPS}, got {self.crop!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ImageSpec:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+# The spec of a whole-image model lives with the rest of the model contract (models/spec.py).
+from faketrace.models.spec import EVAL_CROPS, TILE_AGGREGATIONS, ImageSpec  # noqa: F401  (re-exported)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -208,4 +162,5 @@ def image_model_input(image: np.ndarray, spec: ImageSpec, input_spec: dict
     model's input size equals the tile size (the default), no pixel is resampled.
     """
     crops, boxes = eval_crops(image, spec)
-    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"]), boxes
+    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"],
+                       resize_method(input_spec)), boxes

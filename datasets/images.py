@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from faketrace.datasets.face_pipeline import model_input
+from faketrace.datasets.face_pipeline import model_input, resize_method
 from faketrace.datasets.image_pipeline import ImageSpec, eval_crops, pad_to, prepare, random_crop
 from faketrace.datasets.image_synthesis import PasteSettings, paste_region
 from faketrace.datasets.media import DecodeError, read_image, read_video_frames
@@ -204,7 +204,7 @@ class ImageTileDataset(Dataset):
             return {**out, "tiles": torch.zeros((0, 3, size, size)), "boxes": torch.zeros((0, 4), dtype=torch.int64),
                     "error": str(exc)}
         crops, boxes = eval_crops(frame, self.spec)
-        x = model_input(list(crops), size, self.input_spec["mean"], self.input_spec["std"])
+        x = model_input(list(crops), size, self.input_spec["mean"], self.input_spec["std"], resize_method(self.input_spec))
         height, width = prepare(frame, self.spec).shape[:2] if self.spec.resize else frame.shape[:2]
         if self.with_masks:
             out["mask"] = self.reader.mask(row, (height, width))

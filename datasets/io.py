@@ -78,14 +78,65 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# How evidence opens went (files and folders): O_NOATIME granted, refused (not the owner nor
+# root: the access time may change), or unavailable on this platform. The custody record says.
+NOATIME = {"available": hasattr(os, "O_NOATIME"), "granted": 0, "refused": 0}
+
+
 def _noatime_opener(path, flags: int) -> int:
     noatime = getattr(os, "O_NOATIME", 0)
     try:
-        return os.open(path, flags | noatime)
+        fd = os.open(path, flags | noatime)
     except PermissionError:
         if not noatime:
             raise
-        return os.open(path, flags)
+        fd = os.open(path, flags)
+        NOATIME["refused"] += 1
+        return fd
+    NOATIME["granted" if noatime else "refused"] += 1
+    return fd
+
+
+def noatime_report() -> str:
+    """One sentence for the custody record: whether reading the evidence could change access times."""
+    if not NOATIME["available"]:
+        return "this platform has no O_NOATIME: reading the evidence may have updated its access times"
+    if NOATIME["refused"]:
+        return (f"O_NOATIME was refused for {NOATIME['refused']} of {NOATIME['refused'] + NOATIME['granted']} "
+                "opens of evidence files and folders (allowed only to their owner or root): the access times of "
+                "those may have changed")
+    return (f"every evidence file and folder ({NOATIME['granted']} opens) was opened with O_NOATIME: access "
+            "times unchanged")
+
+
+def listdir_noatime(folder: str | Path) -> list[str]:
+    """Names in a folder, read without updating the folder's access time where the OS allows."""
+    fd = _noatime_opener(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def walk_noatime(top: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top, followlinks=False), top-down, each folder read through listdir_noatime.
+
+    Like os.walk: links to folders are listed among the dirnames and not entered; `dirnames` may
+    be edited in place to prune; an unreadable folder is skipped.
+    """
+    top = os.fspath(top)
+    try:
+        names = listdir_noatime(top)
+    except OSError:
+        return
+    dirs, files = [], []
+    for name in names:
+        (dirs if os.path.isdir(os.path.join(top, name)) else files).append(name)
+    yield top, dirs, files
+    for name in dirs:
+        path = os.path.join(top, name)
+        if not os.path.islink(path):
+            yield from walk_noatime(path)
 
 
 def open_readonly(path: str | Path):
@@ -96,3 +147,18 @@ def open_readonly(path: str | Path):
     The file object keeps the path as its name, so decoder messages name the file.
     """
     return open(path, "rb", opener=_noatime_opener)
+
+
+def root_key(root: str | Path) -> str:
+    """A directory name for what is derived from a data set root: its base name and a hash of its path.
+
+    Index, face crops and manifests go under the project's data directory, in a folder keyed by
+    this (configs/data/*.yaml `derived_dir`), never into the root: data set roots on clusters are
+    read-only and shared, and two copies of one data set (raw and c23, say) must not share
+    derived files. The same root gives the same key from any working directory.
+    """
+    import re
+
+    absolute = Path(os.path.abspath(os.path.expanduser(str(root))))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", absolute.name) or "root"
+    return f"{name}-{hashlib.sha256(absolute.as_posix().encode()).hexdigest()[:10]}"

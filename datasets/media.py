@@ -20,6 +20,33 @@ from faketrace.datasets.io import open_readonly
 # Refuse decompression bombs before decoding pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
+# of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
+# 384 MB, so a decoder process stays well under a GB for any file.
+MAX_ITEM_PIXELS = 128_000_000
+
+
+def frames_within_budget(width: int, height: int, wanted: int, max_item_pixels: int | None) -> tuple[int, str | None]:
+    """How many frames of `width` x `height` fit the item's pixel budget (at least one), and a note
+    when that is fewer than `wanted`."""
+    if not max_item_pixels or wanted <= 0:
+        return wanted, None
+    area = max(1, int(width) * int(height))
+    if area > max_item_pixels:
+        raise ImageTooLarge(f"one frame of {width}x{height} pixels is above the item's pixel budget of "
+                            f"{max_item_pixels} (scan.max_item_pixels)")
+    fits = max(1, max_item_pixels // area)
+    if fits >= wanted:
+        return wanted, None
+    return fits, (f"{fits} of {wanted} frames sampled: {wanted} frames of {width}x{height} would be above the "
+                  f"item's pixel budget of {max_item_pixels} (scan.max_item_pixels)")
+
+
+def _capped(indices: list[int], cap: int | None) -> list[int]:
+    """At most `cap` of `indices`, spread evenly over them."""
+    if cap is None or len(indices) <= cap:
+        return indices
+    return [indices[i] for i in uniform_indices(len(indices), cap)]
 
 _IMAGE_MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -80,14 +107,16 @@ class DecodedImage:
     format: str | None
     n_frames: int  # frames in the file (animated GIF / WebP / PNG have more than one)
     jpeg_quality: int | None
+    note: str | None = None  # fewer frames sampled than asked, to keep within the pixel budget
 
 
-def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
+def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: int | None = None) -> DecodedImage:
     """Decode an image (and up to `max_frames` evenly spread frames of an animation).
 
     The declared size is checked against the pixel limit before any pixel is decoded; EXIF
     orientation is applied; every frame is converted to RGB (palette, grayscale, CMYK, 16-bit
-    and alpha images included).
+    and alpha images included). `max_item_pixels` bounds frames x area: fewer frames are sampled
+    (and the note says so) rather than more pixels decoded; only the sampled frames are converted.
     """
     try:
         with open_readonly(path) as fh, Image.open(fh) as im:
@@ -96,12 +125,14 @@ def read_image_frames(path: str | Path, max_frames: int = 1) -> DecodedImage:
                 raise ImageTooLarge(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
             n_frames = int(getattr(im, "n_frames", 1) or 1)
             fmt, quality = im.format, jpeg_quality_estimate(im)
+            wanted = len(uniform_indices(n_frames, max(1, max_frames)))
+            fits, note = frames_within_budget(w, h, wanted, max_item_pixels)
             frames = {}
-            for i in uniform_indices(n_frames, max(1, max_frames)):
+            for i in uniform_indices(n_frames, fits):
                 im.seek(i)
                 frames[i] = _rgb(ImageOps.exif_transpose(im))
             first = frames[min(frames)]
-            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality)
+            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality, note)
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -146,6 +177,7 @@ class DecodedVideo:
     failed: dict[int, str] = field(default_factory=dict)  # sampled frames the second pass could not deliver
     timed_out: bool = False
     seeks: int = 0  # how many times the second pass seeked instead of decoding through
+    note: str | None = None  # fewer frames sampled than asked, to keep within the pixel budget
 
 
 class DecodeTimeout(DecodeError):
@@ -309,8 +341,20 @@ def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]
     return len(scan.pts), scan.claimed, scan.fps
 
 
+def _probe_size(path: str | Path) -> tuple[int, int]:
+    """Width and height the video stream declares (no frame decoded)."""
+    import av
+
+    with open_readonly(path) as fh, av.open(fh) as container:
+        if not container.streams.video:
+            raise DecodeError("the file has no video stream")
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.width or 0), int(ctx.height or 0)
+
+
 def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = "uniform", every_k: int = 1,
-                      time_limit_s: float | None = None, single_pass: bool = True) -> DecodedVideo:
+                      time_limit_s: float | None = None, single_pass: bool = True,
+                      max_item_pixels: int | None = None) -> DecodedVideo:
     """Decode a video and keep the sampled frames among those that actually decode.
 
     Two passes: the first counts decodable frames (the container count is not trusted: a
@@ -327,8 +371,25 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
 
     out = DecodedVideo()
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
+    cap = None
+    if max_item_pixels:
+        # Frames x area within the budget: fewer frames for huge ones (before any frame is decoded).
+        try:
+            width, height = _probe_size(path)
+        except DecodeError as exc:
+            out.error = str(exc)
+            return out
+        except (av.error.FFmpegError, IndexError, OSError, ValueError) as exc:
+            out.error = f"cannot open video: {exc}"
+            return out
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(f"video frames of {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS}")
+        if width and height:
+            frames_within_budget(width, height, 1, max_item_pixels)  # raises when one frame is above it
+            cap = max(1, max_item_pixels // (width * height))
     try:
-        keep = (lambda claimed: set(sample_indices(claimed or 0, sampling, n_samples, every_k))) if single_pass else None
+        keep = (lambda claimed: set(_capped(sample_indices(claimed or 0, sampling, n_samples, every_k), cap))) \
+            if single_pass else None
         scan = _scan_video(path, deadline, time_limit_s, keep)
     except DecodeTimeout as exc:
         out.error, out.timed_out = str(exc), True
@@ -348,7 +409,11 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
         out.error = f"decoding stopped after {decoded} of {scan.claimed} frames"
     elif scan.error:
         out.error = scan.error
-    out.sampled = sample_indices(decoded, sampling, n_samples, every_k)
+    full = sample_indices(decoded, sampling, n_samples, every_k)
+    out.sampled = _capped(full, cap)
+    if len(out.sampled) < len(full):
+        out.note = (f"{len(out.sampled)} of {len(full)} frames sampled: {len(full)} frames of {width}x{height} would "
+                    f"be above the item's pixel budget of {max_item_pixels} (scan.max_item_pixels)")
     if set(out.sampled) <= scan.kept.keys():
         out.frames = {i: scan.kept[i] for i in out.sampled}
         return out
@@ -374,6 +439,27 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
 # -- decoding in a child process -------------------------------------------------------------------
 class DecoderCrashed(DecodeError):
     """The decoding process died (a native decoder crashed on this file)."""
+
+
+class ResourceLimit(DecodeError):
+    """The decoding process went past its memory limit (killed by us) or was killed by the system."""
+
+
+# Resident memory one decoder process may reach before it is killed. RLIMIT_AS cannot be used: a
+# process that imports torch maps gigabytes of address space it never touches; resident memory
+# is what exhausts a machine. Checked every POLL_S seconds from the scan process.
+DECODER_MAX_RSS_BYTES = 1536 << 20
+POLL_S = 0.02
+
+
+def process_memory(pid: int) -> tuple[int, int]:
+    """(resident, peak resident) bytes of a process, from Linux /proc; (0, 0) where unavailable."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0, 0
 
 
 def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
@@ -423,9 +509,11 @@ class IsolatedDecoder:
 
     ALLOWED = ("read_image_frames", "read_video_frames")
 
-    def __init__(self, isolate: bool = True, grace_s: float = 30.0):
+    def __init__(self, isolate: bool = True, grace_s: float = 30.0, max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES):
         self.isolate = isolate
         self.grace_s = grace_s
+        self.max_rss_bytes = max_rss_bytes
+        self.peak_rss_bytes = 0  # the highest resident memory any decoder process reached (VmHWM)
         self._pool = None
 
     def __call__(self, fn_name: str, *args, hard_limit_s: float | None = None, **kwargs):
@@ -433,22 +521,54 @@ class IsolatedDecoder:
             raise ValueError(f"not a decoding function: {fn_name}")
         if not self.isolate:
             return globals()[fn_name](*args, **kwargs)
+        import signal
         from concurrent.futures import TimeoutError as FutureTimeout
         from concurrent.futures.process import BrokenProcessPool
 
         pool = self._ensure_pool()
         future = pool.submit(_decode_in_child, fn_name, args, kwargs)
+        procs = list(getattr(pool, "_processes", {}).values())
         limit = None if hard_limit_s is None else hard_limit_s + self.grace_s
+        deadline = None if limit is None else time.monotonic() + limit
         try:
-            return future.result(timeout=limit)
-        except FutureTimeout:
-            self._kill()
-            raise DecodeTimeout(f"decoding did not finish within {limit:g}s; the decoder process was killed") \
-                from None
+            while True:
+                try:
+                    result = future.result(timeout=POLL_S)
+                    self._note_peak(procs)
+                    return result
+                except FutureTimeout:
+                    rss = self._note_peak(procs)
+                    if self.max_rss_bytes and rss > self.max_rss_bytes:
+                        self._kill()
+                        raise ResourceLimit(
+                            f"the decoder process reached {rss / 2**20:.0f} MiB resident, above the limit of "
+                            f"{self.max_rss_bytes / 2**20:.0f} MiB (scan.decoder_max_rss_bytes); it was killed and the "
+                            "scan went on in a fresh process") from None
+                    if deadline is not None and time.monotonic() > deadline:
+                        self._kill()
+                        raise DecodeTimeout(f"decoding did not finish within {limit:g}s; the decoder process was "
+                                            "killed") from None
         except BrokenProcessPool:
+            for proc in procs:
+                proc.join(timeout=2)  # reaped, so that its exit code says how it ended
+            codes = [p.exitcode for p in procs]
             self._kill()
-            raise DecoderCrashed("the decoder process died on this file (a native decoder crash); "
+            if -signal.SIGKILL in codes:
+                # Not our kill (ours raise above): on Linux the kernel's out-of-memory killer sends SIGKILL.
+                raise ResourceLimit("the decoder process was killed by the system (SIGKILL), as the out-of-memory "
+                                    "killer does when memory runs out; the scan went on in a fresh process") from None
+            raise DecoderCrashed("the decoder process died on this file (a native decoder crash"
+                                 f"{f', exit status {codes[0]}' if codes and codes[0] is not None else ''}); "
                                  "the scan continued in a fresh process") from None
+
+    def _note_peak(self, procs) -> int:
+        """Current resident bytes of the decoder process(es); their peak is kept in peak_rss_bytes."""
+        total = 0
+        for proc in procs:
+            rss, hwm = process_memory(proc.pid) if proc.pid else (0, 0)
+            total += rss
+            self.peak_rss_bytes = max(self.peak_rss_bytes, hwm, rss)
+        return total
 
     def _ensure_pool(self):
         if self._pool is None:

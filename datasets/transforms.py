@@ -19,21 +19,24 @@ import cv2  # noqa: E402
 import numpy as np
 import torch
 
+from faketrace.datasets.face_pipeline import resize_flag
+
 # Augmentations added after the first release: absent from older configs, off by default.
 _OPTIONAL = {"gray_p": 0.0, "affine_p": 0.0, "affine_shift": 0.1, "affine_scale": 0.2, "affine_rotate": 10.0,
              "blur_sigma": None}
 
 
-def _finish(input_size: int, mean, std) -> list:
-    return [A.Resize(input_size, input_size, mask_interpolation=cv2.INTER_LINEAR),
+def _finish(input_size: int, mean, std, resize: str) -> list:
+    # The model's own resize method (its record's `resize`), the one the scan and predictor use too.
+    return [A.Resize(input_size, input_size, interpolation=resize_flag(resize), mask_interpolation=cv2.INTER_LINEAR),
             A.Normalize(mean=mean, std=std, max_pixel_value=255.0), A.ToTensorV2()]
 
 
-def eval_transform(input_size: int, mean, std) -> A.Compose:
-    return A.Compose(_finish(input_size, mean, std))
+def eval_transform(input_size: int, mean, std, resize: str = "bilinear") -> A.Compose:
+    return A.Compose(_finish(input_size, mean, std, resize))
 
 
-def train_transform(input_size: int, mean, std, augment: dict) -> A.Compose:
+def train_transform(input_size: int, mean, std, augment: dict, resize: str = "bilinear") -> A.Compose:
     """Augmentations named in config; a probability of 0 switches one off."""
     a = {**_OPTIONAL, **augment}
     blur = {"sigma_limit": tuple(a["blur_sigma"])} if a["blur_sigma"] is not None else {}
@@ -50,7 +53,7 @@ def train_transform(input_size: int, mean, std, augment: dict) -> A.Compose:
                  scale=(1 - a["affine_scale"], 1 + a["affine_scale"]), rotate=(-a["affine_rotate"], a["affine_rotate"]),
                  border_mode=cv2.BORDER_CONSTANT, mask_interpolation=cv2.INTER_LINEAR, p=a["affine_p"]),
     ]
-    return A.Compose([op for op in ops if op.p > 0] + _finish(input_size, mean, std))
+    return A.Compose([op for op in ops if op.p > 0] + _finish(input_size, mean, std, resize))
 
 
 def apply(transform: A.Compose, image: np.ndarray, seed: int | None, mask: np.ndarray | None = None):

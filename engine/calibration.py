@@ -1,6 +1,7 @@
 """Calibration of detector probabilities and operating thresholds, fitted on validation data only.
 
-Frame probability = sigmoid(logit / T + b). The temperature T rescales confidence; the bias b
+The method is Platt scaling (a logistic map of the logit), recorded as `method: platt`:
+frame probability = sigmoid(logit / T + b). The temperature T rescales confidence; the bias b
 moves every score by the same amount, which a temperature cannot: a detector that calls real
 faces fake a little too often (the demo model does) is shifted, not only over-confident.
 
@@ -26,6 +27,15 @@ are fitted on every validation video, and the whole procedure (the choice of for
 cross-fitted over K folds of videos: each fold is scored by a calibration fitted without it, and
 ECE, log loss and Brier are compared on the pooled folds. With `fit_on="half"` one
 class-stratified half fits and the other half measures. The test split is refused.
+
+A calibration is applied only if it does not make its own held-out check worse: when the held-out
+log loss (the proper score the maps are fitted to) rises at the frame or the video level, the
+record keeps the fitted maps under `not_applied` with the reason, and its own maps are the
+identity (`method: none`), so scores stay sigmoid(logit). Fewer than
+`sample_size.MIN_ITEMS_PER_CLASS` items of a class is warned about and recorded (`sample_size`).
+
+Records before version 3 named the same maps `method: temperature`; they are read as before
+(`is_calibrated`).
 """
 
 from __future__ import annotations
@@ -42,7 +52,12 @@ from scipy.optimize import minimize, minimize_scalar
 from faketrace.engine import metrics as M
 
 log = logging.getLogger(__name__)
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
+METHOD = "platt"
+METHOD_DESCRIPTION = ("Platt scaling: probability = sigmoid(logit / T + b), a frame map and a video map; each map's "
+                      "form (temperature alone with b = 0, or temperature and bias) chosen by cross-fitted log loss")
+# "temperature" is what records before version 3 called the same Platt-style maps.
+CALIBRATED_METHODS = (METHOD, "temperature")
 UNCALIBRATED = {"method": "none", "temperature": 1.0, "note": "uncalibrated: probabilities are sigmoid(logit)"}
 FORMS = ("temperature", "temperature+bias")  # simplest first: it wins ties
 VIDEO_FORMS = ("none", *FORMS)
@@ -170,10 +185,29 @@ def raw_videos(frames: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, pd.DataFr
     return raw, M.aggregate_videos(raw, rule)
 
 
+def is_calibrated(calibration: dict | None) -> bool:
+    """Whether a record's maps are applied (Platt scaling; `temperature` in records before version 3)."""
+    return bool(calibration) and calibration.get("method") in CALIBRATED_METHODS
+
+
+def has_video_map(calibration: dict) -> bool:
+    """Whether the record holds a video map that changes anything (none is fitted on a set of stills)."""
+    form = (calibration.get("form") or {}).get("video")
+    if form is not None:
+        return form != "none"
+    return float(calibration.get("video_temperature", 1.0)) != 1.0 or float(calibration.get("video_bias", 0.0)) != 0.0
+
+
 def maps_summary(calibration: dict) -> str:
     """The fitted maps in one line, e.g. for logs and summaries."""
-    return (f"T = {float(calibration['temperature']):.4f}, b = {float(calibration.get('bias', 0.0)):.4f}; "
-            f"T_video = {float(calibration.get('video_temperature', 1.0)):.4f}, "
+    if not is_calibrated(calibration):
+        rejected = (calibration.get("not_applied") or {}).get("reason")
+        return "not calibrated" + (f" ({rejected})" if rejected else "")
+    frame = (f"Platt scaling: T = {float(calibration['temperature']):.4f}, "
+             f"b = {float(calibration.get('bias', 0.0)):.4f}")
+    if not has_video_map(calibration):
+        return frame + "; no video map (every item keeps its frame-level probability)"
+    return (frame + f"; video map T_video = {float(calibration.get('video_temperature', 1.0)):.4f}, "
             f"b_video = {float(calibration.get('video_bias', 0.0)):.4f} on items of at least "
             f"{int(calibration.get('video_min_frames', 1))} frames")
 
@@ -310,14 +344,18 @@ def fit_calibration(frames: pd.DataFrame, rule: str, split: str, fit_on: str = "
         fit_frames, held_frames = frames, None
     maps = fit_selected(fit_frames, rule, folds, seed)
     calibrated_fit, calibrated_fit_videos = calibrated_videos(fit_frames, rule, maps)
+    stills_only = _media_words(fit_frames) == "stills"
     result = {
-        "version": CALIBRATION_VERSION, "method": "temperature", **maps,
+        "version": CALIBRATION_VERSION, "method": METHOD, "method_description": METHOD_DESCRIPTION, **maps,
         "probability": {"frame": "sigmoid(logit / temperature + bias)",
-                        "video": f"items with at least video_min_frames frames: sigmoid(logit({rule} of frame "
-                                 "probabilities) / video_temperature + video_bias); others: the frame probability"},
+                        "video": ("every item is a still (one frame): its probability is the frame probability"
+                                  if stills_only else
+                                  f"items with at least video_min_frames frames: sigmoid(logit({rule} of frame "
+                                  "probabilities) / video_temperature + video_bias); others: the frame probability")},
         "aggregation": rule,
         "fitted_on": {"split": split, "part": "a class-stratified half of its videos" if fit_on == "half" else "all",
                       "seed": int(seed), "n_videos": int(fit_frames["video_id"].nunique()),
+                      "n_items": int(fit_frames["video_id"].nunique()), "items": _media_words(fit_frames),
                       "n_frames": int(len(fit_frames)), "objective": "log loss at each map's level"},
         "thresholds": thresholds(calibrated_fit, calibrated_fit_videos, target_fpr),
         "ece_bins": M.ECE_BINS,
@@ -325,7 +363,70 @@ def fit_calibration(frames: pd.DataFrame, rule: str, split: str, fit_on: str = "
     result["held_out"] = _held_out(frames, held_frames, maps, rule, split, folds, seed)
     if result["held_out"] is None:
         result["note"] = "too few videos of a class: no held-out measurement of the effect"
-    return result
+    result["sample_size"] = _sample_size(fit_frames, rule)
+    return apply_or_refuse(result, fit_frames, rule, target_fpr)
+
+
+def _media_words(frames: pd.DataFrame) -> str:
+    """'stills', 'videos' or 'videos and stills': what the items are (items of one frame are stills)."""
+    n = frames.groupby("video_id").size()
+    several, single = int((n >= VIDEO_MIN_FRAMES).sum()), int((n < VIDEO_MIN_FRAMES).sum())
+    return "videos and stills" if several and single else "videos" if several else "stills"
+
+
+def _sample_size(frames: pd.DataFrame, rule: str) -> dict:
+    """Items per class the maps were fitted on, the AUC interval they allow, and a warning if too few."""
+    from faketrace.engine.sample_size import decision_record
+
+    items = M.aggregate_videos(frames.assign(score=M.sigmoid(frames["logit"].to_numpy())), rule)
+    y, s = items["label"].to_numpy(), items["score"].to_numpy()
+    record = decision_record("calibration", M.roc_auc(y, s), int((y == 1).sum()), int((y == 0).sum()),
+                             unit="items (videos or images)")
+    if record["warning"]:
+        log.warning("%s", record["warning"])
+    return record
+
+
+def held_out_worsened(held: dict | None) -> list[str]:
+    """Levels whose held-out log loss the calibration made worse (it is fitted to lower exactly that)."""
+    if not held:
+        return []
+    return [level for level in ("frame", "video")
+            if held["after"][level]["log_loss"] is not None and held["before"][level]["log_loss"] is not None
+            and held["after"][level]["log_loss"] > held["before"][level]["log_loss"] + 1e-12]
+
+
+def apply_or_refuse(result: dict, fit_frames: pd.DataFrame, rule: str, target_fpr: float) -> dict:
+    """The record to store: the fitted calibration, or, when it worsens its own held-out check, none.
+
+    A refused calibration keeps its maps and measurements under `not_applied` with the reason; the
+    record's own maps are the identity and its thresholds are refitted on the raw scores, so every
+    reader (evaluation, export, scan, predictor) uses sigmoid(logit) and says why.
+    """
+    held = result.get("held_out")
+    worse = held_out_worsened(held)
+    if held:
+        held["log_loss_improved"] = {level: level not in worse for level in ("frame", "video")}
+    if not worse:
+        return {**result, "applied": True}
+    detail = "; ".join(f"{level} log loss {held['before'][level]['log_loss']:.4f} -> {held['after'][level]['log_loss']:.4f}"
+                       for level in worse)
+    reason = (f"the fitted calibration worsened its own held-out check ({held['how']}): {detail}; "
+              "scores stay sigmoid(logit)")
+    log.warning("calibration not applied: %s", reason)
+    raw_frames, raw_item_table = raw_videos(fit_frames, rule)
+    fitted = {k: result[k] for k in ("temperature", "bias", "video_temperature", "video_bias", "video_min_frames",
+                                     "form", "selection") if k in result}
+    return {"version": result["version"], "method": "none", "applied": False,
+            "note": f"uncalibrated: {reason}", "temperature": 1.0, "bias": 0.0, "video_temperature": 1.0,
+            "video_bias": 0.0, "video_min_frames": result.get("video_min_frames", VIDEO_MIN_FRAMES),
+            "form": {"frame": "none", "video": "none"},
+            "probability": {"frame": "sigmoid(logit)", "video": f"{rule} of the frame probabilities"},
+            "aggregation": rule, "fitted_on": result["fitted_on"],
+            "thresholds": thresholds(raw_frames, raw_item_table, target_fpr), "ece_bins": result["ece_bins"],
+            "held_out": held, "sample_size": result.get("sample_size"),
+            "not_applied": {"reason": reason, "worsened_levels": worse, "method": result["method"],
+                            "method_description": result.get("method_description"), "maps": fitted}}
 
 
 def _held_out(frames: pd.DataFrame, held_frames: pd.DataFrame | None, maps: dict, rule: str, split: str, folds: int,

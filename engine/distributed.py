@@ -89,3 +89,8 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("root_key"):
+        from faketrace.datasets.io import root_key
+
+        # configs/data/*.yaml: derived_dir = <data_dir>/derived/<root's name>-<hash of its path>
+        OmegaConf.register_new_resolver("root_key", root_key)

@@ -27,6 +27,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.image_pipeline import TILE_AGGREGATIONS, ImageSpec
 from faketrace.datasets.images import ImageTileDataset, load_image_table
@@ -43,6 +44,8 @@ from faketrace.engine.calibration import (
     calibrated_video_scores,
     calibrated_videos,
     fit_calibration,
+    has_video_map,
+    is_calibrated,
     maps_summary,
 )
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
@@ -124,7 +127,7 @@ def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, n
     if faces is None:
         faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
     spec = ckpt["preprocessing"]["input"]
-    dataset = FaceCropDataset(faces, data_cfg.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
+    dataset = FaceCropDataset(faces, data_cfg.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"], resize_method(spec)),
                               split=split, clip_length=spec.get("clip_length"))
     if len(dataset) == 0:
         raise ValueError(f"no face crops in split {split!r} of {data_cfg.manifest_path}")
@@ -188,7 +191,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "detector": report,
         "versions": versions(),
     }
-    if calibration.get("method") == "temperature":
+    if is_calibrated(calibration):
         result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
@@ -263,7 +266,7 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
         "versions": versions(),
     }
     calibration = ckpt["calibration"]
-    if calibration.get("method") == "temperature":
+    if is_calibrated(calibration):
         result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, None, boot)
@@ -325,7 +328,9 @@ def compare_checkpoints(cfg: DictConfig, frames_a: pd.DataFrame, rule: str, devi
 # -- calibration ---------------------------------------------------------------------------
 
 def calibrate_checkpoint(cfg: DictConfig) -> dict:
-    """Fit temperature and thresholds on the validation split; write a calibrated copy atomically."""
+    """Fit the Platt-scaling maps and thresholds on the validation split; write a calibrated copy atomically.
+
+    A calibration that worsens its own held-out check is stored as not applied (engine/calibration.py)."""
     if cfg.split == "test":
         raise ValueError("calibration is never fitted on the test split; use split=val")
     ckpt = load_checkpoint(cfg.ckpt_path)
@@ -402,7 +407,8 @@ def markdown_summary(result: dict) -> str:
               f"- test set: {ts['n_items_scored']} of {ts['n_items']} items scored; "
               f"{ts['items_without_face']['n']} without a face ({ts['items_without_face']['handling']})",
               f"- video aggregation: `{result['aggregation']}`; calibration: `{ck['calibration'].get('method')}`"
-              + (f" ({maps_summary(ck['calibration'])})" if ck["calibration"].get("method") == "temperature" else ""),
+              + (f" ({maps_summary(ck['calibration'])})" if is_calibrated(ck["calibration"])
+                 or ck["calibration"].get("not_applied") else ""),
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
                                  f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)")]
     if result.get("level") == "image":
@@ -477,11 +483,12 @@ def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) ->
             "det": P.det_figure({"frame level": frames, f"video level ({rule})": videos}, warning)}
     curves = {"frames, raw": frames, "videos, raw": videos}
     cal = result["checkpoint"]["calibration"]
-    if cal.get("method") == "temperature":
+    if is_calibrated(cal):
         calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
-        curves.update({f"frames, calibrated (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})": calibrated,
-                       f"videos, calibrated (T_video={cal.get('video_temperature', 1.0):.2f}, "
-                       f"b_video={cal.get('video_bias', 0.0):.2f})": calibrated_videos_table})
+        curves[f"frames, Platt-scaled (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})"] = calibrated
+        if has_video_map(cal):
+            curves[f"videos, Platt-scaled (T_video={cal.get('video_temperature', 1.0):.2f}, "
+                   f"b_video={cal.get('video_bias', 0.0):.2f})"] = calibrated_videos_table
     figs["reliability"] = P.reliability_figure(curves, warning=warning)
     figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
     figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)

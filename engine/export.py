@@ -34,6 +34,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.faces import detector_weights
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
@@ -68,7 +69,7 @@ def crop_dataset(cfg: DictConfig, spec: dict, split: str, faces: pd.DataFrame | 
     """Every face crop of a split, transformed exactly as evaluation does."""
     if faces is None:
         faces, _, _ = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
-    return FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"]),
+    return FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"], resize_method(spec)),
                            split=split)
 
 
@@ -481,14 +482,18 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
                  else "binary face-manipulation detection on face crops (1 = manipulated)"),
         "level": checkpoint_level(ckpt),
         "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
-        "input": spec["input"],
+        # The resize the model is fed with (older checkpoints recorded timm's interpolation instead).
+        "input": {**spec["input"], "resize": resize_method(spec["input"]), "interpolation": resize_method(spec["input"])},
         "output": {"name": "logit", "input_name": "image", "shape": ["batch"],
                    "probability": ckpt["calibration"].get("probability", {}).get("frame", "sigmoid(logit)"),
+                   # Platt scaling's T and b (method "platt"; identity when none is applied).
+                   "calibration_method": ckpt["calibration"].get("method"),
                    "temperature": ckpt["calibration"]["temperature"], "bias": ckpt["calibration"].get("bias", 0.0)},
         "face_preprocessing": spec.get("face"), "face_detector": detector,
         "image_preprocessing": spec.get("image"),
         "image_note": DIFFUSION_NOTE if image_level else None,
         "frames_per_video": spec["frames_per_video_eval"] if image_level else spec["face"]["frames_per_video"],
+        "trained_media": spec.get("trained_media"),
         "video_aggregation": spec["aggregation"],
         "calibration": ckpt["calibration"],
         "training": {"data": ckpt["data"], "splits": splits, "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],

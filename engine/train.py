@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 from tqdm import tqdm
 
+from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.image_pipeline import ImageSpec
 from faketrace.datasets.images import ImageCropDataset, ImageTileDataset, collate_frames, load_image_table
@@ -51,6 +52,8 @@ from faketrace.engine.checkpoint import (
 from faketrace.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
+from faketrace.engine.recipes import check_face_crops
+from faketrace.engine.sample_size import selection_record
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +390,11 @@ class Trainer:
         self.best_metrics: dict | None = None
         self.best_val_table: pd.DataFrame | None = None  # frame logits of the best epoch, for calibration
         self.fit, self.fit_reason = casework_fitness(cfg)
+        # What the best epoch was chosen on (AUC, interval, class counts), and whether the validation
+        # items are stills (one frame each), so records say "image" where they would say "video".
+        self.selection: dict | None = None
+        self.selection_warned = False
+        self.val_stills = False
 
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self, val_report: dict) -> dict:
@@ -415,7 +423,11 @@ class Trainer:
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
-            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
+            "selection": self.selection,
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))},
+                     # The media the model is trained for; a scan never lets it decide outside them.
+                     "domain": (OmegaConf.to_container(self.cfg.data.domain, resolve=True)
+                                if self.cfg.data.get("domain") else None)},
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),
@@ -437,6 +449,7 @@ class Trainer:
         self.epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         self.best_score = float(ckpt["best_score"])
         self.best_metrics = ckpt["metrics"].get("best_val")
+        self.selection = ckpt.get("selection")
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
 
@@ -549,7 +562,14 @@ class Trainer:
                 self.best_metrics = val_report
                 self.best_val_table = val_table
             logger.log(row)
-            log.info("epoch %d: loss %.4f, val video AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0,
+            self.val_stills = stills_only(val_table)
+            if improved:
+                self.selection = selection_record(val_report, cfg.monitor, self.val_stills)
+                if self.selection["warning"] and not self.selection_warned:
+                    log.warning("%s", self.selection["warning"])
+                    self.selection_warned = True
+            item = "image" if self.val_stills else "video"
+            log.info("epoch %d: loss %.4f, val %s AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0, item,
                      _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
             if self.dist.is_main:
                 payload = self._payload(val_report)
@@ -597,13 +617,26 @@ class Trainer:
             calibration["fitted_on"]["fakes"] = f"synthesised from the val split's real faces: {list(self.synthesis.methods)}"
         path = self.ckpt_dir / "best.ckpt"
         save_checkpoint({**load_checkpoint(path), "calibration": calibration}, path)
-        log.info("best.ckpt calibrated on %d validation videos: %s", calibration["fitted_on"]["n_videos"],
-                 maps_summary(calibration))
+        log.info("best.ckpt calibration fitted on %d validation %s: %s", calibration["fitted_on"]["n_videos"],
+                 calibration["fitted_on"].get("items", "videos"), maps_summary(calibration))
         held = calibration["held_out"]
-        for level in ("frame", "video") if held else ():
+        for level in ("frame", "video") if held and not self.val_stills else ("frame",) if held else ():
             log.info("cross-fitted %s ECE %.4f -> %.4f, log loss %.4f -> %.4f", level, held["before"][level]["ece"],
                      held["after"][level]["ece"], held["before"][level]["log_loss"], held["after"][level]["log_loss"])
         return calibration
+
+
+def media_of(*tables: pd.DataFrame) -> str:
+    """'stills', 'videos' or 'videos and stills': items of one frame row are stills."""
+    counts = pd.concat([t.groupby("video_id").size() for t in tables if len(t)]) if any(len(t) for t in tables) \
+        else pd.Series(dtype=int)
+    several, single = int((counts > 1).sum()), int((counts == 1).sum())
+    return "videos and stills" if several and single else "videos" if several else "stills"
+
+
+def stills_only(table: pd.DataFrame) -> bool:
+    """Whether every item of a frame table is a single frame (a set of still images)."""
+    return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
 
 
 def _cpu(state: dict) -> dict:
@@ -626,6 +659,7 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
     """
     aug = OmegaConf.to_container(cfg.augment, resolve=True)
     size, mean, std = input_spec["input_size"], input_spec["mean"], input_spec["std"]
+    resize = resize_method(input_spec)  # the model's recorded resize, used wherever it is fed
     level = str(cfg.data.get("level", "face"))
     if level == "image":
         if synthesis is not None:
@@ -636,7 +670,7 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
         n_frames = int(image_cfg.frames_per_video)
         table, index_meta = load_image_table(cfg.data.index_path, n_frames)
         # The crop is already the model's input size: the transform's resize is then a no-op.
-        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug), spec,
+        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug, resize), spec,
                                      split="train", crops_per_item=int(image_cfg.crops_per_item), seed=int(cfg.seed),
                                      frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
                                      synthesis=OmegaConf.to_container(image_cfg.synthesis, resolve=True))
@@ -648,20 +682,36 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
     else:
         faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
         face_spec = PreprocessSpec.from_dict(manifest_meta.get("spec", {}))
+        # Refuses (literature recipe) or warns when the crops are not what the model needs.
+        crop_check = check_face_crops(face_spec.to_dict(), int(size), _required_face(cfg), _literature(cfg),
+                                      (cfg.get("recipe") or {}).get("name"), str(cfg.data.manifest_path))
         # What the model asks of the data: blending masks as targets, clips instead of frames.
         common = {"crop_spec": face_spec, "clip_length": input_spec.get("clip_length")}
-        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug), split="train",
+        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, resize), split="train",
                                     frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
                                     synthesis=synthesis, masks="mask" in targets, **common)
-        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std), split="val",
+        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, resize), split="val",
                                   seed=cfg.seed, synthesis=val_synthesis, **common)
         preprocessing = {"level": "face", "face": face_spec.to_dict(), "detector": manifest_meta.get("detector", {}),
-                         "frames_per_video_eval": face_spec.frames_per_video}
+                         "frames_per_video_eval": face_spec.frames_per_video, "crop_check": crop_check}
         what = f"face crops in {cfg.data.manifest_path}"
+    # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
+    # that never applied to it (a video given to the model later is still sampled at that figure).
+    preprocessing["trained_media"] = media_of(train_set.table, val_set.table)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"need {level}-level items in both train and val splits; found {len(train_set)} train and "
                          f"{len(val_set)} val {what}")
     return train_set, val_set, {**preprocessing, "index_meta": index_meta}
+
+
+def _required_face(cfg: DictConfig) -> dict | None:
+    """The face crop the run's recipe names (configs/face/), or None."""
+    face = cfg.get("face")
+    return OmegaConf.to_container(face, resolve=True) if face else None
+
+
+def _literature(cfg: DictConfig) -> bool:
+    return bool((cfg.get("recipe") or {}).get("literature", False))
 
 
 class _NoLogger:

@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from faketrace.forensics.names import dumps, visible
+
 STORE_NAME = "case.sqlite"
 STORE_VERSION = 1
 
@@ -52,6 +54,14 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class CaseStoreError(RuntimeError):
     pass
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class CaseStore:
@@ -96,12 +106,12 @@ class CaseStore:
 
     def set_meta(self, key: str, value) -> None:
         self._write(f"the case setting {key!r}", "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    (key, json.dumps(value)))
+                    (key, dumps(value)))
 
     # -- sessions -----------------------------------------------------------------------------
     def start_session(self, started_utc: str, record: dict) -> int:
         cur = self._write("the record of a new session", "INSERT INTO sessions (started_utc, record) VALUES (?, ?)",
-                          (started_utc, json.dumps(record, default=str)))
+                          (started_utc, dumps(record, default=str)))
         return int(cur.lastrowid)
 
     def end_session(self, session: int, ended_utc: str, exit_status: int, items_scanned: int) -> None:
@@ -110,8 +120,11 @@ class CaseStore:
                     (ended_utc, exit_status, items_scanned, session))
 
     def sessions(self) -> list[dict]:
-        rows = self.db.execute("SELECT session, started_utc, ended_utc, exit_status, items_scanned, record "
-                               "FROM sessions ORDER BY session").fetchall()
+        # items_scanned counts the results each session stored (a killed session never recorded its
+        # count at the end; its stored items say what it did).
+        rows = self.db.execute("SELECT s.session, s.started_utc, s.ended_utc, s.exit_status, "
+                               "(SELECT COUNT(*) FROM items i WHERE i.session = s.session), s.record "
+                               "FROM sessions s ORDER BY s.session").fetchall()
         return [{"session": s, "started_utc": a, "ended_utc": b,
                  "exit_status": c, "items_scanned": n,
                  "ended": "normally" if b else "interrupted (no end recorded)", **json.loads(r)}
@@ -120,13 +133,17 @@ class CaseStore:
     # -- items --------------------------------------------------------------------------------
     def done(self, item_id: str) -> tuple[str, str | None] | None:
         """(status, sha256) of a finished item, or None."""
+        item_id = visible(item_id) if not _utf8(item_id) else item_id
         row = self.db.execute("SELECT status, sha256 FROM items WHERE item_id = ?", (item_id,)).fetchone()
         return None if row is None else (row[0], row[1])
 
     def put(self, item_id: str, seq: int, result: dict, session: int) -> None:
+        # Strict JSON, and no string SQLite cannot encode (a name that is not UTF-8 arrives here
+        # already in its visible form; anything else with a surrogate is escaped the same way).
+        item_id = visible(item_id) if not _utf8(item_id) else item_id
         self._write(f"the result of item {item_id}",
                     "INSERT OR REPLACE INTO items (item_id, seq, status, sha256, result, session) VALUES (?, ?, ?, ?, ?, ?)",
-                    (item_id, seq, result["status"], result.get("sha256"), json.dumps(result, sort_keys=True), session))
+                    (item_id, seq, result["status"], result.get("sha256"), dumps(result, sort_keys=True), session))
 
     def results(self) -> Iterator[dict]:
         """Every stored result in discovery order, one at a time."""
@@ -137,7 +154,8 @@ class CaseStore:
     def audit(self, time_utc: str, action: str, path: str, sha256: str | None, size_bytes: int | None,
               detail: dict | None = None) -> None:
         self.db.execute("INSERT INTO audit (time_utc, action, path, sha256, size_bytes, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                        (time_utc, action, path, sha256, size_bytes, json.dumps(detail or {}, sort_keys=True)))
+                        (time_utc, action, visible(path) if not _utf8(path) else path, sha256, size_bytes,
+                         dumps(detail or {}, sort_keys=True)))
 
     def audit_log(self) -> list[dict]:
         rows = self.db.execute("SELECT id, time_utc, action, path, sha256, size_bytes, detail FROM audit ORDER BY id")

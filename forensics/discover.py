@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faketrace.datasets.io import walk_noatime
 from faketrace.forensics import telegram
+from faketrace.forensics.names import raw_hex, visible
 
 
 @dataclass
@@ -27,6 +29,27 @@ class EvidenceItem:
     status: str | None = None  # preset when the item cannot be opened at all: missing | refused
     reason: str | None = None
     telegram: list[dict] = field(default_factory=list)  # the messages that carried this file
+    # input_root and rel_path are the visible forms (forensics/names.py); the raw bytes, in hex,
+    # where they differ, so that a name that is not UTF-8 is kept exactly.
+    input_raw_hex: str | None = None
+    rel_path_raw_hex: str | None = None
+
+    def record(self) -> dict:
+        """The fields of a result record that say which item this is."""
+        out = {"item_id": self.item_id, "input_index": self.input_index, "input": self.input_root,
+               "rel_path": self.rel_path, "source": self.source}
+        if self.input_raw_hex:
+            out["input_raw_hex"] = self.input_raw_hex
+        if self.rel_path_raw_hex:
+            out["rel_path_raw_hex"] = self.rel_path_raw_hex
+        return out
+
+
+def make_item(info: InputInfo, rel: str, path: Path | None, source: str, **kw) -> EvidenceItem:
+    """An item whose id and shown names are the visible forms of its (possibly undecodable) names."""
+    shown = visible(rel)
+    return EvidenceItem(f"{info.index}/{shown}", info.index, visible(info.path), shown, path, source,
+                        input_raw_hex=raw_hex(info.path), rel_path_raw_hex=raw_hex(rel), **kw)
 
 
 @dataclass
@@ -89,11 +112,11 @@ def describe_inputs(inputs: list[str | Path]) -> list[InputInfo]:
 
 def _file_item(info: InputInfo, path: Path, root: Path, source: str) -> EvidenceItem:
     rel = path.relative_to(root).as_posix()
-    item = EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, path, source)
+    item = make_item(info, rel, path, source)
     if path.is_symlink():
         # A link can point anywhere, including out of the evidence: record it, do not follow it.
         item.path, item.status = None, "refused"
-        item.reason = f"symbolic link not followed (points to {path.readlink()})"
+        item.reason = f"symbolic link not followed (points to {visible(os.readlink(path))})"
     elif not path.is_file():
         # Opening a FIFO blocks until someone writes to it; devices and sockets are not media.
         item.path, item.status = None, "refused"
@@ -112,27 +135,33 @@ def _file_kind(path: Path) -> str:
     return "special file"
 
 
-def iter_items(inputs: list[InputInfo]) -> Iterator[EvidenceItem]:
+def iter_items(inputs: list[InputInfo], max_export_json_bytes: int | None = None) -> Iterator[EvidenceItem]:
+    """Items of every input; `max_export_json_bytes`: the largest result.json parsed for context."""
+    global _MAX_JSON
+    _MAX_JSON = int(max_export_json_bytes or telegram.MAX_RESULT_JSON_BYTES)
     for info in inputs:
         root = Path(info.path)
         if info.kind == "file":
-            yield EvidenceItem(f"{info.index}/{root.name}", info.index, info.path, root.name, root, "file")
+            yield make_item(info, root.name, root, "file")
         elif info.kind == "folder":
             yield from _folder_items(info, root)
         else:
             yield from _telegram_items(info, root, info.kind.removeprefix("telegram_"), root)
 
 
+_MAX_JSON = None
+
+
 def _folder_items(info: InputInfo, root: Path) -> Iterator[EvidenceItem]:
     """Every entry below `root`, sorted, links not followed; a Telegram export found inside the
     folder (a seized disk's Downloads/Telegram Desktop/ChatExport_...) is read as an export, so its
     media carry their message context and its own page files are not items."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in walk_noatime(root):
         base = Path(dirpath)
         form = telegram.detect_export(base) if base != root else None
         if form:
             dirnames[:] = []  # the export's own walk covers its tree
-            info.notes.append(f"{base.relative_to(root).as_posix()}: a Telegram {form.upper()} export inside the "
+            info.notes.append(f"{visible(base.relative_to(root).as_posix())}: a Telegram {form.upper()} export inside the "
                               "folder; its media carry their message context")
             if form == "html":
                 info.notes.append(telegram.HTML_EXPORT_ADVICE)
@@ -157,7 +186,7 @@ def _telegram_items(info: InputInfo, root: Path, form: str, rel_root: Path) -> I
         references = iter_html_references(root, export)
     else:
         export = telegram.ExportInfo(root=root, form="json", kind="chat")
-        references = telegram.iter_references(root, export)
+        references = telegram.iter_references(root, export, max_bytes=_MAX_JSON or telegram.MAX_RESULT_JSON_BYTES)
     contexts: dict[Path, list[dict]] = {}
     unresolved: list[telegram.MediaReference] = []
     unreadable, at_fault = None, None
@@ -178,10 +207,12 @@ def _telegram_items(info: InputInfo, root: Path, form: str, rel_root: Path) -> I
                      "refused": sum(r.status == "refused" for r in unresolved), "unreadable": unreadable}
     for path in telegram.walk_files(root):
         if telegram.is_structure_file(root, path):
+            if path.is_symlink():  # never read; said, like any other link
+                yield _file_item(info, path, rel_root, source)
+                continue
             if at_fault is not None and path == at_fault:
                 rel = path.relative_to(rel_root).as_posix()
-                yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, source,
-                                   status="error", reason=unreadable)
+                yield make_item(info, rel, None, source, status="error", reason=unreadable)
             continue
         item = _file_item(info, path, rel_root, source)
         item.telegram = contexts.get(path.resolve(), [])
@@ -189,8 +220,8 @@ def _telegram_items(info: InputInfo, root: Path, form: str, rel_root: Path) -> I
     for n, ref in enumerate(unresolved):
         ctx = ref.context
         rel = f"{prefix}#message/{ctx.get('chat_id')}/{ctx.get('message_id')}/{ref.field}/{n}"
-        yield EvidenceItem(f"{info.index}/{rel}", info.index, info.path, rel, None, source,
-                           status=ref.status, reason=ref.reason, telegram=[{**ctx, "value": ref.value}])
+        yield make_item(info, rel, None, source, status=ref.status, reason=ref.reason,
+                        telegram=[{**ctx, "value": visible(ref.value)}])
 
 
 def register_case_resolver() -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, model_crop, model_input
+from faketrace.datasets.face_pipeline import PreprocessSpec, model_crop, model_input, resize_method
 from faketrace.datasets.faces import Face
 
 
@@ -128,7 +128,7 @@ def occlusion(logits, x: np.ndarray, patch_fraction: float = 0.25, stride_fracti
 def explain(model, crop: np.ndarray, method: str = "auto", occlusion_options: dict | None = None) -> Heatmap:
     """Heatmap of one face crop (RGB uint8, as `model_crop` gives it) for a ScanModel."""
     spec = model.input_spec
-    x = model_input([crop], int(spec["input_size"]), spec["mean"], spec["std"])
+    x = model_input([crop], int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
     module = getattr(model, "module", None)
     if method in ("auto", "grad_cam") and module is not None:
         got = grad_cam(module, x)

@@ -22,7 +22,6 @@ from faketrace.datasets.media import MAX_IMAGE_PIXELS
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
 import hashlib  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -32,6 +31,8 @@ from pathlib import Path  # noqa: E402
 from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
 from faketrace.datasets.io import open_readonly  # noqa: E402
 from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
+from faketrace.forensics.names import dumps as strict_dumps  # noqa: E402
+from faketrace.forensics.names import visible  # noqa: E402
 from faketrace.forensics.scoring import FAILED_STATUSES, MediaScorer, ScanModel, ScanOptions, load_onnx_model  # noqa: E402
 from faketrace.models.card import CARD_FILE, ExportIntegrityError, load_export  # noqa: E402
 from faketrace.models.onnx_safety import check_external_data  # noqa: E402
@@ -103,10 +104,15 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
     """One item's result, with the scan's statuses; a failure is a status and a reason, never an exception."""
-    result = {"item_id": item.item_id, "path": str(item.path) if item.path else None, "rel_path": item.rel_path}
+    result = {**item.record(), "path": visible(str(item.path)) if item.path else None}
+    result.pop("input_index"), result.pop("input"), result.pop("source")
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
+        size, limit = os.stat(item.path).st_size, predictor.scorer.options.max_file_bytes
+        if size > limit:  # size first: a huge file is neither hashed nor decoded
+            return {**result, "size_bytes": size, "status": "oversized",
+                    "reason": f"{size} bytes, above the limit of {limit}; not hashed, not decoded"}
         result["sha256"], result["size_bytes"] = _sha256(item.path)
     except OSError as exc:
         return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for result in results:
             failed += result["status"] in FAILED_STATUSES
-            out.write(json.dumps(result, sort_keys=True) + "\n")
+            out.write(strict_dumps(result, sort_keys=True) + "\n")
             out.flush()
     finally:
         predictor.close()

@@ -29,6 +29,7 @@ import numpy as np
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
 from faketrace.forensics import perceptual
 from faketrace.forensics.case_store import CaseStore
+from faketrace.forensics.names import dumps as strict_dumps
 from faketrace.forensics.redact import DEFAULT_RESOLUTION, fit_within, redact
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ def read_results(case_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def evidence_path(r: dict) -> Path:
-    return Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
+    from faketrace.forensics.names import raw_path
+
+    return raw_path(r)  # rebuilt from the raw bytes where a name is not plain (forensics/names.py)
 
 
 def _read_json(path: Path) -> dict:
@@ -191,24 +194,28 @@ def _per100(x: float | None) -> str:
     return "?" if x is None else f"{100 * x:.0f}"
 
 
-def plain_language(header: dict) -> dict:
-    m = header["model"]
+def _model_text(m: dict, role: str) -> tuple[str, str, list[str]]:
+    """What one model is, whether it is fit for casework, and its bands in plain words."""
     card = m.get("card") or {}
     training = card.get("training") or {}
     data = training.get("data") or {}
     synthetic = ((data.get("index_meta") or {}).get("synthetic"))
     data_name = data.get("name") or "an unrecorded data set"
     trained = f"It was trained on {data_name}" + (" (synthetic demo data)" if synthetic else "") + "."
+    from faketrace.forensics.combine import Domain
+
+    domain = Domain.from_dict(data.get("domain"))
+    trained += f" Its training domain: {domain.describe()}; it decides no item outside it."
     val = training.get("validation_metrics") or {}
     vid = val.get("video") or {}
     validated = ("It was validated on the validation split of the same data"
-                 + (f" ({vid.get('n_real')} real and {vid.get('n_fake')} manipulated videos; video AUC "
+                 + (f" ({vid.get('n_real')} real and {vid.get('n_fake')} manipulated items; item-level AUC "
                     f"{vid['auc']:.3f}, equal error rate {vid['eer']:.3f})" if vid.get("auc") is not None
                     and vid.get("eer") is not None else "") + ".")
     not_validated = ("It has not been validated on real case material; its error rates on evidence like this "
                      "are unknown." if not m.get("fit_for_casework") else
                      "Its card states that it was validated on real data (see the model card).")
-    model = (f"The scores come from the model {card.get('name') or m.get('path')} ({card.get('family')}, backbone "
+    model = (f"{role}: {card.get('name') or m.get('path')} ({card.get('family')}, backbone "
              f"{card.get('backbone')}), run from {m.get('kind')} file {m.get('path')} with SHA-256 {m.get('sha256')}. "
              f"{trained} {validated} {not_validated}")
     fitness = ("FIT FOR CASEWORK according to its model card." if m.get("fit_for_casework") else
@@ -218,14 +225,14 @@ def plain_language(header: dict) -> dict:
     cal_thr = (m.get("calibration") or {}).get("thresholds") or {}
     # The scan bands every item (still or video) with the item-level thresholds, which calibration
     # fitted on the validation items (its "video" level); older results carried per-level bands.
-    for key, level, noun, what in (("item", "video", "items (videos and still images)", "Every item"),
-                                   ("video", "video", "videos", "Video level (videos and animations)"),
-                                   ("frame", "frame", "images (face crops)", "Frame level (still images)")):
+    for key, level, noun, what in (("item", "video", "items (videos and still images)", "every item"),
+                                   ("video", "video", "videos", "video level (videos and animations)"),
+                                   ("frame", "frame", "images (face crops)", "frame level (still images)")):
         b = (m.get("bands") or {}).get(key) or {}
         if not b:
             continue
-        head = (f"{what}: likely manipulated at or above {b['upper']:.3f}; no evidence of manipulation below "
-                f"{b['lower']:.3f}; inconclusive between.")
+        head = (f"{role}, {what}: likely manipulated at or above {b['upper']:.3f}; no evidence of manipulation "
+                f"below {b['lower']:.3f}; inconclusive between.")
         rates = (cal_thr.get(level) or {}).get("rates") or {}
         up, low = rates.get("at_target_fpr"), rates.get("eer")
         if up:
@@ -244,6 +251,21 @@ def plain_language(header: dict) -> dict:
             else:
                 head += f" {b.get('source', '')}."
         thresholds.append(head)
+    return model, fitness, thresholds
+
+
+def plain_language(header: dict) -> dict:
+    m = header["model"]
+    both = header.get("image_model") is not None
+    model, fitness, thresholds = _model_text(m, ("The face-level model" if m.get("level") == "face" else
+                                                 "The image-level model") if both or m.get("level") == "image"
+                                             else "The model")
+    if both:
+        image_model, image_fitness, image_thresholds = _model_text(header["image_model"], "The image-level model")
+        model += " " + image_model
+        thresholds += image_thresholds
+        if image_fitness != fitness:
+            fitness += " Image-level model: " + image_fitness
     image_only = (header.get("model") or {}).get("level") == "image"
     return {
         "model": model,
@@ -257,9 +279,11 @@ def plain_language(header: dict) -> dict:
                     "scored them as whole images." if header.get("image_model") else
                     "An image-level model scans whole images: no face is needed." if image_only else
                     "Items with no detected face were not assessed and have no score."),
+        "combination": ("Who decides: " + str(header.get("combination") or "the model's bands decide") + ". Each "
+                        "item's 'decided by' names the model whose verdict it carries, and 'why' gives its "
+                        "probability against its bands and every other model's score."),
         "image_level": ((("Two models scanned: a face-level one and an image-level one (whole images, native-"
-                          "resolution tiles). Each item shows both verdicts; " + str(header.get("combination") or
-                          "the more severe verdict decides") + ". ") if header.get("image_model") else "")
+                          "resolution tiles). Each item shows both verdicts. ") if header.get("image_model") else "")
                         + "The image-level map shows each tile's calibrated probability; it is an aid to looking at "
                           "the item, not evidence by itself." if header.get("image_model") or image_only else None),
         "heatmaps": ("Heatmaps show which parts of the face raised the model's 'manipulated' score (Grad-CAM or "
@@ -443,7 +467,10 @@ class ReportBuilder:
                "most_suspicious_face": r.get("most_suspicious_face"), "decode": r.get("decode"),
                "telegram": r.get("telegram"), "warning": r.get("warning"),
                "timeline": r.get("frame_scores") if score.get("level") == "video" else None,
-               "bands": r.get("bands"), "pdq": [], "frames": [], "heatmap": None, "provenance": None, "notes": []}
+               "bands": r.get("bands"), "pdq": [], "frames": [], "heatmap": None, "provenance": None, "notes": [],
+               # Who decided and why (forensics/combine.py): every model's score against its bands.
+               "decided_by": r.get("decided_by"), "why": r.get("why"), "opinions": r.get("opinions"),
+               "out_of_domain": r.get("out_of_domain")}
         if r.get("image_level") is not None:  # an image-level model ran: both levels and who decided
             rec.update(decided_by=r.get("decided_by"), combination=r.get("combination"),
                        face_level=_level_summary(r.get("face_level")), image_level=_level_summary(r["image_level"]),
@@ -589,7 +616,7 @@ class ReportBuilder:
         final = self.case_dir / MEDIA_DIR
         shutil.rmtree(final, ignore_errors=True)
         self.staging.rename(final)
-        atomic_write_text(self.case_dir / "report.json", json.dumps(report, indent=1, sort_keys=True, default=_plain))
+        atomic_write_text(self.case_dir / "report.json", strict_dumps(report, indent=1, sort_keys=True, default=_plain))
         write_items_csv(report, self.case_dir / "items.csv")
         write_hashes_csv(report, self.case_dir / "hashes.csv")
         atomic_write_text(self.case_dir / "report.html", render_html(report, self.case_dir))
@@ -618,7 +645,8 @@ def _cell(value) -> str:
 
 
 ITEM_COLUMNS = ("seq", "item_id", "rel_path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
-                "verdict", "probability", "level", "n_faces", "verdict_reason", "duplicate_group", "known_hash_match",
+                "verdict", "probability", "level", "n_faces", "decided_by", "why", "verdict_reason", "duplicate_group",
+                "known_hash_match",
                 "c2pa", "telegram_messages", "heatmap", "warning")
 
 

@@ -92,7 +92,7 @@ JS = """
 })();
 """
 
-FAILED = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+FAILED = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused", "error")
 
 
 def _csp_hash(text: str) -> str:
@@ -266,8 +266,8 @@ def _article(case_dir: Path, r: dict) -> str:
         ("probability", _probability(r)),
         ("face level", _level(r.get("face_level"))),
         ("image level", _level(r.get("image_level"))),
-        ("decided by", e(f"the {r['decided_by']}-level model ({r.get('combination')})") if r.get("decided_by")
-         else None),
+        ("decided by", e(_decided_by(r)) or None),
+        ("why", e(r.get("why"))),
         ("faces", e(r.get("n_faces"))),
         ("type", e(" ".join(str(x) for x in (r.get("media_type"), decode.get("format"), dims, dur) if x))),
         ("decoding", e(decode.get("decode_note"))),
@@ -286,11 +286,20 @@ def _article(case_dir: Path, r: dict) -> str:
 
 
 def _why(r: dict) -> str | None:
-    """The table's short reason: why there is no result, or why a result is inconclusive by scope."""
+    """The table's reason: why there is no result, or who decided and how (bands, every score, the rule)."""
     if r["status"] != "scanned":
         return r.get("reason")
-    reason = r.get("verdict_reason") or ""
-    return reason if reason.startswith("outside") else ""
+    return r.get("why") or r.get("verdict_reason") or ""
+
+
+def _decided_by(r: dict) -> str:
+    """The deciding model, or why none did; an out-of-domain item says so in capitals."""
+    if r.get("out_of_domain"):
+        return "NO MODEL: outside every model's training domain"
+    if not r.get("decided_by"):
+        return ""
+    return next((o["title"] for o in r.get("opinions") or [] if o.get("model") == r["decided_by"]),
+                f"{r['decided_by']}-level model")
 
 
 def _row(r: dict) -> str:
@@ -308,7 +317,8 @@ def _row(r: dict) -> str:
             f'<td><span class="mono">{link}</span>{extra}<div class="small">input {e(r["item_id"].split("/")[0])}, '
             f'{e(r.get("source"))}</div></td><td>{e(r.get("media_type"))}</td>'
             f'<td data-sort="{order}">{_badge(r)}</td><td class="num" data-sort="{"" if p is None else p}">{bar}</td>'
-            f'<td class="num">{e(r.get("n_faces") or "")}</td><td>{e(_why(r))}</td></tr>')
+            f'<td class="num">{e(r.get("n_faces") or "")}</td><td>{e(_decided_by(r))}</td>'
+            f'<td class="small">{e(_why(r))}</td></tr>')
 
 
 def render_html(report: dict, case_dir: str | Path) -> str:
@@ -332,15 +342,17 @@ def render_html(report: dict, case_dir: str | Path) -> str:
               f'<div class="card"><b>{"yes" if s.get("evidence_unchanged") else "NO"}</b>evidence unchanged</div>')
     pl = report["plain_language"]
     plain = "<ul>" + "".join(f"<li>{e(t)}</li>" for t in [pl["fitness_for_casework"], pl["model"], *pl["thresholds"],
-                                                          pl["inconclusive"], pl["no_evidence"], pl["no_face"],
-                                                          pl["heatmaps"], pl.get("image_level"), pl["duplicates"],
+                                                          pl.get("combination"), pl["inconclusive"],
+                                                          pl["no_evidence"], pl["no_face"], pl["heatmaps"],
+                                                          pl.get("image_level"),
+                                                          pl["duplicates"],
                                                           pl["hashes"]] if t) + "</ul>"
     filters = "".join(f'<button data-filter="{k}"{" class=active" if k == "all" else ""}>{e(t)}</button>'
                       for k, t in (("all", "all"), ("likely_manipulated", "likely manipulated"),
                                    ("inconclusive", "inconclusive"), ("no_evidence_of_manipulation", "no evidence"),
                                    ("no_face", "no face"), ("failed", "not scanned")))
     table = ('<table class="sortable" id="items-table"><thead><tr><th>#</th><th>item</th><th>type</th><th>result</th>'
-             '<th>probability</th><th>faces</th><th>why</th></tr></thead><tbody>'
+             '<th>probability</th><th>faces</th><th>decided by</th><th>why</th></tr></thead><tbody>'
              + "".join(_row(r) for r in items) + "</tbody></table>")
     by_verdict = sorted((r for r in items if r["status"] == "scanned"),
                         key=lambda r: ({"likely_manipulated": 0, "inconclusive": 1}.get(r.get("verdict"), 2),

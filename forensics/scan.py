@@ -32,9 +32,13 @@ from tqdm import tqdm
 
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
-from faketrace.datasets.io import atomic_path, atomic_write_text, open_readonly
+from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report, open_readonly
+from faketrace.datasets.media import sniff_media_type
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
+from faketrace.forensics.guard import holds_lock, lock_case, unlock_case
+from faketrace.forensics.names import dumps as strict_dumps
+from faketrace.forensics.names import raw_path, visible
 from faketrace.forensics.scoring import (
     FAILED_STATUSES,
     VERDICT_WORDS,
@@ -49,10 +53,16 @@ log = logging.getLogger(__name__)
 
 CUSTODY_VERSION = 1
 RESULTS_VERSION = 1
+# The closing check of the evidence: every file hashed again, or its size, modification time and
+# inode compared with what they were when it was hashed (fast; says so in the custody record).
+VERIFY_MODES = ("rehash", "stat")
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 3
+EXIT_REPORT_FAILED = 5
 EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure status (no_face, missing)",
-                EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)"}
+                EXIT_ITEMS_FAILED: "some items could not be scanned (see their status and reason)",
+                EXIT_REPORT_FAILED: "the scan's results are complete but the case report failed "
+                                    "(re-render it with scripts/report.py)"}
 
 
 class _Offline:
@@ -92,13 +102,41 @@ def utc_now() -> str:
 
 def hash_evidence(path: Path, chunk: int = 1 << 20) -> tuple[str, str, int]:
     """SHA-256, MD5 and size of a file read once, read-only."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    h = hash_stream(path, chunk=chunk)
+    return h["sha256"], h["md5"], h["size_bytes"]
+
+
+def file_identity(st: os.stat_result) -> dict:
+    """What the closing check compares in `stat` mode: size, modification time, inode, device."""
+    return {"size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
+
+
+def hash_stream(path: Path, chunk: int = 1 << 20, time_limit_s: float | None = None,
+                progress: bool = False) -> dict:
+    """SHA-256 and MD5 of a file, streamed read-only, with a progress bar for large files and a
+    time budget: past `time_limit_s` the hashing stops and says how far it got (sha256 None).
+    The file's identity (fstat of the open file) is returned too, for the closing check."""
+    sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    t0 = time.monotonic()
     with open_readonly(path) as fh:
-        while block := fh.read(chunk):
-            sha.update(block)
-            md5.update(block)
-            size += len(block)
-    return sha.hexdigest(), md5.hexdigest(), size
+        ident = file_identity(os.fstat(fh.fileno()))
+        total = ident["size_bytes"]
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"hashing {visible(path.name)[:40]}", leave=False,
+                   file=sys.stderr, disable=not progress or total < (256 << 20))
+        try:
+            while block := fh.read(chunk):
+                sha.update(block)
+                md5.update(block)
+                done += len(block)
+                bar.update(len(block))
+                if time_limit_s is not None and time.monotonic() - t0 > time_limit_s:
+                    if fh.read(1):  # more to come: stop here
+                        return {"sha256": None, "md5": None, "size_bytes": total, "stat": ident,
+                                "hash_note": f"hashing stopped after {done} of {total} bytes at the time budget of "
+                                             f"{time_limit_s:g}s (scan.hash_time_limit_s); no SHA-256 recorded"}
+        finally:
+            bar.close()
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest(), "size_bytes": done, "stat": ident}
 
 
 def rss_bytes() -> int:
@@ -147,6 +185,8 @@ def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanMode
                        min_jpeg_quality=int(s.min_jpeg_quality),
                        min_video_bits_per_pixel=float(s.min_video_bits_per_pixel),
                        max_file_bytes=int(s.max_file_bytes),
+                       **({"max_item_pixels": int(s.max_item_pixels)} if s.get("max_item_pixels") else {}),
+                       decoder_max_rss_bytes=int(s.decoder_max_rss_bytes) if s.get("decoder_max_rss_bytes") else None,
                        video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
                        image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
                        isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
@@ -160,17 +200,29 @@ def fault_plan(cfg: DictConfig) -> FaultPlan | None:
     return FaultPlan.parse(os.environ.get(FAULT_ENV))
 
 
-def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None) -> dict:
-    """One item's result; any failure becomes a status and a reason, never an exception."""
-    result = {"item_id": item.item_id, "input_index": item.input_index, "input": item.input_root,
-              "rel_path": item.rel_path, "source": item.source, "telegram": item.telegram or None}
+def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None, hash_time_limit_s: float | None = None,
+              progress: bool = False) -> dict:
+    """One item's result; any failure becomes a status and a reason, never an exception.
+
+    Size first (a file above scan.max_file_bytes is never decoded), then the hash (custody needs
+    it; streamed, within its time budget), then decoding and scoring.
+    """
+    result = {**item.record(), "telegram": item.telegram or None}
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
-        sha, md5, size = hash_evidence(item.path)
+        size = os.stat(item.path, follow_symlinks=False).st_size
+        hashed = hash_stream(item.path, time_limit_s=hash_time_limit_s, progress=progress)
     except OSError as exc:
-        return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
-    result.update(sha256=sha, md5=md5, size_bytes=size)
+        return {**result, "status": "error", "reason": f"cannot read the file: {visible(str(exc))}"}
+    result.update({k: v for k, v in hashed.items() if k != "hash_note"})
+    limit = scorer.options.max_file_bytes
+    if size > limit:
+        note = f"; {hashed['hash_note']}" if hashed.get("hash_note") else ""
+        return {**result, "status": "oversized", "media_type": sniff_media_type(item.path),
+                "reason": f"{size} bytes, above the limit of {limit} (scan.max_file_bytes); not decoded{note}"}
+    if hashed.get("hash_note"):
+        return {**result, "status": "timeout", "reason": f"{hashed['hash_note']}; not decoded"}
     try:
         result.update(scorer.score_file(item.path))
     except Exception as exc:  # one bad item must not take the case down; the log keeps the traceback
@@ -213,13 +265,18 @@ class CaseScan:
         self.options = options_from_config(cfg, self.model, self.image_model)
         self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
         self.fault = FaultInjector(fault_plan(cfg))
+        limit = cfg.scan.get("hash_time_limit_s")
+        self.hash_time_limit_s = float(limit) if limit else None
+        self.verify = str(cfg.scan.get("verify") or "rehash")
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"scan.verify={self.verify!r}: expected one of {', '.join(VERIFY_MODES)}")
         for info in self.inputs:
             self.warnings.extend(info.notes)
 
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
         o = self.options
-        return {"case_id": str(self.cfg.case.id), "inputs": [i.path for i in self.inputs],
+        return {"case_id": str(self.cfg.case.id), "inputs": [visible(i.path) for i in self.inputs],
                 "model_sha256": self.model.sha256,
                 "image_model_sha256": self.image_model.sha256 if self.image_model else None,
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
@@ -227,15 +284,22 @@ class CaseScan:
                                if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
-                            "max_file_bytes": o.max_file_bytes, "bands": o.bands_override}}
+                            "max_file_bytes": o.max_file_bytes, "max_item_pixels": o.max_item_pixels,
+                            "bands": o.bands_override}}
 
     def run(self) -> dict:
         _Offline.enter()
         # The case holds derivatives of the evidence: only its owner may enter or read it.
-        self.case_dir.mkdir(parents=True, exist_ok=True)
+        locked_here = not holds_lock(self.case_dir)  # evaluate.py's guard took it before Hydra wrote
+        lock_case(self.case_dir)  # one scan per case folder (forensics/guard.py); creates it if needed
         os.chmod(self.case_dir, 0o700)
         umask = os.umask(0o077)
-        store = CaseStore(self.case_dir)
+        try:
+            store = CaseStore(self.case_dir)
+        except Exception:
+            if locked_here:
+                unlock_case(self.case_dir)
+            raise
         try:
             known = store.get_meta("identity")
             if known is None:
@@ -249,6 +313,8 @@ class CaseScan:
             os.umask(umask)
             self.scorer.close()
             store.close()
+            if locked_here:
+                unlock_case(self.case_dir)
 
     def _session_record(self) -> dict:
         return {"host": socket.gethostname(), "operator": str(self.cfg.case.operator), "pid": os.getpid(),
@@ -261,20 +327,21 @@ class CaseScan:
         scanned = skipped = 0
         progress_every = int(self.cfg.scan.get("progress_every") or 0)
         t0 = time.perf_counter()
-        bar = tqdm(desc="scan", unit="item", disable=not self.cfg.scan.get("progress", True), file=sys.stderr)
-        for seq, item in enumerate(iter_items(self.inputs)):
+        show_progress = bool(self.cfg.scan.get("progress", True))
+        bar = tqdm(desc="scan", unit="item", disable=not show_progress, file=sys.stderr)
+        for seq, item in enumerate(iter_items(self.inputs, self.cfg.scan.get("max_export_json_bytes"))):
             bar.update(1)
             if store.done(item.item_id) is not None:
                 skipped += 1
                 continue
-            result = scan_item(item, self.scorer, self.warning)
+            result = scan_item(item, self.scorer, self.warning, self.hash_time_limit_s, progress=show_progress)
             self.fault("scan_before_item_stored")
             store.put(item.item_id, seq, result, session)
             self.fault("scan_after_item_stored")
             scanned += 1
             if progress_every and (scanned % progress_every == 0):
                 with open(self.case_dir / "progress.jsonl", "a") as fh:
-                    fh.write(json.dumps({"session": session, "items_this_session": scanned, "seq": seq,
+                    fh.write(strict_dumps({"session": session, "items_this_session": scanned, "seq": seq,
                                          "rss_bytes": rss_bytes(), "seconds": time.perf_counter() - t0}) + "\n")
         bar.close()
         self.fault("scan_before_outputs")
@@ -288,6 +355,16 @@ class CaseScan:
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
         summary["report"] = self._report()
+        if summary["report"] and summary["report"].get("error"):
+            # A case without its report is not done: the exit status and every record say so.
+            exit_status = EXIT_REPORT_FAILED
+            summary.update(exit_status=exit_status, exit_meaning=EXIT_MEANING[exit_status])
+            atomic_write_text(self.case_dir / "scan_summary.json",
+                              strict_dumps({k: v for k, v in summary.items() if k != "report"}, indent=2,
+                                           sort_keys=True))
+            ended = utc_now()
+            store.end_session(session, ended, exit_status, scanned)
+            self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         return summary
 
     def _report(self) -> dict | None:
@@ -309,28 +386,57 @@ class CaseScan:
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
-        """Hash every input file again; the custody record says whether each is unchanged."""
-        changed, n = [], 0
+        """Check every input file again (hash, or size + mtime + inode); custody says which and the outcome."""
+        changed, n, by_stat = [], 0, 0
         with atomic_path(self.case_dir / "input_hashes.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged"])
+            w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged",
+                        "checked_by"])
             for r in store.results():
-                if not r.get("sha256"):
+                if not r.get("sha256") and not r.get("stat"):
                     continue
-                path = Path(r["input"]) if r["source"] == "file" else Path(r["input"]) / r["rel_path"]
-                try:
-                    after = hash_evidence(path)[0]
-                except OSError as exc:
-                    after = f"unreadable: {exc}"
-                same = after == r["sha256"]
+                path = raw_path(r)
+                if self.verify == "rehash" and r.get("sha256"):
+                    how = "sha256"
+                    try:
+                        after = hash_evidence(path)[0]
+                    except OSError as exc:
+                        after = f"unreadable: {visible(str(exc))}"
+                    same = after == r["sha256"]
+                else:  # stat mode, or a file whose hash did not finish in its budget
+                    how, after = "size+mtime+inode", "not re-hashed"
+                    by_stat += 1
+                    try:
+                        same = file_identity(os.stat(path, follow_symlinks=False)) == r.get("stat")
+                    except OSError as exc:
+                        same, after = False, f"unreadable: {visible(str(exc))}"
                 n += 1
                 if not same:
                     changed.append(r["item_id"])
-                w.writerow([r["item_id"], str(path), r["size_bytes"], r["md5"], r["sha256"], after, same])
+                w.writerow([r["item_id"], visible(str(path)), r["size_bytes"], r.get("md5"), r.get("sha256"), after,
+                            same, how])
+        algorithm = ("SHA-256 of each file before it was decoded and again after the whole scan"
+                     if self.verify == "rehash" else
+                     "SHA-256 of each file before it was decoded; after the whole scan its size, modification time, "
+                     "inode and device were compared with those at hashing (scan.verify=stat), not its content")
+        if by_stat and self.verify == "rehash":
+            algorithm += (f"; {by_stat} file(s) whose hashing stopped at its time budget were checked by size, "
+                          "modification time, inode and device only")
         return {"items_hashed": n, "all_unchanged": not changed, "changed": changed, "hash_list": "input_hashes.csv",
-                "algorithm": "SHA-256 of each file before it was decoded and again after the whole scan"}
+                "verification": self.verify, "checked_by_stat": by_stat, "algorithm": algorithm}
 
     # -- outputs --
+    def _resources(self) -> dict:
+        """Peak resident memory of this process and of the decoder processes, and the limits."""
+        import resource
+
+        o = self.options
+        return {"scan_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "decoder_peak_rss_bytes": self.scorer.decoder.peak_rss_bytes or None,
+                "decoder_max_rss_bytes": o.decoder_max_rss_bytes, "max_item_pixels": o.max_item_pixels,
+                "max_image_pixels": o.max_image_pixels, "max_file_bytes": o.max_file_bytes,
+                "hash_time_limit_s": self.hash_time_limit_s}
+
     def _describe(self, m: ScanModel) -> dict:
         bands = self.scorer.bands if m.level == "face" else self.scorer.image_bands
         return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
@@ -355,18 +461,19 @@ class CaseScan:
                        skipped: int) -> dict:
         verdicts: dict[str, int] = {}
         with atomic_path(self.case_dir / "scan_results.jsonl") as tmp, open(tmp, "w") as fh:
-            fh.write(json.dumps({"results_version": RESULTS_VERSION, **self._header()}, sort_keys=True) + "\n")
+            fh.write(strict_dumps({"results_version": RESULTS_VERSION, **self._header()}, sort_keys=True) + "\n")
             for r in store.results():
                 if r.get("verdict"):
                     verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-                fh.write(json.dumps(r, sort_keys=True) + "\n")
+                fh.write(strict_dumps(r, sort_keys=True) + "\n")
         summary = {"results_version": RESULTS_VERSION, **self._header(), "warnings": self.warnings,
                    "items": sum(counts.values()), "by_status": counts, "by_verdict": verdicts,
                    "scanned_this_session": scanned, "already_done": skipped,
                    "evidence_unchanged": integrity["all_unchanged"], "exit_status": exit_status,
-                   "exit_meaning": EXIT_MEANING[exit_status],
+                   "exit_meaning": EXIT_MEANING[exit_status], "resources": self._resources(),
+                   "access_times": noatime_report(),
                    "inputs": [vars(i) for i in self.inputs]}
-        atomic_write_text(self.case_dir / "scan_summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_text(self.case_dir / "scan_summary.json", strict_dumps(summary, indent=2, sort_keys=True))
         return summary
 
     def _write_custody(self, store: CaseStore, session: int, started: str, ended: str | None,
@@ -394,12 +501,14 @@ class CaseScan:
             "inputs": [vars(i) for i in self.inputs],
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
+            "access_times": noatime_report(),
+            "resources": self._resources(),
             "evidence_integrity": integrity,
             "counts": counts,
             "warnings": self.warnings,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
-        atomic_write_text(self.case_dir / "custody.json", json.dumps(record, indent=2, default=str))
+        atomic_write_text(self.case_dir / "custody.json", strict_dumps(record, indent=2, default=str))
 
 
 def _user() -> str | None:

@@ -2,8 +2,8 @@
 
 The face pipeline is the checkpoint's own (datasets/face_pipeline.py, the code that made the
 training crops), with every face kept: an item's score is the highest calibrated probability
-among its faces (a video: each frame's highest, then the model's video rule, then the video
-temperature). Scores are rounded to 6 decimals so that batch composition cannot change them.
+among its faces (a video: each frame's highest, then the model's video rule, then the video map
+of its Platt scaling). Scores are rounded to 6 decimals so that batch composition cannot change them.
 
 Two model back-ends: an export folder (model.onnx + model_card.json) runs through ONNX Runtime
 and needs no torch; a checkpoint runs through PyTorch, on the GPU when there is one.
@@ -19,17 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, model_input
+from faketrace.datasets.face_pipeline import (
+    PreprocessSpec,
+    choose_faces,
+    model_crop,
+    model_input,
+    resize_method,
+)
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
+    DECODER_MAX_RSS_BYTES,
     MAX_IMAGE_PIXELS,
+    MAX_ITEM_PIXELS,
     DecodeError,
     DecodeTimeout,
     ImageTooLarge,
     IsolatedDecoder,
+    ResourceLimit,
     sniff_media_type,
 )
+from faketrace.forensics.combine import RULE as COMBINATION_RULE
+from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
 
 DECIMALS = 6
@@ -37,9 +48,14 @@ VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
-STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "timeout", "missing",
-            "refused", "error")
-FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "timeout", "refused", "error")
+STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout",
+            "missing", "refused", "error")
+FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused",
+                   "error")
+# Frames narrower than this, or longer than this many times their width (either way), hold no face
+# or image region any model here can judge: such an item is `unsupported`, said with its size.
+MIN_FRAME_SIDE = 8
+MAX_ASPECT_RATIO = 100
 # Fallback bands when a model carries no fitted thresholds (said in every output).
 DEFAULT_BANDS = (0.3, 0.7)
 VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
@@ -213,6 +229,21 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
                      module=model)
 
 
+def _odd_geometry(decode: dict) -> str | None:
+    """Why frames of this shape cannot be judged (a 65535 x 1 image), or None."""
+    w, h = decode.get("width"), decode.get("height")
+    if not w or not h:
+        return None
+    short, long = min(w, h), max(w, h)
+    if short < MIN_FRAME_SIDE:
+        return (f"{w}x{h} pixels: a side under {MIN_FRAME_SIDE} pixels holds no face or image region the models "
+                "can judge; not assessed")
+    if long / short > MAX_ASPECT_RATIO:
+        return (f"{w}x{h} pixels: an aspect ratio of {long / short:.0f}:1, above {MAX_ASPECT_RATIO}:1, is no "
+                "photograph or video frame the models can judge; not assessed")
+    return None
+
+
 # -- bands ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bands:
@@ -265,6 +296,8 @@ class ScanOptions:
     min_video_bits_per_pixel: float = 0.02  # bits per pixel per frame below this: heavy compression
     max_file_bytes: int = 8 << 30
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_item_pixels: int = MAX_ITEM_PIXELS  # frames x area one item may decode (fewer frames beyond it)
+    decoder_max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES  # the decoder process is killed above it
     video_time_limit_s: float | None = 300.0
     image_time_limit_s: float | None = 60.0
     isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
@@ -275,14 +308,13 @@ class ScanOptions:
 class MediaScorer:
     """Scores files with a face-level model, an image-level model, or both.
 
-    With both, each item reports both scores and verdicts, and the more severe verdict decides
-    (likely manipulated > inconclusive > no evidence; on a tie, the larger calibrated
-    probability); `decided_by` names the model. An item without a face still gets its image-level
-    score.
+    With both, each item reports both scores and verdicts; forensics/combine.py decides (only a
+    model inside its training domain can; face-based models decide items with a face), and every
+    item carries `decided_by`, `why` and each model's opinion. An item without a face still gets
+    its image-level score.
     """
 
-    COMBINATION = ("most severe verdict of the face-level and image-level models, each under its own "
-                   "calibrated bands; on equal verdicts the larger calibrated probability decides")
+    COMBINATION = COMBINATION_RULE
 
     def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
         if model is not None and model.level == "image":
@@ -302,7 +334,10 @@ class MediaScorer:
             self.bands = {}
         if image_model is not None:
             self.image_bands = {"item": bands_for(image_model.calibration, "video", options.bands_override)}
-        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s)
+        self.domains = {"face": Domain.of(model) if model is not None else Domain(),
+                        "image": Domain.of(image_model) if image_model is not None else Domain()}
+        self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s,
+                                       max_rss_bytes=options.decoder_max_rss_bytes)
 
     def close(self) -> None:
         self.decoder.close()
@@ -328,37 +363,47 @@ class MediaScorer:
             return {**out, "status": "timeout", "reason": str(exc)}
         except ImageTooLarge as exc:
             return {**out, "status": "oversized", "reason": str(exc)}
+        except ResourceLimit as exc:
+            return {**out, "status": "resource_limit", "reason": str(exc)}
         except DecodeError as exc:  # DecoderCrashed included
             return {**out, "status": "decode_error", "reason": str(exc)}
         if isinstance(frames, str):  # a video that gave no frame at all
             return {**out, "status": decode.pop("status"), "reason": frames, "decode": decode}
         out["decode"] = decode
+        odd = _odd_geometry(decode)
+        if odd:
+            return {**out, "status": "unsupported", "reason": odd}
         animated = kind == "video" or decode.get("n_frames", 1) > 1
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
         if self.image_model is None:
-            return out
+            return self._combine(out, None, animated)
         image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
         image_level.pop("decode")
-        return self._combine(out, image_level)
+        return self._combine(out, image_level, animated)
 
     # -- decoding --
     def _image(self, path: Path) -> tuple[dict, dict]:
         img = self.decoder("read_image_frames", path, max_frames=self.options.frames_per_video,
-                           hard_limit_s=self.options.image_time_limit_s)
+                           max_item_pixels=self.options.max_item_pixels, hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.note:
+            decode["frames_note"] = img.note
         return img.frames, decode
 
     def _video(self, path: Path, size: int) -> tuple[dict | str, dict]:
         o, spec = self.options, self.spec
         v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
-                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s)
+                         time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s,
+                         max_item_pixels=o.max_item_pixels)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
                   "partial": bool(error), "decode_note": error}
+        if v.note:
+            decode["frames_note"] = v.note
         if not v.frames:
             decode["status"] = "timeout" if v.timed_out else "decode_error"
             return error or "no frame could be decoded", decode
@@ -386,7 +431,7 @@ class MediaScorer:
                                                             "scored; not assessed (no score is given)"}
         crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
         spec = self.model.input_spec
-        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"])
+        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
         cal = self.model.calibration
@@ -459,27 +504,32 @@ class MediaScorer:
                 "tiles": tiles_of[top], "tile_size": spec.tile_size,
                 "model": {"path": m.path, "sha256": m.sha256, "kind": m.kind}}
 
-    def _combine(self, face: dict, image: dict) -> dict:
-        """One item result from both levels; both kept in full under face_level / image_level."""
-        severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    def _combine(self, face: dict, image: dict | None, animated: bool) -> dict:
+        """One item result from every model's opinion (forensics/combine.py); each level kept in full."""
         out = dict(face)
-        out["image_level"] = image
-        out["combination"] = self.COMBINATION
-        if self.model is None or face.get("status") != "scanned":
-            if self.model is not None:
-                out["face_level"] = {"status": face.get("status"), "reason": face.get("reason")}
-            decided = "image"
-        else:
-            out["face_level"] = {k: face[k] for k in ("score", "score_band", "verdict", "verdict_reason", "bands",
-                                                      "out_of_scope") if k in face}
-            key = {"face": (severity[face["verdict"]], face["score"]["probability"]),
-                   "image": (severity[image["verdict"]], image["score"]["probability"])}
-            decided = "image" if key["image"] > key["face"] else "face"
-        if decided == "image":
-            out.update(status="scanned", reason=None, score=image["score"], verdict=image["verdict"],
-                       score_band=image["score_band"], bands=image["bands"],
-                       verdict_reason=f"image-level model: {image['verdict_reason']}")
-        out["decided_by"] = decided
+        has_face = None if self.model is None else bool(face.get("n_faces_detected"))
+        media = "video" if animated else "still"
+        opinions = []
+        if self.model is not None:
+            level = {k: face[k] for k in ("status", "reason", "score", "score_band", "verdict", "verdict_reason",
+                                          "bands", "out_of_scope") if k in face}
+            opinions.append(Opinion("face", "face", level, self.domains["face"],
+                                    self.domains["face"].outside(media, has_face)))
+            if image is not None:
+                out["face_level"] = ({k: v for k, v in level.items() if k != "status"} if face.get("status") ==
+                                     "scanned" else {"status": face.get("status"), "reason": face.get("reason")})
+        if image is not None:
+            out["image_level"] = image
+            opinions.append(Opinion("image", "image", image, self.domains["image"],
+                                    self.domains["image"].outside(media, has_face)))
+        combined = combine(opinions)
+        if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
+            out.update(decided_by=None, why=combined["why"], combination=combined["combination"],
+                       opinions=combined["opinions"])
+            return out
+        out.update(combined)
+        if self.model is not None and face.get("status") != "scanned":
+            out.pop("out_of_scope", None)
         return out
 
     def _verdict(self, p: float, faces: list[dict]) -> dict:

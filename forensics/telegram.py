@@ -15,12 +15,14 @@ recorded as missing media.
 
 from __future__ import annotations
 
-import json
-import os
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
+
+from faketrace.datasets.io import listdir_noatime, open_readonly, walk_noatime
 
 # Top-level folders of an export that hold media (and `files/`, which can hold anything).
 MEDIA_FOLDERS = ("photos", "video_files", "animations", "stickers", "voice_messages", "round_video_messages",
@@ -77,16 +79,22 @@ class ExportInfo:
 
 
 def detect_export(folder: Path) -> str | None:
-    """'json' or 'html' when `folder` is the top of a Telegram Desktop export, else None."""
-    if (folder / "result.json").is_file():
+    """'json' or 'html' when `folder` is the top of a Telegram Desktop export, else None.
+
+    A result.json or messages.html that is a symbolic link does not make an export: it is never
+    read (it could point out of the evidence), and the folder's walk gives it a `refused` item.
+    """
+    result = folder / "result.json"
+    if not result.is_symlink() and result.is_file():
         try:
-            with open(folder / "result.json", "rb") as fh:
+            with open_readonly(result) as fh:
                 head = fh.read(4096).decode("utf-8", "replace")
         except OSError:
             return None
         if any(k in head for k in ('"messages"', '"chats"', '"personal_information"')):
             return "json"
-    if (folder / "messages.html").is_file() and any((folder / d).is_dir() for d in (*MEDIA_FOLDERS, "css", "js")):
+    page = folder / "messages.html"
+    if not page.is_symlink() and page.is_file() and any((folder / d).is_dir() for d in (*MEDIA_FOLDERS, "css", "js")):
         return "html"
     return None
 
@@ -113,9 +121,20 @@ def flatten_text(text) -> str:
     return ""
 
 
+# Fields that hold a name (a file's, a person's, a chat's): shown with control and bidi characters
+# escaped (forensics/names.py), so that "rtl_<U+202E>gpj.exe" cannot pass for "rtl_exe.jpg".
+NAME_FIELDS = ("from", "author", "forwarded_from", "saved_from", "via_bot", "file_name", "mime_type")
+
+
+def _shown(value):
+    from faketrace.forensics.names import visible
+
+    return visible(value) if isinstance(value, str) else value
+
+
 def message_context(msg: dict, chat: dict) -> dict:
     """The facts an analyst needs about the message a file came with."""
-    ctx = {"chat_name": chat.get("name"), "chat_type": chat.get("type"), "chat_id": chat.get("id"),
+    ctx = {"chat_name": _shown(chat.get("name")), "chat_type": chat.get("type"), "chat_id": chat.get("id"),
            "message_id": msg.get("id"), "message_type": msg.get("type")}
     if "date_unixtime" in msg:
         ctx["date_utc"] = unix_to_utc(msg["date_unixtime"])
@@ -126,7 +145,7 @@ def message_context(msg: dict, chat: dict) -> dict:
         ctx["edited_utc"] = unix_to_utc(msg["edited_unixtime"])
     for key in CONTEXT_FIELDS:
         if msg.get(key) is not None:
-            ctx[key] = msg[key]
+            ctx[key] = _shown(msg[key]) if key in NAME_FIELDS else msg[key]
     text = flatten_text(msg.get("text"))
     if text:
         ctx["text"] = text
@@ -163,48 +182,115 @@ def resolve_media_path(value: str, bases: list[Path], root: Path) -> tuple[str, 
 
 def _chat_folders(root: Path) -> list[Path]:
     chats = root / "chats"
-    return sorted(p for p in chats.iterdir() if p.is_dir() and p.name.startswith("chat_")) if chats.is_dir() else []
+    if not chats.is_dir() or chats.is_symlink():
+        return []
+    return sorted(p for p in (chats / n for n in listdir_noatime(chats)) if p.is_dir() and not p.is_symlink()
+                  and p.name.startswith("chat_"))
 
 
-def iter_references(root: Path, info: ExportInfo | None = None) -> Iterator[MediaReference]:
-    """Every media field of every message of a JSON export, in file order."""
+# result.json above this size is not parsed (its media are still scanned, without message context):
+# parsing streams one message at a time, but a single string value is held whole, so the file's
+# size bounds the memory a hostile export can take.
+MAX_RESULT_JSON_BYTES = 512 << 20
+_CHAT_KEYS = ("name", "type", "id")
+
+
+def iter_references(root: Path, info: ExportInfo | None = None,
+                    max_bytes: int = MAX_RESULT_JSON_BYTES) -> Iterator[MediaReference]:
+    """Every media field of every message of a JSON export, in file order.
+
+    The file is parsed as a stream (ijson): memory holds one message, not the export. References
+    found before a syntax error are kept; the error raises ExportError naming the file.
+    """
+    import ijson
+
+    path = root / "result.json"
+    if path.is_symlink():
+        raise ExportError(f"{path} is a symbolic link; not followed", path)
     try:
-        with open(root / "result.json", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge integers
-        raise ExportError(f"cannot read {root / 'result.json'}: {exc}", root / "result.json") from exc
-    if not isinstance(data, dict):
-        raise ExportError(f"{root / 'result.json'} does not hold a JSON object", root / "result.json")
-    if isinstance(data.get("messages"), list):
-        chats, kind = [(data, [root])], "chat"
-    elif isinstance(data.get("chats"), dict) and isinstance(data["chats"].get("list"), list):
-        folders = _chat_folders(root)
-        chats = [(chat, [root, *([folders[i]] if i < len(folders) else []), *folders])
-                 for i, chat in enumerate(data["chats"]["list"]) if isinstance(chat, dict)]
-        kind = "account"
-    else:
-        raise ExportError(f"{root / 'result.json'} has neither `messages` nor `chats.list`", root / "result.json")
-    if info is not None:
-        info.kind, info.chats = kind, len(chats)
-    for chat, bases in chats:
-        chat_messages = chat.get("messages")
-        if not isinstance(chat_messages, list):
-            if chat_messages is not None and info is not None:
-                info.notes.append(f"a chat's `messages` is not a list ({type(chat_messages).__name__}); skipped")
-            continue
-        for msg in chat_messages:
-            if not isinstance(msg, dict):
-                continue
-            if info is not None:
-                info.messages += 1
-            fields = [f for f in MEDIA_FIELDS if isinstance(msg.get(f), str) and msg[f]]
-            if not fields:
-                continue
-            ctx = message_context(msg, chat)
-            for f in fields:
-                status, reason, path = resolve_media_path(msg[f], bases, root)
-                yield MediaReference(field=f, value=msg[f], status=status, reason=reason, path=path,
-                                     context={**ctx, "media_field": f})
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ExportError(f"cannot read {path}: {exc}", path) from exc
+    if size > max_bytes:
+        raise ExportError(f"{path} is {size} bytes, above the limit of {max_bytes} for an export's result.json "
+                          "(scan.max_export_json_bytes); not parsed", path)
+    folders = _chat_folders(root)
+    kind, chats, chat, bases = None, 0, {}, [root]
+    builder, depth = None, 0
+    try:
+        with open_readonly(path) as fh:
+            events = ijson.parse(fh)  # non-integers come as Decimal (1e309 too): see _plain
+            first = next(events, None)
+            if first is None or first[1] != "start_map":
+                raise ExportError(f"{path} does not hold a JSON object", path)
+            for prefix, event, value in events:
+                if builder is not None:  # inside a message
+                    builder.event(event, value)
+                    depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
+                    if depth == 0:
+                        msg, builder = _plain(builder.value), None
+                        if info is not None:
+                            info.messages += 1
+                        yield from _message_references(msg, chat, bases, root)
+                    continue
+                if prefix in ("messages.item", "chats.list.item.messages.item"):
+                    if event == "start_map":
+                        builder, depth = ijson.ObjectBuilder(), 1
+                        builder.event(event, value)
+                    continue
+                if prefix == "messages" and event == "start_array":
+                    kind = kind or "chat"
+                    chats = max(chats, 1)
+                elif prefix == "chats.list" and event == "start_array" and kind is None:
+                    kind = "account"
+                elif prefix == "chats.list.item" and event == "start_map" and kind == "account":
+                    chat = {}
+                    i = chats
+                    chats += 1
+                    bases = [root, *([folders[i]] if i < len(folders) else []), *folders]
+                elif kind != "account" and prefix in _CHAT_KEYS and event in ("string", "number"):
+                    chat[prefix] = _plain(value)
+                elif kind == "account" and prefix.startswith("chats.list.item.") and \
+                        prefix.removeprefix("chats.list.item.") in _CHAT_KEYS and event in ("string", "number"):
+                    chat[prefix.removeprefix("chats.list.item.")] = _plain(value)
+                elif prefix in ("messages", "chats.list.item.messages") and event not in ("start_array", "end_array"):
+                    if info is not None:
+                        info.notes.append(f"a chat's `messages` is not a list ({event}); skipped")
+    except ijson.JSONError as exc:
+        raise ExportError(f"cannot read {path}: not valid JSON ({exc})", path) from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}", path) from exc
+    finally:
+        if info is not None:
+            info.kind, info.chats = kind or info.kind, chats
+    if kind is None:
+        raise ExportError(f"{path} has neither `messages` nor `chats.list`", path)
+
+
+def _plain(value):
+    """JSON values as json.load gives them, except that a number no float can hold (1e309) is kept
+    as its text ("1E+309"), so that nothing we write holds Infinity or NaN."""
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _message_references(msg, chat: dict, bases: list[Path], root: Path) -> Iterator[MediaReference]:
+    if not isinstance(msg, dict):
+        return
+    fields = [f for f in MEDIA_FIELDS if isinstance(msg.get(f), str) and msg[f]]
+    if not fields:
+        return
+    ctx = message_context(msg, chat)
+    for f in fields:
+        status, reason, path = resolve_media_path(msg[f], bases, root)
+        yield MediaReference(field=f, value=msg[f], status=status, reason=reason, path=path,
+                             context={**ctx, "media_field": f})
 
 
 def is_structure_file(root: Path, path: Path) -> bool:
@@ -218,7 +304,7 @@ def is_structure_file(root: Path, path: Path) -> bool:
 
 def walk_files(folder: Path) -> Iterator[Path]:
     """Every entry below `folder` that is not a directory, sorted, without following links."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in walk_noatime(folder):
         dirnames.sort()
         base = Path(dirpath)
         # os.walk lists links to directories among dirnames; they are not followed, but reported.

@@ -16,6 +16,7 @@ an older client wrote the time without its offset (kept then as local time witho
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
+from faketrace.datasets.io import listdir_noatime, open_readonly
+from faketrace.forensics.names import visible
 from faketrace.forensics.telegram import ExportError, ExportInfo, MediaReference, resolve_media_path
 
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -36,7 +39,10 @@ _DATE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4}) (\d{2}):(\d{2}):(\d{2})(?: UTC([
 
 def export_pages(root: Path) -> list[Path]:
     """messages.html, messages2.html, ... in reading order."""
-    pages = [(int(m.group(1) or 1), p) for p in root.iterdir() if (m := _PAGE.match(p.name)) and p.is_file()]
+    # A page that is a symbolic link is never read (it could point out of the evidence); the walk
+    # of the export gives it a `refused` item.
+    pages = [(int(m.group(1) or 1), p) for p in (root / n for n in listdir_noatime(root))
+             if (m := _PAGE.match(p.name)) and not p.is_symlink() and p.is_file()]
     return [p for _, p in sorted(pages)]
 
 
@@ -217,7 +223,7 @@ def iter_html_references(root: Path, info: ExportInfo | None = None) -> Iterator
     for page in export_pages(root):
         parser = _PageParser()
         try:
-            with open(page, encoding="utf-8", errors="replace") as fh:
+            with open_readonly(page) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as fh:
                 while chunk := fh.read(1 << 20):
                     parser.feed(chunk)
             parser.close()
@@ -243,6 +249,9 @@ def iter_html_references(root: Path, info: ExportInfo | None = None) -> Iterator
             if raw.get("forwarded_date"):
                 ctx["forwarded_date"] = parse_date(raw["forwarded_date"])
             _clean_forwarded(ctx)
+            for key in ("chat_name", "from", "forwarded_from", "via_bot"):  # names, shown escaped
+                if isinstance(ctx.get(key), str):
+                    ctx[key] = visible(ctx[key])
             for media_field, href in msg.media:
                 value = href
                 status, reason, path = resolve_media_path(value, [root], root)

@@ -105,6 +105,12 @@ def _casework_banner(card: dict) -> list[str]:
             "> Do not use this model's scores as evidence in any investigation, report or proceedings.", ""]
 
 
+def card_resize(input_spec: dict) -> str:
+    """The resize a card's model is fed with: `resize`; cards without it were fed bilinear (whatever
+    their `interpolation`, copied from timm, said). Mirrors datasets/face_pipeline.resize_method."""
+    return str(input_spec.get("resize") or "bilinear")
+
+
 def _section_model(card: dict) -> list[str]:
     i, o = card["input"], card["output"]
     return ["## Model", "",
@@ -112,7 +118,8 @@ def _section_model(card: dict) -> list[str]:
             f"- family: `{card['family']}`; architecture: timm `{card['backbone']}`",
             f"- input `{o.get('input_name', 'image')}`: float32 {i.get('layout', 'NCHW')} {i.get('channels', 'RGB')}, "
             f"{i['input_size']} x {i['input_size']} px, {i.get('value_range', '')}",
-            f"- mean {i['mean']}, std {i['std']}, resize interpolation {i.get('interpolation')}",
+            f"- mean {i['mean']}, std {i['std']}; a crop of another size is resized {card_resize(i)} (the method "
+            "training, evaluation, the scan and the predictor use)",
             f"- output `{o['name']}`: one logit per image, shape ({', '.join(o['shape'])},); probability {o['probability']}", ""]
 
 
@@ -145,7 +152,9 @@ def _section_preprocessing(card: dict) -> list[str]:
             f"- crop: {crop}, {f['crop_size']} px, stored as {f['image_format']}"
             + (f" (quality {f['jpeg_quality']})" if f["image_format"] == "jpeg" else ""),
             f"- frames per video: {card['frames_per_video']} ({f['sampling']} sampling"
-            + (f", every {f['every_k']}th frame" if f["sampling"] == "every_k" else "") + ")",
+            + (f", every {f['every_k']}th frame" if f["sampling"] == "every_k" else "") + ")"
+            + ("; trained and validated on still images only: this applies to videos given to it later, which it "
+               "has not been validated on" if card.get("trained_media") == "stills" else ""),
             f"- video score: `{card['video_aggregation']}` of the frame probabilities",
             "- frames without a face are not scored; the item reports how many frames had none", ""]
 
@@ -153,22 +162,35 @@ def _section_preprocessing(card: dict) -> list[str]:
 def _section_calibration(card: dict) -> list[str]:
     c = card["calibration"]
     lines = ["## Calibration", ""]
-    if c.get("method") != "temperature":
-        return lines + [f"- none: {c.get('note', 'probabilities are sigmoid(logit)')}", ""]
+    # "temperature": what records before calibration version 3 called the same Platt-style maps.
     fitted, prob, form = c.get("fitted_on", {}), c.get("probability", {}), c.get("form") or {}
-    lines += [f"- frame probability: `{prob.get('frame', 'sigmoid(logit / temperature)')}` with temperature "
-              f"T = {_num(c['temperature'])}, bias b = {_num(c.get('bias', 0.0))}"
-              + (f" (form chosen: {form['frame']})" if form.get("frame") else ""),
-              f"- video probability: `{prob.get('video', 'aggregated frame probabilities')}` with "
-              f"T_video = {_num(c.get('video_temperature', 1.0))}, b_video = {_num(c.get('video_bias', 0.0))}"
-              + (f" (form chosen: {form['video']})" if form.get("video") else ""),
-              f"- fitted on {fitted.get('dataset', '?')}/{fitted.get('split')} ({fitted.get('part')}, "
-              f"{fitted.get('n_videos')} videos; never the test split)", ""]
+    if c.get("method") not in ("platt", "temperature"):
+        lines += [f"- none: {c.get('note', 'probabilities are sigmoid(logit)')}", ""]
+        if not c.get("thresholds"):
+            return lines
+        lines[-1:] = ["- the thresholds below are on the uncalibrated probabilities", ""]
+        return lines + _thresholds_table(c)
+    lines += ["- method: Platt scaling (a logistic map of the logit: temperature T and bias b)",
+              f"- frame probability: `{prob.get('frame', 'sigmoid(logit / T + b)')}` with "
+              f"T = {_num(c['temperature'])}, b = {_num(c.get('bias', 0.0))}"
+              + (f" (form chosen: {form['frame']})" if form.get("frame") else "")]
+    if form.get("video", "?") != "none":
+        lines += [f"- video probability: `{prob.get('video', 'aggregated frame probabilities')}` with "
+                  f"T_video = {_num(c.get('video_temperature', 1.0))}, b_video = {_num(c.get('video_bias', 0.0))}"
+                  + (f" (form chosen: {form['video']})" if form.get("video") else "")]
+    else:
+        lines += [f"- item probability: the `{c.get('aggregation', 'mean')}` of its calibrated frame probabilities "
+                  "(no video map)"]
+    lines += [f"- fitted on {fitted.get('dataset', '?')}/{fitted.get('split')} ({fitted.get('part')}, "
+              f"{fitted.get('n_items', fitted.get('n_videos'))} {fitted.get('items', 'videos')}; never the test split)",
+              ""]
+    return lines + _thresholds_table(c)
+
+
+def _thresholds_table(c: dict) -> list[str]:
     rows = [[level, _num(t.get("eer")), _num(t.get("target_fpr")), _num(t.get("at_target_fpr"))]
             for level, t in (c.get("thresholds") or {}).items()]
-    if rows:
-        lines += _table(["level", "EER threshold", "target FPR", "threshold at target FPR"], rows) + [""]
-    return lines
+    return _table(["level", "EER threshold", "target FPR", "threshold at target FPR"], rows) + [""] if rows else []
 
 
 def _section_training(card: dict) -> list[str]:

@@ -19,6 +19,9 @@ from torch import nn
 
 from faketrace.models.backbones import create_backbone, data_config
 
+# Kept in step with datasets/face_pipeline.RESIZE_METHODS (models/ does not import datasets/).
+RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+
 
 class Detector(nn.Module):
     """Plain binary classifier: timm backbone with a single-logit head."""
@@ -36,7 +39,7 @@ class Detector(nn.Module):
     def __init__(self, backbone: str, pretrained: bool = False, weights_file: str | None = None,
                  strict_weights: bool = True, input_size: int | None = None, mean: list | None = None,
                  std: list | None = None, drop_rate: float = 0.0, label_smoothing: float = 0.0,
-                 model_kwargs: dict | None = None, *, backbone_classes: int = 1):
+                 model_kwargs: dict | None = None, resize: str = "bilinear", *, backbone_classes: int = 1):
         """`model_kwargs` go to `timm.create_model` (e.g. `dynamic_img_size` for ViTs); families
         pass `backbone_classes=0` to get pooled features from the backbone instead of a logit."""
         super().__init__()
@@ -52,7 +55,13 @@ class Detector(nn.Module):
         self.input_size = int(input_size or cfg["input_size"][-1])
         self.mean = [float(v) for v in (mean or cfg["mean"])]
         self.std = [float(v) for v in (std or cfg["std"])]
-        self.interpolation = cfg["interpolation"]
+        # The resize this model is fed with everywhere (training, evaluation, scan, predictor, export
+        # check). timm's pretrained config names the interpolation of its own eval pipeline (often
+        # bicubic); it is kept beside, for information, and not claimed as ours.
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"unknown resize method {resize!r}; known: {sorted(RESIZE_METHODS)}")
+        self.resize = str(resize)
+        self.pretrained_interpolation = cfg["interpolation"]
         self.label_smoothing = float(label_smoothing)
 
     # -- the forward contract ---------------------------------------------------------------------
@@ -101,5 +110,7 @@ class Detector(nn.Module):
     def input_spec(self) -> dict:
         """What an image must look like on the way in: stored in checkpoints and model cards."""
         return {"input_size": self.input_size, "mean": self.mean, "std": self.std,
-                "interpolation": self.interpolation, "channels": "RGB", "layout": "NCHW",
+                # `resize` is the method used; `interpolation` says the same for readers of older records.
+                "resize": self.resize, "interpolation": self.resize,
+                "pretrained_interpolation": self.pretrained_interpolation, "channels": "RGB", "layout": "NCHW",
                 "value_range": "0..1 then (x - mean) / std"}

@@ -7,6 +7,10 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 def test_set_config(name: str, cfg: DictConfig) -> DictConfig:
     """The `data` node of option `name`, composed with this run's paths, resolved."""

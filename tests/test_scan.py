@@ -310,6 +310,8 @@ def image_ckpt(scan_ckpt, tmp_path_factory):
     ckpt.pop("format")
     ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
                              "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    # Declared as a scenes model (still images without faces), as the image-level demo's is.
+    ckpt["data"] = {**ckpt["data"], "domain": {"media": ["still"], "faces": "absent"}}
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("image_model") / "image.ckpt")
 
 
@@ -358,21 +360,19 @@ def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, 
 
 def test_face_and_image_models_together_report_both_and_the_deciding_one(scan_ckpt, image_ckpt, faceless_and_face,
                                                                         tmp_path):
-    from faketrace.forensics.scoring import VERDICTS
-
     scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [
         f"ckpt_path={scan_ckpt}", f"image_ckpt_path={image_ckpt}", "allow_unvalidated=true"]))
     header, items = results(tmp_path / "case")
     assert header["model"]["level"] == "face" and header["image_model"]["level"] == "image"
-    assert "most severe verdict" in header["combination"]
-    severity = {v: i for i, v in enumerate(reversed(VERDICTS))}
+    assert "training domain" in header["combination"]
     face = items["0/face.jpg"]
     assert face["status"] == "scanned" and face["faces"]
-    f, i = face["face_level"], face["image_level"]
-    expected = "image" if (severity[i["verdict"]], i["score"]["probability"]) > \
-        (severity[f["verdict"]], f["score"]["probability"]) else "face"
-    assert face["decided_by"] == expected
-    assert face["verdict"] == (i if expected == "image" else f)["verdict"]
+    # The image-level model was trained on scenes without faces (its data's domain): it never decides
+    # a face, and the item's `why` says so beside both scores.
+    image = next(o for o in face["opinions"] if o["model"] == "image")
+    assert not image["in_domain"] and "without faces" in image["outside_domain"][0]
+    assert face["decided_by"] == "face" and face["verdict"] == face["face_level"]["verdict"]
+    assert f"{face['image_level']['score']['probability']:.3f}" in face["why"] and "not used" in face["why"]
     for name in ("scene_0.png", "scene_1.png", "scene_2.png"):
         r = items[f"0/{name}"]
         assert r["status"] == "scanned" and r["decided_by"] == "image"

@@ -462,7 +462,9 @@ def test_every_data_config_composes_and_indexes(tmp_path, name):
                                                       f"paths.data_dir={tmp_path}"], return_hydra_config=True)
     assert cfg.data.name == name and cfg.task_name == "index"
     index, meta, path = index_from_config(cfg)
-    assert path == Path(cfg.data.index_path) and path.parent == root
+    # Derived files go under the project's data directory, keyed by the root; the root is only read.
+    assert path == Path(cfg.data.index_path) and path.parent.parent == tmp_path / "derived"
+    assert path.parent.name.startswith(root.name + "-") and not (root / path.name).exists()
     stored, stored_meta = read_index(path)
     assert len(stored) == len(index) and stored_meta["adapter"] == name
     assert stored_meta["split_source"] == meta["split_source"]
@@ -477,4 +479,5 @@ def test_index_script_runs(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "12 items" in result.stdout and "Deepfakes" in result.stdout
-    assert (root / "index.parquet").is_file()
+    assert not (root / "index.parquet").exists()  # the data set's root is only read
+    assert len(list((tmp_path / "data" / "derived").glob("UADFV-*/index.parquet"))) == 1

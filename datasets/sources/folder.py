@@ -9,13 +9,14 @@ Tree layout::
 
 CSV layout (``csv_file`` option, a path relative to the root or absolute)::
 
-    path,label[,video_id,identity,split]
-    clips/a.mp4,real,,person_3,train
-    clips/b.mp4,1,b,person_3,
+    path,label[,video_id,identity,split,method]
+    clips/a.mp4,real,,person_3,train,
+    clips/b.mp4,1,b,person_3,,stylegan2
 
 ``path`` is relative to the root; ``label`` is 0/1 or real/fake; ``video_id`` becomes the index
 id (default: the path without extension); ``identity`` the ``source_identity``; ``split`` one of
-train/val/test (given for every row or for none).
+train/val/test (given for every row or for none); ``method`` names the generator or manipulation
+of a fake (evaluation breaks the AUC down by it; default "fake"; real rows are always "real").
 
 Files with video extensions are videos, image extensions images, others are skipped.
 
@@ -48,7 +49,7 @@ from faketrace.datasets.sources.common import (
     make_row,
 )
 
-ADAPTER, VERSION = "folder", "1"
+ADAPTER, VERSION = "folder", "2"  # 2: the csv's method column
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 
 
@@ -88,7 +89,12 @@ def rows_from_csv(root: Path, table_path: Path, findings: Findings) -> list[dict
             split = (record.get("split") or "").strip() or None
             if split is not None and split not in SPLITS:
                 raise DatasetLayoutError(f"folder: {table_path.name} line {number}: split {split!r} not in {SPLITS}")
-            rows.append(make_row(root=root, path=item, label=label, method="fake", split=split,
+            method = (record.get("method") or "").strip() or None
+            if label == 0 and method not in (None, "real"):
+                findings.warn(f"line {number}: a real item's method {method!r} is not kept (methods name what made "
+                              "a fake; real items are 'real')")
+            rows.append(make_row(root=root, path=item, label=label, method="real" if label == 0 else method or "fake",
+                                 split=split,
                                  item_id=(record.get("video_id") or "").strip() or None,
                                  source_identity=(record.get("identity") or "").strip() or None))
     return rows

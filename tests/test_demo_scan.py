@@ -1,0 +1,62 @@
+"""The demo's case report tells the truth at a glance (issue 19): the scan of the demo's test split
+with a face-level model and an image-level model trained on scenes calls no real face manipulated,
+and every verdict names the model that decided and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import results, scan_cfg
+
+
+@pytest.fixture(scope="module")
+def scenes_ckpt(scan_ckpt, tmp_path_factory):
+    """An image-level checkpoint declared, like the image-level demo's, as trained on scenes without faces."""
+    from faketrace.datasets.image_pipeline import ImageSpec
+    from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(scan_ckpt)
+    ckpt.pop("format")
+    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
+                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    ckpt["data"] = {**ckpt["data"], "domain": {"media": ["still"], "faces": "absent"}}
+    # Bands that call every item likely manipulated: the failure the issue saw, at its worst.
+    ckpt["calibration"] = {**ckpt["calibration"], "thresholds": {"video": {"eer": 0.0, "at_target_fpr": 0.0,
+                                                                            "target_fpr": 0.01}}}
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("scenes_model") / "scenes.ckpt")
+
+
+def test_the_demo_scan_calls_no_real_face_manipulated_and_says_who_decided(demo_data, scan_ckpt, scenes_ckpt,
+                                                                          tmp_path):
+    from faketrace.forensics.scan import scan_from_config
+
+    root = Path(demo_data["cfg"].data.root)
+    index = demo_data["index"]
+    label = {Path(p).relative_to("test").as_posix(): int(y) for p, y in zip(index.path, index.label, strict=True)
+             if Path(p).parts[0] == "test"}
+    case = tmp_path / "case"
+    scan_from_config(scan_cfg([root / "test"], case, [f"ckpt_path={scan_ckpt}", f"image_ckpt_path={scenes_ckpt}",
+                                                      "allow_unvalidated=true"], ["report.heatmaps_for=[]"]))
+    header, items = results(case)
+    scanned = [r for r in items.values() if r["status"] == "scanned"]
+    assert len(scanned) == len(label) and {label[r["rel_path"]] for r in scanned} == {0, 1}
+    for r in scanned:
+        # The scenes model flags everything, and never decides a face.
+        assert r["image_level"]["verdict"] == "likely_manipulated" and r["decided_by"] == "face"
+        assert r["verdict"] == r["face_level"]["verdict"] or "disagree" in r["verdict_reason"]
+        if label[r["rel_path"]] == 0:
+            assert r["verdict"] != "likely_manipulated", r["why"]
+        assert "face-level model: " in r["why"] and "image-level model: " in r["why"] and "Rule: " in r["why"]
+
+    # The report's table has the two columns, and "How to read" gives both models' bands and the rule.
+    report = json.loads((case / "report.json").read_text())
+    html = (case / "report.html").read_text()
+    assert "<th>decided by</th><th>why</th>" in html
+    words = report["plain_language"]
+    assert any(t.startswith("The face-level model") for t in words["thresholds"])
+    assert any(t.startswith("The image-level model") for t in words["thresholds"])
+    assert "training domain" in words["combination"]
+    assert all(rec["decided_by"] == items[rec["item_id"]]["decided_by"] and rec["why"] for rec in report["items"])
