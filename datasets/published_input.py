@@ -1,8 +1,10 @@
-"""A published detector's own input preprocessing, from the `input` block of its registry spec.
+"""A published detector's own input preprocessing, from its registry entry (configs/published/).
 
 Published detectors differ in how a face crop becomes a tensor, and a converted model is only the
-published model if it sees the same tensor. The `resize` block names the rule and the library,
-because OpenCV and PIL resample differently at the same nominal interpolation:
+published model if it sees the same tensor. The entry's `spec.input` (a ModelSpec InputSpec: size,
+mean, std) says what the tensor is; its `publisher_preprocessing.resize` says how the publisher
+got there: the rule and the library, because OpenCV and PIL resample differently at the same
+nominal interpolation:
 
 | rule | what it does | used by |
 |---|---|---|
@@ -30,12 +32,15 @@ def _size(spec: dict) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def resize_published(rgb: np.ndarray, spec: dict) -> np.ndarray:
-    """The RGB uint8 (H, W, 3) crop after the spec's resize rule, still uint8."""
+def resize_published(rgb: np.ndarray, spec: dict, resize: dict | None = None) -> np.ndarray:
+    """The RGB uint8 (H, W, 3) crop after the publisher's resize rule, still uint8.
+
+    `spec`: the InputSpec dict (size, interpolation); `resize`: publisher_preprocessing.resize
+    (default: stretch with OpenCV at the spec's interpolation)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
     h, w = _size(spec)
-    resize = spec.get("resize") or {"rule": "stretch", "backend": "opencv"}
+    resize = resize or spec.get("resize") or {"rule": "stretch", "backend": "opencv"}
     rule = resize["rule"]
     if rule == "stretch":
         interp = resize.get("interpolation", spec.get("interpolation", "bilinear"))
@@ -69,9 +74,12 @@ def resize_published(rgb: np.ndarray, spec: dict) -> np.ndarray:
     raise ValueError(f"unknown resize rule {rule!r}; use stretch, center_crop or isotropic_pad")
 
 
-def published_tensor(rgb: np.ndarray, spec: dict) -> torch.Tensor:
-    """(3, H, W) float32 model input from an RGB uint8 crop under the spec's `input` block."""
-    resized = resize_published(rgb, spec)
+def published_tensor(rgb: np.ndarray, spec: dict, resize: dict | None = None) -> torch.Tensor:
+    """(3, H, W) float32 model input from an RGB uint8 crop: the publisher's resize, then
+    scale, mean and std of the InputSpec dict `spec`."""
+    resized = resize_published(rgb, spec, resize)
+    if abs(float(spec.get("scale", 1 / 255)) - 1 / 255) > 1e-12:
+        raise ValueError(f"published_tensor implements scale 1/255 (ToTensor); got {spec.get('scale')}")
     x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div(255)
     mean = torch.as_tensor(spec.get("mean", [0.0, 0.0, 0.0]), dtype=torch.float32)
     std = torch.as_tensor(spec.get("std", [1.0, 1.0, 1.0]), dtype=torch.float32)

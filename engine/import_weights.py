@@ -27,6 +27,7 @@ from hydra.utils import get_method, instantiate
 from faketrace.datasets.io import sha256_file
 from faketrace.engine.checkpoint import git_sha, save_checkpoint, versions
 from faketrace.models.converters.common import ImportRefused
+from faketrace.models.spec import FileRef, ModelSpec, OutputSpec, SourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def load_entry(name: str) -> dict:
     entry = yaml.safe_load(path.read_text())
     if entry.get("name") != name:
         raise ValueError(f"{path}: its name field {entry.get('name')!r} differs from the file name")
+    ModelSpec.from_dict(entry["spec"])  # the published spec must be a valid ModelSpec
     return entry
 
 
@@ -89,6 +91,38 @@ def _check_files(entry: dict, given: dict[str, str | Path | None]) -> tuple[dict
     return files, records
 
 
+SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop size; "
+             "the publisher's detector and crop rule (publisher_preprocessing.face) differ, so scores on the same "
+             "video can differ from the publisher's")
+
+
+def converted_spec(published: ModelSpec, entry: dict, records: list[dict]) -> ModelSpec:
+    """The faketrace checkpoint's spec: the published one, with one logit out (a 2-class softmax head
+    was collapsed to z_fake - z_real) and the source files as given (their SHA-256)."""
+    source = SourceSpec(name=entry["name"], paper=f"{entry['paper']['citation']} ({entry['paper']['url']})",
+                        url=entry["release"]["url"], licence=entry["licence"]["name"],
+                        notice=entry["licence"].get("url", ""),
+                        files=tuple(FileRef(filename=r["given_name"], sha256=r["sha256"], role=r["role"], url=r["url"])
+                                    for r in records))
+    return published.replace(output=OutputSpec(activation="logit", positive_class="fake"), source=source)
+
+
+def legacy_preprocessing(spec: ModelSpec, model: torch.nn.Module) -> dict:
+    """The `preprocessing` record today's evaluate, export and scan code reads (beside `spec`)."""
+    pre = {"level": spec.level, "input": model.input_spec(), "detector": {},
+           # scan and evaluate aggregate frames by mean, max or median; the publisher's own rule is in spec.video
+           "aggregation": spec.video.rule if spec.video.rule in ("mean", "median", "max") else "mean",
+           "frames_per_video_eval": spec.video.frames_per_video}
+    if spec.level == "image":
+        pre["image"] = spec.image.to_dict()
+    else:
+        f = spec.face
+        pre["face"] = {"detector": "retinaface", "margin": f.margin, "crop_size": f.crop_size,
+                       "frames_per_video": spec.video.frames_per_video or 32, "face_policy": f.face_policy,
+                       "align": f.crop_rule == "aligned_5pt"}
+    return pre
+
+
 def build_model(init: dict) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*random initialisation.*")
@@ -114,20 +148,21 @@ def import_published(name: str, files: dict[str, str | Path | None], out: str | 
         probe = model(torch.zeros(1, 3, size, size))
     if not torch.isfinite(probe).all():
         raise ImportRefused(f"{name}: the converted model gives a non-finite logit on a blank input")
-    spec = entry["spec"]
+    published_spec = ModelSpec.from_dict(entry["spec"])
+    spec = converted_spec(published_spec, entry, records)
     summary = {"name": name, "paper": entry["paper"], "release": entry["release"], "licence": entry["licence"],
                "files": records, "converter": entry["converter"]["_target_"], "notes": converted.notes,
-               "dropped_keys": converted.dropped, "domain": entry.get("domain"),
-               "training_data": entry.get("training_data")}
+               "dropped_keys": converted.dropped, "training_data": entry.get("training_data"),
+               "publisher_preprocessing": entry["publisher_preprocessing"],
+               "scan_note": SCAN_NOTE if spec.level == "face" else None}
     payload = {
         "model": {k: v.detach().cpu().contiguous() for k, v in model.backbone_state_dict().items()},
         "model_family": {k: v.detach().cpu().contiguous() for k, v in model.family_state_dict().items()},
         "model_spec": {"target": f"{type(model).__module__}.{type(model).__qualname__}", "family": model.family,
                        "backbone": model.backbone_name, "init": dict(converted.init), "input": model.input_spec()},
-        "preprocessing": {"level": spec["level"], "input": model.input_spec(), "face": spec.get("face_pipeline") or {},
-                          "published_input": spec["input"], "aggregation": "mean",
-                          "frames_per_video_eval": spec.get("video", {}).get("frames_per_video")},
-        "published_spec": spec,
+        "spec": spec.to_dict(),
+        "published_spec": published_spec.to_dict(),
+        "preprocessing": legacy_preprocessing(spec, model),
         "published": summary,
         "config": yaml.safe_dump(entry, sort_keys=False),
         "calibration": {"method": "none", "temperature": 1.0,

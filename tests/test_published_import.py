@@ -172,15 +172,19 @@ def faces() -> list[np.ndarray]:
 
 # -- registry --------------------------------------------------------------------------------------
 def test_registry_lists_every_published_detector_with_its_facts():
+    from faketrace.models.spec import ModelSpec
+
     names = registry_names()
     assert set(REFERENCE_INPUTS) <= set(names)
     for name in REFERENCE_INPUTS:
         entry = load_entry(name)
-        for key in ("paper", "release", "licence", "training_data", "architecture", "converter", "spec", "domain"):
+        for key in ("paper", "release", "licence", "training_data", "architecture", "converter", "spec",
+                    "publisher_preprocessing"):
             assert entry.get(key), f"{name}: {key} missing"
         assert entry["release"]["url"].startswith("http") and entry["licence"]["name"]
-        assert entry["spec"]["output"]["positive_class"] == "fake"
-        assert entry["spec"]["input"]["resize"]["rule"] in ("stretch", "center_crop", "isotropic_pad")
+        spec = ModelSpec.from_dict(entry["spec"])  # the published spec is a valid, typed ModelSpec
+        assert spec.output.positive_class == "fake" and spec.domain.media
+        assert entry["publisher_preprocessing"]["resize"]["rule"] in ("stretch", "center_crop", "isotropic_pad")
         from hydra.utils import get_method
 
         assert callable(get_method(entry["converter"]["_target_"]))
@@ -200,24 +204,23 @@ def test_import_command_composes_the_registry_entry():
 # -- preprocessing, pixel for pixel ---------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(REFERENCE_INPUTS))
 def test_published_preprocessing_matches_the_publishers_pipeline(name):
-    spec = load_entry(name)["spec"]["input"]
+    entry = load_entry(name)
+    spec, resize = entry["spec"]["input"], entry["publisher_preprocessing"]["resize"]
     reference = REFERENCE_INPUTS[name]
     for rgb in faces():
-        ours, ref = published_tensor(rgb, spec), reference(rgb)
+        ours, ref = published_tensor(rgb, spec, resize), reference(rgb)
         assert ours.dtype == torch.float32 and ours.shape == ref.shape
         assert torch.equal(ours, ref), f"{name}: max |diff| {(ours - ref).abs().max():.3e}"
     # another normalisation or another resize would not pass this check
     rgb = faces()[0]
     ref = reference(rgb)
     other_norm = dict(spec, mean=[0.485, 0.456, 0.406] if spec["mean"][0] != 0.485 else [0.5] * 3)
-    assert not torch.equal(published_tensor(rgb, other_norm), ref)
-    rule = spec["resize"]["rule"]
-    if rule == "stretch":
-        other = dict(spec["resize"], backend="pil" if spec["resize"]["backend"] == "opencv" else "opencv")
-        assert not torch.equal(published_tensor(rgb, dict(spec, resize=other)), ref)
+    assert not torch.equal(published_tensor(rgb, other_norm, resize), ref)
+    if resize["rule"] == "stretch":
+        other = dict(resize, backend="pil" if resize["backend"] == "opencv" else "opencv")
     else:
-        assert not torch.equal(published_tensor(rgb, dict(spec, resize={"rule": "stretch", "backend": "opencv",
-                                                                         "interpolation": "bilinear"})), ref)
+        other = {"rule": "stretch", "backend": "opencv", "interpolation": "bilinear"}
+    assert not torch.equal(published_tensor(rgb, spec, other), ref)
 
 
 def test_two_class_head_collapse_is_the_published_softmax():
@@ -378,6 +381,12 @@ def test_sbi_matches_reference(tmp_path):
     assert ckpt["published"]["licence"]["name"].startswith("SBI software licence")
     assert ckpt["published_spec"]["input"]["mean"] == [0.0, 0.0, 0.0]
     assert ckpt["model_spec"]["input"]["mean"] == [0.0, 0.0, 0.0]
+    from faketrace.models.spec import checkpoint_spec
+
+    spec = checkpoint_spec(ckpt)  # the typed contract: one logit out, source files with their hashes
+    assert spec.output.activation == "logit" and ckpt["published_spec"]["output"]["activation"] == "softmax2"
+    assert spec.source.files[0].sha256 == ckpt["published"]["files"][0]["sha256"]
+    assert spec.video.rule == "max_face_mean" and spec.face.detector.name == "retinaface_resnet50"
 
 
 # -- FaceForensics++ (whole pickled model) ----------------------------------------------------------
@@ -513,7 +522,7 @@ def test_dfdc_selimsef_b7_matches_reference(tmp_path):
     with pytest.raises(AssertionError):
         assert_same_logit(ours, -ref)
     assert "module.encoder.classifier.weight" in ckpt["published"]["dropped_keys"]
-    assert ckpt["published_spec"]["output"]["activation"] == "sigmoid"
+    assert ckpt["published_spec"]["output"]["activation"] == "logit" and ckpt["spec"]["video"]["rule"] == "confident"
 
 
 # -- UniversalFakeDetect ------------------------------------------------------------------------------
