@@ -576,7 +576,7 @@ def test_ufd_real_head_with_reference_clip_tower_matches(tmp_path):
 def _tiny_timm_clip_tower():
     import timm
 
-    # the same architecture family as vit_large_patch14_clip_224.openai, at a size a test can afford
+    # the same architecture family as vit_large_patch14_clip_quickgelu_224.openai, at a size a test can afford
     return timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, img_size=28, patch_size=14,
                              embed_dim=64, depth=2, num_heads=4, num_classes=32).eval()
 

@@ -12,8 +12,10 @@ never loads a TorchScript archive (it is a program). The same weights are accept
   `open_clip_pytorch_model.bin` / `open_clip_model.safetensors` for ViT-L-14 'openai';
 - a Hugging Face transformers CLIPModel or CLIPVisionModelWithProjection state dict
   (`vision_model.*`, `visual_projection.weight`), e.g. openai/clip-vit-large-patch14;
-- a timm state dict of `vit_large_patch14_clip_224.openai` (with its `head`, the projection).
-OpenAI's ViT-L/14 uses QuickGELU, as timm's `.openai` model does.
+- a timm state dict of `vit_large_patch14_clip_quickgelu_224.openai` (with its `head`, the projection).
+OpenAI trained ViT-L/14 with QuickGELU: the timm model is `vit_large_patch14_clip_quickgelu_224`
+(timm's `vit_large_patch14_clip_224.openai` uses GELU with the same weights, which moves the logit by
+~0.03 on a random tower: tests/test_published_import.py caught it).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from faketrace.models.converters.common import (
     timm_state,
 )
 
-BACKBONE = "vit_large_patch14_clip_224.openai"
+BACKBONE = "vit_large_patch14_clip_quickgelu_224.openai"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 ACCEPTED_HEAD = ("UniversalFakeDetect's fc_weights.pth: a torch.save state dict {'weight': (1, 768), 'bias': (1,)}, "
@@ -41,7 +43,7 @@ ACCEPTED_BACKBONE = ("the CLIP ViT-L/14 image tower as an open_clip state dict (
                      "or open_clip_model.safetensors of ViT-L-14 'openai'), a Hugging Face CLIPModel / "
                      "CLIPVisionModelWithProjection state dict ('vision_model.*' + 'visual_projection.weight'; "
                      "pytorch_model.bin or model.safetensors of openai/clip-vit-large-patch14), or a timm "
-                     "vit_large_patch14_clip_224.openai state dict. OpenAI's own ViT-L-14.pt is a TorchScript archive, "
+                     "vit_large_patch14_clip_quickgelu_224.openai state dict. OpenAI's own ViT-L-14.pt is a TorchScript archive, "
                      "which faketrace never loads: use one of these files instead")
 
 
