@@ -170,6 +170,16 @@ def faces() -> list[np.ndarray]:
     return [face_image(211, 187, 0), face_image(150, 260, 1), face_image(420, 390, 2), face_image(96, 96, 3)]
 
 
+def run_import_command(*overrides: str):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(root / "scripts" / "import_weights.py"), *overrides,
+                           f"hydra.run.dir={Path(overrides[-1].split('=', 1)[1]).parent / 'run'}"],
+                          capture_output=True, text=True, cwd=root, env=env, timeout=600)
+
+
 # -- registry --------------------------------------------------------------------------------------
 def test_registry_lists_every_published_detector_with_its_facts():
     from faketrace.models.spec import ModelSpec
@@ -281,11 +291,15 @@ def test_deepfakebench_xception_matches_reference(tmp_path, deepfakebench_xcepti
     assert "backbone.adjust_channel.0.weight" in ckpt["published"]["dropped_keys"]
 
 
+@pytest.mark.slow
 def test_deepfakebench_refuses_wrong_prefix_and_keys(tmp_path, deepfakebench_xception):
     _, path = deepfakebench_xception
     state = torch.load(path, weights_only=True)
     no_prefix = tmp_path / "no_prefix.pth"
     torch.save({k[len("backbone."):]: v for k, v in state.items()}, no_prefix)
+    run = run_import_command("published=deepfakebench_xception", f"file={no_prefix}", f"out={tmp_path / 'cli.ckpt'}")
+    assert run.returncode == 2 and "Accepted: a DeepfakeBench checkpoint" in run.stderr
+    assert not (tmp_path / "cli.ckpt").exists()
     with pytest.raises(ImportRefused, match=r"start with 'backbone\.'.*Accepted: a DeepfakeBench checkpoint"):
         import_published("deepfakebench_xception", {"weights": no_prefix}, tmp_path / "a.ckpt")
     renamed = tmp_path / "renamed.pth"
@@ -320,7 +334,13 @@ def test_deepfakebench_resnet34_matches_reference(tmp_path):
     detector = randomize(DeepfakeBenchDetector(ResNet34Backbone()), seed=2, gain=0.6)
     path = tmp_path / "resnet34_best.pth"
     torch.save(detector.state_dict(), path)
-    model, _ = imported(tmp_path, "deepfakebench_resnet34", {"weights": path})
+    # through the command a user runs
+    out = tmp_path / "resnet34.ckpt"
+    run = run_import_command("published=deepfakebench_resnet34", f"file={path}", f"out={out}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "publisher gives no hash; keys and shapes checked" in run.stdout and "fit_for_casework: false" in run.stdout
+    ckpt = load_checkpoint(out)
+    model = model_from_checkpoint(ckpt)
     x = torch.stack([deepfakebench_reference_input(f) for f in faces()[:2]])
     with torch.no_grad():
         check_two_class(model(x), detector(x))
