@@ -20,10 +20,12 @@ def main(cfg: DictConfig) -> dict:
     from faketrace.engine.import_weights import import_published
     from faketrace.models.converters.common import ImportRefused
 
-    roles = [f["role"] for f in cfg.published.release.files]
+    # Registry files put themselves at published.NAME (`# @package`), so that scan can select several.
+    (name, entry), = cfg.published.items()
+    roles = [f["role"] for f in entry.release.files]
     given = dict(zip(roles, [cfg.file, cfg.file2]))
     try:
-        summary = import_published(cfg.published.name, given, cfg.out)
+        summary = import_published(name, given, cfg.out)
     except ImportRefused as exc:
         print(f"import_weights: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -32,7 +34,7 @@ def main(cfg: DictConfig) -> dict:
         print(f"{f['role']}: {f['given_name']} sha256 {f['sha256']} ({check})")
     for note in summary["notes"]:
         print(f"  {note}")
-    print(f"{cfg.published.name}: wrote {cfg.out} (licence: {summary['licence']['name']}; fit_for_casework: false)")
+    print(f"{name}: wrote {cfg.out} (licence: {summary['licence']['name']}; fit_for_casework: false)")
     return summary
 
 

@@ -85,6 +85,7 @@ def imported(tmp_path: Path, name: str, files: dict) -> tuple[nn.Module, dict]:
 
 def assert_same_logit(ours: torch.Tensor, reference_logit: torch.Tensor) -> None:
     diff = (ours.float() - reference_logit.float()).abs().max().item()
+    print(f"max |logit diff| {diff:.3e} (logits {ours.tolist()})")  # shown with pytest -s
     assert diff <= ATOL, f"max |logit diff| {diff:.3e} > {ATOL}"
 
 
@@ -207,8 +208,9 @@ def test_import_command_composes_the_registry_entry():
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
         cfg = compose(config_name="import_weights", overrides=["published=sbi_efficientnet_b4_c23", "file=/x/FFc23.tar"],
                       return_hydra_config=True)
-    assert cfg.published.name == "sbi_efficientnet_b4_c23" and cfg.file == "/x/FFc23.tar"
-    assert cfg.published.release.files[0].role == "weights"
+    entry = cfg.published.sbi_efficientnet_b4_c23  # registry files are packaged at published.NAME
+    assert entry.name == "sbi_efficientnet_b4_c23" and cfg.file == "/x/FFc23.tar"
+    assert entry.release.files[0].role == "weights"
 
 
 # -- preprocessing, pixel for pixel ---------------------------------------------------------------
