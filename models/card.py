@@ -193,6 +193,16 @@ def _thresholds_table(c: dict) -> list[str]:
     return _table(["level", "EER threshold", "target FPR", "threshold at target FPR"], rows) + [""] if rows else []
 
 
+def _selection_note(selection: dict | None) -> str:
+    """The interval and class counts the choice of the best epoch rested on, and its warning."""
+    if not selection:
+        return ""
+    ci = selection.get("interval_95")
+    text = (f" (95% interval [{_num(ci[0])}, {_num(ci[1])}], " if ci else " (") + \
+        f"{selection.get('n_real')} real and {selection.get('n_fake')} fake {selection.get('unit', 'items')})"
+    return text + (f"; **{selection['warning']}**" if selection.get("warning") else "")
+
+
 def _section_training(card: dict) -> list[str]:
     t = card["training"]
     data = t.get("data", {})
@@ -200,7 +210,7 @@ def _section_training(card: dict) -> list[str]:
              f"- data set: `{data.get('name')}`" + (" (synthetic)" if (data.get("index_meta") or {}).get("synthetic")
                                                     else ""),
              f"- epoch {t.get('epoch')}, model selected on validation `{t.get('monitor')}` = "
-             f"{_num(t.get('best_validation_score'))}"]
+             f"{_num(t.get('best_validation_score'))}" + _selection_note(t.get("selection"))]
     splits = t.get("splits")
     if splits and splits.get("counts"):
         lines += [f"- index `{splits.get('index')}` (SHA-256 `{str(splits.get('index_sha256'))[:16]}…`); "

@@ -203,8 +203,11 @@ def test_model_card_markdown_is_rendered_from_the_json(exported, evaluation):
                  "## Calibration", "## Training data", "identity-disjoint", "| train |",
                  f"{auc:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]", "## Intended use", "## Out-of-scope use",
                  "any data set other than `demo`", "batch 1:", "batch 8:", "NOT CHECKED", "create_model(",
-                 "config checked against the ONNX graph"):
+                 "config checked against the ONNX graph",
+                 # issue 17: the resize the model is fed (not timm's bicubic), what selection rested on
+                 "is resized bilinear", "95% interval [", "fewer than 50 in a class"):
         assert text in md, text
+    assert "bicubic" not in md.split("## Face detection")[0]
     assert card["evaluation"]["results"]["detector"]["video"]["intervals"]["auc"]["low"] == ci["low"]
     with pytest.raises(ValueError, match="another checkpoint"):
         evaluation_summary(evaluation, "0" * 64)

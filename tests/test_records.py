@@ -255,3 +255,27 @@ def test_folder_csv_method_column_gives_a_per_generator_breakdown(tmp_path):
     index, _ = build_index(root, csv_file="labels.csv")
     assert set(index.loc[index.label == 1, "method"]) == {"stylegan2", "sdxl"}
     assert set(index.loc[index.label == 0, "method"]) == {"real"}
+
+
+def test_the_readme_recipe_from_a_raw_ffpp_tree_makes_the_published_crops(tmp_path):
+    """The README's three commands, composed as written: what preprocessing writes is what training needs."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "face=sbi_efficientnet_b4" in b)
+    commands = {}
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        script = Path(words[1]).stem
+        commands[script] = [w for w in words[2:] if "=" in w] + [f"paths.data_dir={tmp_path}"]
+    assert set(commands) == {"index", "preprocess", "train"}
+    index, pre, train = (resolved(compose_config(name, commands[name], output_dir=tmp_path))
+                         for name in ("index", "preprocess", "train"))
+    assert index.data.index_path == pre.data.index_path == train.data.index_path  # the same index, outside the root
+    assert pre.data.faces_dir == train.data.faces_dir  # training reads what preprocessing wrote
+    spec = OmegaConf.to_container(pre.face)
+    assert spec["crop_size"] == train.model.input_size == 380 and spec["margin"] == 1.25
+    record = check_face_crops(spec, int(train.model.input_size), OmegaConf.to_container(train.face), True,
+                              train.recipe.name)
+    assert record["outcome"] == "ok"
