@@ -227,7 +227,7 @@ class StaticPaddingDetector(Detector):
         first = getattr(self.backbone, "pretrained_cfg", {}).get("first_conv")
         for name, conv in convs.items():
             pads = []
-            for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation):
+            for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation, strict=True):
                 total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
                 pads.append((total // 2, total - total // 2))
             (top, bottom), (left, right) = pads

@@ -23,8 +23,10 @@ def main(cfg: DictConfig) -> dict:
     # Registry files put themselves at published.NAME (`# @package`), so that scan can select several.
     (name, entry), = cfg.published.items()
     roles = [f["role"] for f in entry.release.files]
-    given = dict(zip(roles, [cfg.file, cfg.file2]))
     try:
+        if cfg.file2 is not None and len(roles) < 2:
+            raise ImportRefused(f"{name} takes one file ({entry.release.files[0].filename}); file2 is not used")
+        given = dict(zip(roles, [cfg.file, cfg.file2][:len(roles)], strict=True))
         summary = import_published(name, given, cfg.out)
     except ImportRefused as exc:
         print(f"import_weights: {exc}", file=sys.stderr)
