@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := outputs/demo
 
-.PHONY: help install demo test test-fast lint clean-demo
+.PHONY: help install demo demo-people test test-fast lint clean-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,13 +52,28 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
 	@echo "checkpoint:     $(DEMO)/train/checkpoints/best.ckpt"
 	@echo "exported model: $(DEMO)/export/model/ (model.onnx, face_detector.onnx, weights.safetensors, triton/,"
-	@echo "                model_card.json, MODEL_CARD.md); score media with it, without torch:"
-	@echo "                python scripts/predict.py $(DEMO)/export/model FILES_OR_FOLDERS --allow-unvalidated"
+	@echo "                model_card.json, MODEL_CARD.md); score media with it, without torch (one JSON line an item):"
+	@echo "                $(VENV)/bin/faketrace-predict $(DEMO)/export/model data/demo/raw/test/images --allow-unvalidated"
 	@echo "image level:    $(DEMO)/evaluate_images/metrics.json (tile max and mean, per operator, baseline,"
 	@echo "                localisation); exported to $(DEMO)/export_images/model/"
 	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json), both models"
-	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred)"
+	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred);"
+	@echo "                render it again: $(VENV)/bin/faketrace-report case_dir=$(DEMO)/scan"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
+
+demo-people: install  ## find one person: a scan with a person of interest on evidence built from public-domain portraits
+	@# Needs the demo's exported face model (made by `make demo` when missing). The evidence: two
+	@# Telegram chat exports holding a face swap of her face, its re-posted copy, an "undressed"
+	@# picture and somebody else's photo (faketrace/datasets/demo_people.py).
+	test -f $(DEMO)/export/model/model.onnx || $(MAKE) demo
+	$(PY) -m faketrace.datasets.demo_people $(DEMO)/people
+	rm -rf $(DEMO)/people_scan
+	$(PY) evaluate.py mode=scan inputs=[$(DEMO)/people/evidence/ChatExport_A,$(DEMO)/people/evidence/ChatExport_B] \
+		model_dir=$(DEMO)/export/model allow_unvalidated=true case.id=DEMO-PEOPLE case.operator=make-demo-people \
+		case.dir=$(DEMO)/people_scan scan.progress=false people={Reference:$(DEMO)/people/reference} \
+		'people_consent="demo: US government official portraits, public domain"'
+	@echo "person's section: $(DEMO)/people_scan/report.json (people), report.html#people, people.csv"
+	@echo "takedown package: $(DEMO)/people_scan/takedown/P1_takedown.csv and .json (hashes only)"
 
 test: install  ## the whole suite, slow tests included
 	$(PY) -m pytest --durations=25

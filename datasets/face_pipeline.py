@@ -111,9 +111,20 @@ def model_crop(frame: np.ndarray, face: Face, spec: PreprocessSpec) -> np.ndarra
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-# The resize methods a model can be fed with, as OpenCV flags (albumentations uses the same ones).
+# The resize methods a model can be fed with (models/spec.py INTERPOLATIONS) as OpenCV flags;
+# albumentations uses the same ones.
 RESIZE_METHODS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
                   "nearest": cv2.INTER_NEAREST}
+
+
+def resize_method(input_record: dict) -> str:
+    """The resize of a model's `input` record as written before the spec (checkpoint or card dict).
+
+    Records carry it as `resize`. Older records have only `interpolation`, copied from timm's
+    pretrained config (often `bicubic`) while every resize was in fact bilinear: bilinear is
+    what those models were trained and evaluated with, so it is what they keep getting.
+    """
+    return str(input_record.get("resize") or "bilinear")
 
 
 def resize_flag(method: str) -> int:
@@ -124,29 +135,28 @@ def resize_flag(method: str) -> int:
         raise ValueError(f"unknown resize method {method!r}; known: {sorted(RESIZE_METHODS)}") from None
 
 
-def resize_method(input_spec: dict) -> str:
-    """The resize a model is fed with, from its record (checkpoint or model card `input`).
-
-    Records carry it as `resize`. Older records have only `interpolation`, copied from timm's
-    pretrained config (often `bicubic`) while every resize was in fact bilinear: bilinear is
-    what those models were trained and evaluated with, so it is what they keep getting.
-    """
-    return str(input_spec.get("resize") or "bilinear")
-
-
-def model_input(crops: list[np.ndarray], input_size: int, mean, std, resize: str = "bilinear") -> np.ndarray:
-    """(N, 3, S, S) float32 from RGB uint8 crops: resize (the model's method), scale to 0..1, (x - mean) / std.
+def model_input(crops: list[np.ndarray], input_size: int, mean, std, resize: str = "bilinear",
+                scale: float = 1 / 255, channels: str = "RGB") -> np.ndarray:
+    """(N, 3, S, S) float32 from RGB uint8 crops: resize, scale (to 0..1), (x - mean) / std.
 
     The same arithmetic as the evaluation transform in datasets/transforms.py (albumentations
     Resize + Normalize), written in numpy so that it runs without torch; a test pins the two.
-    A crop already at the input size is not resampled.
+    A crop already at the input size is not resampled. `channels="BGR"` reverses the channel order
+    after the resize (models trained on OpenCV frames).
     """
     flag = resize_flag(resize)
-    mean = np.asarray(mean, np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
+    mean = np.asarray(mean, np.float32) / np.float32(scale)
+    inv_std = 1.0 / (np.asarray(std, np.float32) / np.float32(scale))
     out = np.empty((len(crops), 3, input_size, input_size), np.float32)
     for i, crop in enumerate(crops):
         if crop.shape[:2] != (input_size, input_size):
             crop = cv2.resize(crop, (input_size, input_size), interpolation=flag)
+        if channels == "BGR":
+            crop = crop[:, :, ::-1]
         out[i] = ((crop.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
     return out
+
+
+def spec_input(crops: list[np.ndarray], spec) -> np.ndarray:
+    """`model_input` with every setting from a model's `InputSpec` (models/spec.py)."""
+    return model_input(crops, spec.side, spec.mean, spec.std, spec.interpolation, spec.scale, spec.channels)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import model_input, resize_method
+from faketrace.datasets.face_pipeline import spec_input
 
 # The spec of a whole-image model lives with the rest of the model contract (models/spec.py).
-from faketrace.models.spec import EVAL_CROPS, TILE_AGGREGATIONS, ImageSpec  # noqa: F401  (re-exported)
+from faketrace.models.spec import EVAL_CROPS, TILE_AGGREGATIONS, ImageSpec, InputSpec  # noqa: F401  (re-exported)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -154,13 +154,12 @@ def tile_score_map(scores, boxes: list[tuple[int, int, int, int]], height: int, 
     return out.astype(np.float32)
 
 
-def image_model_input(image: np.ndarray, spec: ImageSpec, input_spec: dict
+def image_model_input(image: np.ndarray, spec: ImageSpec, input_spec: InputSpec
                       ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """(N, 3, S, S) float32 model inputs of an image's evaluation crops, and their boxes.
 
-    `input_spec` is the checkpoint's `preprocessing["input"]` (input_size, mean, std). When the
-    model's input size equals the tile size (the default), no pixel is resampled.
+    `input_spec` is the model spec's input section. When the model's input size equals the tile
+    size (the default), no pixel is resampled.
     """
     crops, boxes = eval_crops(image, spec)
-    return model_input(list(crops), int(input_spec["input_size"]), input_spec["mean"], input_spec["std"],
-                       resize_method(input_spec)), boxes
+    return spec_input(list(crops), input_spec), boxes

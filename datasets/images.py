@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from faketrace.datasets.face_pipeline import model_input, resize_method
-from faketrace.datasets.image_pipeline import ImageSpec, eval_crops, pad_to, prepare, random_crop
+from faketrace.datasets.face_pipeline import spec_input
+from faketrace.datasets.image_pipeline import ImageSpec, InputSpec, eval_crops, pad_to, prepare, random_crop
 from faketrace.datasets.image_synthesis import PasteSettings, paste_region
 from faketrace.datasets.media import DecodeError, read_image, read_video_frames
 from faketrace.datasets.schema import read_index
@@ -179,7 +179,7 @@ def _apply(transform, image: np.ndarray, mask: np.ndarray, seed: int) -> dict:
 class ImageTileDataset(Dataset):
     """Evaluation: each item is one frame, returned as all its tiles (model inputs) and their boxes."""
 
-    def __init__(self, table: pd.DataFrame, root: str | Path, spec: ImageSpec, input_spec: dict,
+    def __init__(self, table: pd.DataFrame, root: str | Path, spec: ImageSpec, input_spec: InputSpec,
                  split: str | None = None, frames_per_video: int = 4, with_masks: bool = False):
         part = table if split is None else table[table["split"] == split]
         self.table = part.reset_index(drop=True)
@@ -196,7 +196,7 @@ class ImageTileDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.table.iloc[i]
-        size = int(self.input_spec["input_size"])
+        size = self.input_spec.side
         out = {"row": i, "error": None, "mask": None, "height": 0, "width": 0}
         try:
             frame = self.reader.frame(row)
@@ -204,7 +204,7 @@ class ImageTileDataset(Dataset):
             return {**out, "tiles": torch.zeros((0, 3, size, size)), "boxes": torch.zeros((0, 4), dtype=torch.int64),
                     "error": str(exc)}
         crops, boxes = eval_crops(frame, self.spec)
-        x = model_input(list(crops), size, self.input_spec["mean"], self.input_spec["std"], resize_method(self.input_spec))
+        x = spec_input(list(crops), self.input_spec)
         height, width = prepare(frame, self.spec).shape[:2] if self.spec.resize else frame.shape[:2]
         if self.with_masks:
             out["mask"] = self.reader.mask(row, (height, width))

@@ -144,8 +144,13 @@ def open_readonly(path: str | Path):
 
     Evidence must come out of a scan as it went in: O_NOATIME keeps even the access time
     unchanged (Linux grants it to the file's owner only; elsewhere a plain read-only open).
-    The file object keeps the path as its name, so decoder messages name the file.
+    The file object keeps the path as its name, so decoder messages name the file. An archive
+    member held in memory (datasets/memory_file.py) opens as its bytes.
     """
+    from faketrace.datasets.memory_file import MemoryFile
+
+    if isinstance(path, MemoryFile):
+        return path.open()
     return open(path, "rb", opener=_noatime_opener)
 
 

@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import GifImagePlugin, Image, ImageOps
 
+from faketrace.datasets import still_formats
 from faketrace.datasets.io import open_readonly
 
 # Refuse decompression bombs before decoding pixels.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Multi-page stills (TIFF, HEIF collections): every page is scored, up to this many, and the pages
+# decoded together stay within the item's pixel budget; pages past either limit are counted, not decoded.
+MAX_PAGES = 100
+# GIF frames after the first stay palette images (1 byte a pixel) while the palette does not change,
+# instead of Pillow's default of RGBA from the second frame on (4 bytes a pixel): a GIF of huge
+# frames then costs a quarter of the memory; the pixels converted to RGB are the same.
+GifImagePlugin.LOADING_STRATEGY = GifImagePlugin.LoadingStrategy.RGB_AFTER_DIFFERENT_PALETTE_ONLY
 # Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
 # of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
 # 384 MB, so a decoder process stays well under a GB for any file.
@@ -48,32 +56,33 @@ def _capped(indices: list[int], cap: int | None) -> list[int]:
         return indices
     return [indices[i] for i in uniform_indices(len(indices), cap)]
 
-_IMAGE_MAGIC = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
+# Optional decoders (HEIF, JPEG XL) join Pillow here when installed, in this process and in every
+# decoder child (each imports this module); datasets/still_formats.py says which and why optional.
+still_formats.register_optional_decoders()
+
+
+def _head(path: str | Path) -> bytes:
+    with open_readonly(path) as fh:
+        return fh.read(64)
 
 
 def sniff_media_type(path: str | Path) -> str:
     """'image', 'video' or 'unknown', decided from the first bytes, never from the extension."""
-    with open_readonly(path) as fh:
-        head = fh.read(64)
+    head = _head(path)
     if not head:
         return "empty"
-    for magic, _ in _IMAGE_MAGIC:
-        if head.startswith(magic):
-            return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+    if still_formats.identify(head) is not None:
         return "image"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "image" if brand in (b"heic", b"heix", b"avif", b"mif1") else "video"
+        return "video"
     if head[:4] == b"\x1a\x45\xdf\xa3" or head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "video"
     return "unknown"
+
+
+def sniff_still_format(path: str | Path) -> still_formats.StillFormat | None:
+    """The still format a file's first bytes name (JPEG, TIFF, HEIF, ...), or None."""
+    return still_formats.identify(_head(path))
 
 
 class DecodeError(RuntimeError):
@@ -101,22 +110,32 @@ def jpeg_quality_estimate(im: Image.Image) -> int | None:
 
 @dataclass
 class DecodedImage:
-    frames: dict[int, np.ndarray]  # frame index -> RGB uint8 (one frame unless animated)
+    frames: dict[int, np.ndarray]  # frame index -> RGB uint8 (one frame unless animated or paged)
     width: int
     height: int
     format: str | None
-    n_frames: int  # frames in the file (animated GIF / WebP / PNG have more than one)
+    n_frames: int  # frames in the file (animated GIF / WebP / PNG / AVIF, pages of a TIFF or HEIF)
     jpeg_quality: int | None
-    note: str | None = None  # fewer frames sampled than asked, to keep within the pixel budget
+    note: str | None = None  # fewer frames or pages decoded than asked, to keep within the limits
+    pages: bool = False  # the frames are independent pictures (TIFF, HEIF pages), not an animation
+    pages_not_decoded: int = 0  # pages past MAX_PAGES or the pixel budget: counted, not decoded
+
+
+def _paged(im: Image.Image) -> bool:
+    fmt = still_formats.by_pillow_name(im.format)
+    return fmt is not None and fmt.frames == "pages"
 
 
 def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: int | None = None) -> DecodedImage:
-    """Decode an image (and up to `max_frames` evenly spread frames of an animation).
+    """Decode an image: up to `max_frames` evenly spread frames of an animation, or every page of a
+    multi-page still (TIFF, HEIF), up to MAX_PAGES pages.
 
-    The declared size is checked against the pixel limit before any pixel is decoded; EXIF
-    orientation is applied; every frame is converted to RGB (palette, grayscale, CMYK, 16-bit
-    and alpha images included). `max_item_pixels` bounds frames x area: fewer frames are sampled
-    (and the note says so) rather than more pixels decoded; only the sampled frames are converted.
+    Every frame's or page's declared size is checked against the pixel limit before its pixels are
+    decoded (a TIFF's pages each have their own size); EXIF orientation is applied; every frame is
+    converted to RGB (palette, grayscale, CMYK, 16-bit and alpha images included).
+    `max_item_pixels` bounds frames x area: fewer frames are sampled (and the note says so) rather
+    than more pixels decoded; pages are decoded in order until the budget (MAX_IMAGE_PIXELS without
+    one) is spent, and the rest counted. Only the sampled frames are converted.
     """
     try:
         with open_readonly(path) as fh, Image.open(fh) as im:
@@ -125,14 +144,35 @@ def read_image_frames(path: str | Path, max_frames: int = 1, max_item_pixels: in
                 raise ImageTooLarge(f"image declares {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS}")
             n_frames = int(getattr(im, "n_frames", 1) or 1)
             fmt, quality = im.format, jpeg_quality_estimate(im)
-            wanted = len(uniform_indices(n_frames, max(1, max_frames)))
-            fits, note = frames_within_budget(w, h, wanted, max_item_pixels)
-            frames = {}
-            for i in uniform_indices(n_frames, fits):
+            pages = n_frames > 1 and _paged(im)
+            if pages:
+                indices, note = list(range(min(n_frames, MAX_PAGES))), None
+            else:
+                wanted = len(uniform_indices(n_frames, max(1, max_frames)))
+                fits, note = frames_within_budget(w, h, wanted, max_item_pixels)
+                indices = uniform_indices(n_frames, fits)
+            frames, budget = {}, max_item_pixels or MAX_IMAGE_PIXELS
+            total_budget = budget
+            not_decoded = n_frames - len(indices) if pages else 0
+            # Only an image with an orientation tag is transposed (exif_transpose copies the frame).
+            turn = im.getexif().get(0x0112, 1) not in (None, 1)
+            for i in indices:
                 im.seek(i)
-                frames[i] = _rgb(ImageOps.exif_transpose(im))
+                pw, ph = im.size
+                if pw * ph > MAX_IMAGE_PIXELS:
+                    raise ImageTooLarge(f"{'page' if pages else 'frame'} {i} declares {pw}x{ph} pixels, above the "
+                                        f"limit of {MAX_IMAGE_PIXELS}")
+                if pages and frames and pw * ph > budget:
+                    not_decoded += 1  # the pages decoded so far already hold the item's pixel budget
+                    continue
+                budget -= pw * ph
+                frames[i] = _rgb(ImageOps.exif_transpose(im) if turn else im)
             first = frames[min(frames)]
-            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality, note)
+            if pages and not_decoded:
+                note = (f"{not_decoded} of {n_frames} pages not decoded (more than {MAX_PAGES} pages, or past the "
+                        f"item's pixel budget of {total_budget})")
+            return DecodedImage(frames, int(first.shape[1]), int(first.shape[0]), fmt, n_frames, quality, note,
+                                pages=pages, pages_not_decoded=not_decoded)
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -279,6 +319,41 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
             scan.error = f"{len(bad_packets)} packets could not be decoded (first: {bad_packets[0]})"
     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
     return scan
+
+
+def read_first_frames(path: str | Path, n_frames: int, time_limit_s: float | None = None) -> DecodedVideo:
+    """The first `n_frames` consecutive frames that decode (landmark-sequence models such as LRNet need
+    consecutive frames, not a sample spread over the video). One pass; stops as soon as it has them."""
+    import av
+
+    out = DecodedVideo()
+    deadline = time.monotonic() + time_limit_s if time_limit_s else None
+    try:
+        with open_readonly(path) as fh, av.open(fh) as container:
+            if not container.streams.video:
+                raise DecodeError("the file has no video stream")
+            stream = container.streams.video[0]
+            out.expected_frames = stream.frames or None
+            out.fps = float(stream.average_rate) if stream.average_rate else None
+            bad_packets: list[str] = []
+            try:
+                for i, frame in enumerate(_decoded_frames(container, stream, bad_packets)):
+                    out.frames[i] = upright_rgb(frame)
+                    out.decoded_frames = i + 1
+                    if i + 1 >= n_frames:
+                        break
+                    if (i + 1) % 16 == 0:
+                        _deadline_check(deadline, f"while reading consecutive frames ({i + 1} decoded)", time_limit_s)
+            except av.error.FFmpegError as exc:
+                out.error = f"decoding stopped after {out.decoded_frames} frames: {exc}"
+    except DecodeTimeout as exc:
+        out.error, out.timed_out = str(exc), True
+    except DecodeError as exc:
+        out.error = str(exc)
+    except (av.error.FFmpegError, IndexError, OSError, ValueError) as exc:
+        out.error = f"cannot open video: {exc}"
+    out.sampled = sorted(out.frames)
+    return out
 
 
 def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: DecodedVideo, deadline: float | None,
@@ -448,7 +523,7 @@ class ResourceLimit(DecodeError):
 # Resident memory one decoder process may reach before it is killed. RLIMIT_AS cannot be used: a
 # process that imports torch maps gigabytes of address space it never touches; resident memory
 # is what exhausts a machine. Checked every POLL_S seconds from the scan process.
-DECODER_MAX_RSS_BYTES = 1536 << 20
+DECODER_MAX_RSS_BYTES = 1792 << 20
 POLL_S = 0.02
 
 
@@ -472,7 +547,23 @@ def _decode_in_child(fn_name: str, args: tuple, kwargs: dict):
     if _CHILD_FAULT is None:
         _CHILD_FAULT = FaultInjector(FaultPlan.parse(os.environ.get(FAULT_ENV)))
     _CHILD_FAULT("in_decoder_process")
-    return globals()[fn_name](*args, **kwargs)
+    try:
+        return globals()[fn_name](*args, **kwargs)
+    finally:
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last decode back to the system (glibc keeps it otherwise), so the
+    decoder process's resident size, which its memory cap watches, reflects the next item only."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 _CHILD_FAULT = None
@@ -507,7 +598,7 @@ class IsolatedDecoder:
     this process (for trusted data and for speed).
     """
 
-    ALLOWED = ("read_image_frames", "read_video_frames")
+    ALLOWED = ("read_image_frames", "read_video_frames", "read_first_frames")
 
     def __init__(self, isolate: bool = True, grace_s: float = 30.0, max_rss_bytes: int | None = DECODER_MAX_RSS_BYTES):
         self.isolate = isolate

@@ -455,7 +455,8 @@ def preprocess_index(index: pd.DataFrame, root: str | Path, faces_dir: str | Pat
                            manifest.groupby("status").size().to_dict() if len(manifest) else {}})
     write_videos(videos, videos_path_for(out), meta)
     write_manifest(manifest, out, meta)
-    log.info("preprocess: %s (%.1fs)\n%s", out, time.perf_counter() - start, summarize(manifest, videos))
+    # The counts are printed once, by the caller's summary (preprocess_from_config); the log keeps the time.
+    log.info("preprocess: %s (%.1fs)", out, time.perf_counter() - start)
     return manifest
 
 
@@ -495,7 +496,7 @@ def merge_shards(manifest_path: str | Path, n_shards: int | None = None) -> pd.D
             "frames_by_status": manifest.groupby("status").size().to_dict() if len(manifest) else {}}
     write_videos(video_table, videos_path_for(manifest_path), meta)
     write_manifest(manifest, manifest_path, meta)
-    log.info("merged %d shards into %s\n%s", n_shards, manifest_path, summarize(manifest, video_table))
+    log.info("merged %d shards into %s", n_shards, manifest_path)
     return manifest
 
 

@@ -16,24 +16,33 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from faketrace.datasets.face_pipeline import resize_flag
+from faketrace.datasets.face_pipeline import resize_flag  # noqa: E402
 
 # Augmentations added after the first release: absent from older configs, off by default.
 _OPTIONAL = {"gray_p": 0.0, "affine_p": 0.0, "affine_shift": 0.1, "affine_scale": 0.2, "affine_rotate": 10.0,
              "blur_sigma": None}
 
 
-def _finish(input_size: int, mean, std, resize: str) -> list:
-    # The model's own resize method (its record's `resize`), the one the scan and predictor use too.
-    return [A.Resize(input_size, input_size, interpolation=resize_flag(resize), mask_interpolation=cv2.INTER_LINEAR),
+def _finish(input_size: int, mean, std, resize: str = "bilinear") -> list:
+    # The model's own resize method (its spec's input.interpolation), the one the scan and predictor use.
+    return [A.Resize(input_size, input_size, interpolation=resize_flag(resize),
+                     mask_interpolation=cv2.INTER_LINEAR),
             A.Normalize(mean=mean, std=std, max_pixel_value=255.0), A.ToTensorV2()]
 
 
 def eval_transform(input_size: int, mean, std, resize: str = "bilinear") -> A.Compose:
     return A.Compose(_finish(input_size, mean, std, resize))
+
+
+def spec_eval_transform(spec) -> A.Compose:
+    """The evaluation transform of a model's `InputSpec` (models/spec.py): size, mean, std, resize method."""
+    if spec.channels != "RGB" or abs(spec.scale - 1 / 255) > 1e-12:
+        raise ValueError(f"the torch data path feeds RGB scaled by 1/255; this model wants {spec.channels} scaled by "
+                         f"{spec.scale}")
+    return eval_transform(spec.side, spec.mean, spec.std, spec.interpolation)
 
 
 def train_transform(input_size: int, mean, std, augment: dict, resize: str = "bilinear") -> A.Compose:

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from faketrace.engine.train import Trainer, make_loader
+from faketrace.engine.inference import make_loader
+from faketrace.engine.train import Trainer
 
 
 def _sync(device: torch.device) -> None:

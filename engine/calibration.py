@@ -311,6 +311,14 @@ def thresholds(frames: pd.DataFrame, videos: pd.DataFrame, target_fpr: float) ->
         out[level] = {"eer": eer_t, "target_fpr": target_fpr, "at_target_fpr": upper,
                       # What each threshold did on the items it was fitted on, for plain-language reports.
                       "rates": {"eer": rates_at(y, s, eer_t), "at_target_fpr": rates_at(y, s, upper)}}
+        n_real, needed = int((y == 0).sum()), math.ceil(round(1 / target_fpr, 9))
+        if upper is not None and n_real < needed:
+            # Fewer reals than the target can resolve: the threshold is simply just above the highest
+            # real score, one item's score, and moves with it. Said wherever the band is explained.
+            out[level]["resolution_note"] = (
+                f"{n_real} real validation items cannot measure a rate of {target_fpr:g} (that needs at least "
+                f"{needed}): the upper threshold lies just above the highest-scoring real validation item, so it "
+                "rests on one item's score")
     return out
 
 
@@ -380,8 +388,9 @@ def _sample_size(frames: pd.DataFrame, rule: str) -> dict:
 
     items = M.aggregate_videos(frames.assign(score=M.sigmoid(frames["logit"].to_numpy())), rule)
     y, s = items["label"].to_numpy(), items["score"].to_numpy()
-    record = decision_record("calibration", M.roc_auc(y, s), int((y == 1).sum()), int((y == 0).sum()),
-                             unit="items (videos or images)")
+    media = _media_words(frames)
+    unit = {"stills": "images", "videos": "videos"}.get(media, f"items ({media})")
+    record = decision_record("calibration", M.roc_auc(y, s), int((y == 1).sum()), int((y == 0).sum()), unit=unit)
     if record["warning"]:
         log.warning("%s", record["warning"])
     return record

@@ -1,9 +1,11 @@
 """Self-describing checkpoints, written atomically, loadable with `torch.load(weights_only=True)`.
 
 A checkpoint carries the plain timm-keyed backbone weights, optimiser and scheduler state,
-epoch and step, the resolved config (as a YAML string), the preprocessing spec (face detector,
-crop, input size, mean, std, frames per video, aggregation rule), calibration, metrics, library
-versions, the git SHA, and whether the model is fit for casework. RNG states are stored as
+epoch and step, the resolved config (as a YAML string), the architecture (how to rebuild the
+network), the model spec (models/spec.py: what the model looks at and how to read its output),
+calibration, metrics, library versions, the git SHA, and whether the model is fit for casework.
+Checkpoints written before the spec existed (`preprocessing` and `model_spec` keys) are upgraded
+in memory when loaded, so every reader sees one layout. RNG states are stored as
 tensors and plain types so that loading never unpickles arbitrary objects.
 """
 
@@ -20,6 +22,7 @@ import torch
 
 from faketrace.datasets.io import atomic_path
 from faketrace.models.serialization import load_torch_file
+from faketrace.models.spec import ModelSpec, SpecError, migrate_checkpoint
 
 CHECKPOINT_FORMAT = "faketrace.checkpoint/1"
 NOT_FIT_REASON_DEMO = ("trained on the synthetic demo data (one morphed face, three operators); "
@@ -87,4 +90,21 @@ def load_checkpoint(path: str | Path) -> dict:
     ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    try:
+        return upgrade_layout(ckpt)
+    except SpecError as e:
+        raise ValueError(f"{path}: its model spec does not validate: {e}") from None
+
+
+def upgrade_layout(ckpt: dict) -> dict:
+    """One layout in memory: `spec` (validated) and `architecture`, migrated from older keys if need be."""
+    if ckpt.get("spec") is None:
+        ckpt["spec"] = migrate_checkpoint(ckpt).to_dict()
+    else:
+        ModelSpec.from_dict(ckpt["spec"])
+    if ckpt.get("architecture") is None and isinstance(ckpt.get("model_spec"), dict):
+        ckpt["architecture"] = {k: ckpt["model_spec"].get(k) for k in ("target", "family", "backbone", "init")}
+    # The spec replaces them; keeping both would keep two truths.
+    ckpt.pop("preprocessing", None)
+    ckpt.pop("model_spec", None)
     return ckpt

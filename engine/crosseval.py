@@ -21,7 +21,8 @@ from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.checkpoint import load_checkpoint, versions
 from faketrace.engine.evaluate import score_split
-from faketrace.engine.train import resolve_device
+from faketrace.engine.inference import resolve_device
+from faketrace.models.spec import checkpoint_spec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def cross_evaluate(checkpoints: list[str], test_sets: dict[str, DictConfig], out
     rows = []
     for ckpt_path in checkpoints:
         ckpt = load_checkpoint(ckpt_path)
-        rule = aggregation or ckpt["preprocessing"]["aggregation"]
+        rule = aggregation or checkpoint_spec(ckpt).video.rule
         label = checkpoint_label(ckpt_path, ckpt["data"]["name"])
         for name, data_cfg in test_sets.items():
             frames = score_split(ckpt, data_cfg, split, batch_size, num_workers, dev)

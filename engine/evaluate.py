@@ -1,8 +1,8 @@
 """Evaluation of a checkpoint on a split: metrics.json (source of truth), CSV, Markdown, plots.
 
-The preprocessing is the checkpoint's own: its input size, mean and std, and the face pipeline
-spec, which is compared with the manifest's so that a mismatch is reported, not hidden. An
-image-level checkpoint (`preprocessing["level"] == "image"`) is evaluated on whole images and
+The preprocessing is the checkpoint's own model spec (models/spec.py): its input size, mean, std
+and resize method, and its face section, which is compared with the manifest's so that a mismatch
+is reported, not hidden. An image-level checkpoint (spec level `image`) is evaluated on whole images and
 video frames from the data set root, tiled by its ImageSpec; the image score is named by its tile
 rule, and both rules (max, mean) are reported, with pixel-level localisation metrics when the
 model has a map.
@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
-from faketrace.datasets.image_pipeline import TILE_AGGREGATIONS, ImageSpec
+from faketrace.datasets.image_pipeline import TILE_AGGREGATIONS
 from faketrace.datasets.images import ImageTileDataset, load_image_table
 from faketrace.datasets.io import atomic_write_text, sha256_file
+from faketrace.datasets.preprocess import PreprocessSpec
 from faketrace.datasets.schema import read_index
-from faketrace.datasets.transforms import eval_transform
+from faketrace.datasets.transforms import spec_eval_transform
 from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.baseline import IMAGE_NAME as IMAGE_BASELINE_NAME
@@ -49,7 +47,15 @@ from faketrace.engine.calibration import (
     maps_summary,
 )
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versions
-from faketrace.engine.train import frames_from_tiles, predict, predict_tiles, resolve_device, score_frames
+from faketrace.engine.inference import (
+    frames_from_tiles,
+    model_from_checkpoint,
+    predict,
+    predict_tiles,
+    resolve_device,
+    score_frames,
+)
+from faketrace.models.spec import ModelSpec, checkpoint_spec
 
 log = logging.getLogger(__name__)
 METRICS_SCHEMA_VERSION = 2
@@ -78,28 +84,17 @@ DIFFUSION_NOTE = ("image level: this model has learned what its training data sh
                   "output (inpainting or full generation) unless it was trained on some")
 
 
-def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """Rebuild the Detector a checkpoint describes and load its weights strictly."""
-    init = dict(ckpt["model_spec"]["init"])
-    init.update(pretrained=False, weights_file=None)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*random initialisation.*")
-        model = instantiate(init)
-    model.load_trained_state(ckpt["model"], ckpt.get("model_family"))
-    return model.eval()
-
-
 def checkpoint_level(ckpt: dict) -> str:
-    """face or image: what the checkpoint's model was trained on (older checkpoints: face)."""
-    return ckpt["preprocessing"].get("level", "face")
+    """face, image or clip: what the checkpoint's model looks at (models/spec.py LEVELS)."""
+    return checkpoint_spec(ckpt).level
 
 
 def image_dataset(ckpt: dict, data_cfg: DictConfig, split: str, with_masks: bool = False) -> ImageTileDataset:
     """The evaluation tiles of a split under an image-level checkpoint's own ImageSpec."""
-    pre = ckpt["preprocessing"]
-    n_frames = int(pre.get("frames_per_video_eval") or 4)
+    spec = checkpoint_spec(ckpt)
+    n_frames = spec.video.frames_per_video or 4
     table, _ = load_image_table(data_cfg.index_path, n_frames)
-    dataset = ImageTileDataset(table, data_cfg.root, ImageSpec.from_dict(pre["image"]), pre["input"], split=split,
+    dataset = ImageTileDataset(table, data_cfg.root, spec.image, spec.input, split=split,
                                frames_per_video=n_frames, with_masks=with_masks)
     if len(dataset) == 0:
         raise ValueError(f"no images or video frames in split {split!r} of {data_cfg.index_path}")
@@ -108,10 +103,10 @@ def image_dataset(ckpt: dict, data_cfg: DictConfig, split: str, with_masks: bool
 
 def check_preprocessing(ckpt: dict, manifest_meta: dict) -> list[str]:
     """Differences between the crops a model was trained on and the crops it is given."""
-    trained = ckpt["preprocessing"]["face"]
-    given = manifest_meta.get("spec", {})
+    trained = checkpoint_spec(ckpt).face_pipeline_dict()
+    given = PreprocessSpec.from_dict(manifest_meta.get("spec", {})).to_dict()
     return [f"{k}: checkpoint {trained.get(k)!r} vs manifest {given.get(k)!r}"
-            for k in sorted(set(trained) | set(given)) if k != "frames_per_video" and trained.get(k) != given.get(k)]
+            for k in sorted(trained) if k != "frames_per_video" and trained.get(k) != given.get(k)]
 
 
 def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, num_workers: int,
@@ -126,9 +121,9 @@ def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, n
         return score_frames(model, image_dataset(ckpt, data_cfg, split), batch_size, num_workers, device)
     if faces is None:
         faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
-    spec = ckpt["preprocessing"]["input"]
-    dataset = FaceCropDataset(faces, data_cfg.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"], resize_method(spec)),
-                              split=split, clip_length=spec.get("clip_length"))
+    spec = checkpoint_spec(ckpt)
+    dataset = FaceCropDataset(faces, data_cfg.faces_dir, spec_eval_transform(spec.input), split=split,
+                              clip_length=spec.clip_length if spec.clip_length > 1 else None)
     if len(dataset) == 0:
         raise ValueError(f"no face crops in split {split!r} of {data_cfg.manifest_path}")
     return predict(model, dataset, batch_size, num_workers, device)
@@ -159,7 +154,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     mismatch = check_preprocessing(ckpt, manifest_meta)
     if mismatch:
         log.warning("face preprocessing differs from the checkpoint's: %s", "; ".join(mismatch))
-    rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
+    spec = checkpoint_spec(ckpt)
+    rule = cfg.aggregation or spec.video.rule
     index, _ = read_index(cfg.data.index_path)
     by = list(cfg.get("breakdown_by") or ["method"])
     boot = _bootstrap_cfg(cfg)
@@ -173,17 +169,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     calibration = ckpt["calibration"]
     result = {
         "schema_version": METRICS_SCHEMA_VERSION,
-        "checkpoint": {"path": str(cfg.ckpt_path), "sha256": sha256_file(cfg.ckpt_path), "epoch": ckpt["epoch"],
-                       "backbone": ckpt["model_spec"]["backbone"], "family": ckpt["model_spec"]["family"],
-                       "trained_on": ckpt["data"]["name"], "fit_for_casework": ckpt["fit_for_casework"],
-                       "casework_note": ckpt["casework_note"], "calibration": calibration},
+        "checkpoint": _checkpoint_record(cfg, ckpt),
         "test_set": {"dataset": cfg.data.name, "split": cfg.split, "index": str(cfg.data.index_path),
                      "index_sha256": sha256_file(cfg.data.index_path),
                      "synthetic": bool(index_meta.get("synthetic")), "n_items": int(len(in_split)),
                      "n_items_scored": int(len(scored)),
                      "items_without_face": {"n": int(len(unscored)), "handling": "excluded from metrics",
                                             "ids": unscored["id"].tolist()[:50]}},
-        "preprocessing": {**ckpt["preprocessing"], "mismatch_with_manifest": mismatch},
+        "spec": spec.to_dict(),
+        "preprocessing_mismatch_with_manifest": mismatch,
         "aggregation": rule,
         "breakdown_by": by,
         "bootstrap": boot,
@@ -216,7 +210,7 @@ def calibrated_report(frames: pd.DataFrame, calibration: dict, rule: str, by: li
 
 def _checkpoint_record(cfg: DictConfig, ckpt: dict) -> dict:
     return {"path": str(cfg.ckpt_path), "sha256": sha256_file(cfg.ckpt_path), "epoch": ckpt["epoch"],
-            "backbone": ckpt["model_spec"]["backbone"], "family": ckpt["model_spec"]["family"],
+            "backbone": ckpt["architecture"]["backbone"], "family": ckpt["architecture"]["family"],
             "trained_on": ckpt["data"]["name"], "fit_for_casework": ckpt["fit_for_casework"],
             "casework_note": ckpt["casework_note"], "calibration": ckpt["calibration"]}
 
@@ -225,9 +219,9 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
     """metrics.json of an image-level checkpoint: both tile rules, per-operator AUC, baseline, localisation."""
     run_dir = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.device)
-    pre = ckpt["preprocessing"]
-    spec = ImageSpec.from_dict(pre["image"])
-    rule = cfg.aggregation or pre["aggregation"]
+    model_spec = checkpoint_spec(ckpt)
+    spec = model_spec.image
+    rule = cfg.aggregation or model_spec.video.rule
     index, index_meta = read_index(cfg.data.index_path)
     by = list(cfg.get("breakdown_by") or ["method"])
     boot = _bootstrap_cfg(cfg)
@@ -252,7 +246,8 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
                      "items_without_face": {"n": 0, "handling": "not applicable: image level needs no face"},
                      "frames_not_decoded": {"n": len(errors), "handling": "excluded from metrics",
                                             "reasons": dict(list(errors.items())[:50])}},
-        "preprocessing": {**pre, "mismatch_with_manifest": []},
+        "spec": model_spec.to_dict(),
+        "preprocessing_mismatch_with_manifest": [],
         "aggregation": rule,
         "tile_aggregation": spec.aggregation,
         "breakdown_by": by,
@@ -271,7 +266,7 @@ def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
     if cfg.get("compare_with"):
         result["comparison"] = compare_checkpoints(cfg, frames, rule, device, None, boot)
     if cfg.baseline:
-        n_frames = int(pre.get("frames_per_video_eval") or 4)
+        n_frames = model_spec.video.frames_per_video or 4
         table, _ = load_image_table(cfg.data.index_path, n_frames)
         base = image_colour_baseline_scores(table, cfg.data.root, spec, cfg.split, n_frames, seed=int(cfg.seed))
         base = with_index_columns(base, index, by)
@@ -335,7 +330,7 @@ def calibrate_checkpoint(cfg: DictConfig) -> dict:
         raise ValueError("calibration is never fitted on the test split; use split=val")
     ckpt = load_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
+    rule = cfg.aggregation or checkpoint_spec(ckpt).video.rule
     frames = score_split(ckpt, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device)
     calibration = fit_calibration(frames, rule, cfg.split, cfg.fit_on, int(cfg.seed), float(cfg.target_fpr),
                                   int(cfg.folds))
@@ -363,8 +358,7 @@ def _rows(result: dict) -> list[dict]:
     rows = []
     common = {"checkpoint": result["checkpoint"]["path"],
               "test_set": f"{result['test_set']['dataset']}/{result['test_set']['split']}",
-              "preprocessing": (result["preprocessing"].get("face") or {}).get("detector")
-              or f"image tiles {result['preprocessing']['image']['tile_size']} px"}
+              "preprocessing": _preprocessing_label(result["spec"])}
     for who in MODELS:
         if who not in result:
             continue
@@ -385,6 +379,14 @@ def _rows(result: dict) -> list[dict]:
                              "n_fake": r["n_fake"], "auc": r["video_auc"], "auc_low": ci.get("low"),
                              "auc_high": ci.get("high")})
     return rows
+
+
+def _preprocessing_label(spec: dict) -> str:
+    """One cell naming what the model looked at (metrics.csv)."""
+    s = ModelSpec.from_dict(spec)
+    if s.image is not None:
+        return f"image tiles {s.image.tile_size} px"
+    return f"{s.face.detector.name} {s.face.crop_rule} x{s.face.margin} {s.face.crop_size} px"
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -412,7 +414,7 @@ def markdown_summary(result: dict) -> str:
               "- intervals: " + (f"{boot['level']:.0%} percentile bootstrap over videos, {boot['n_resamples']} "
                                  f"resamples, seed {boot['seed']}" if boot else "none (bootstrap off)")]
     if result.get("level") == "image":
-        image = result["preprocessing"]["image"]
+        image = result["spec"]["image"]
         lines += [f"- image level: {ts['n_frames_scored']} images/frames in {ts['n_tiles']} tiles of "
                   f"{image['tile_size']} px (stride {image['stride'] or image['tile_size']}, resize "
                   f"{image['resize'] or 'none: native resolution'}); `detector` = tile rule `{result['tile_aggregation']}`"
@@ -479,19 +481,24 @@ def evaluation_figures(result: dict, frames: pd.DataFrame, boot: dict | None) ->
     band = None
     if boot and videos["label"].nunique() == 2:
         band = M.roc_band(videos["label"], videos["score"], **boot)
-    figs = {"roc": P.roc_figure(frames, videos, rule, band, warning),
-            "det": P.det_figure({"frame level": frames, f"video level ({rule})": videos}, warning)}
-    curves = {"frames, raw": frames, "videos, raw": videos}
+    if result.get("level") == "image":  # a frame is an image scored by its tile rule; an item, its frames
+        tile = result.get("tile_aggregation") or "max"
+        names, nouns = (f"image level ({tile} tile)", f"item level ({rule} over its frames)"), ("image", "item")
+    else:
+        names, nouns = ("frame level", f"video level ({rule})"), ("frame", "video")
+    figs = {"roc": P.roc_figure(frames, videos, rule, band, warning, names=names),
+            "det": P.det_figure({names[0]: frames, names[1]: videos}, warning)}
+    curves = {f"{nouns[0]}s, raw": frames, f"{nouns[1]}s, raw": videos}
     cal = result["checkpoint"]["calibration"]
     if is_calibrated(cal):
         calibrated, calibrated_videos_table = calibrated_videos(frames, rule, cal)
-        curves[f"frames, Platt-scaled (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})"] = calibrated
+        curves[f"{nouns[0]}s, Platt-scaled (T={cal['temperature']:.2f}, b={cal.get('bias', 0.0):.2f})"] = calibrated
         if has_video_map(cal):
-            curves[f"videos, Platt-scaled (T_video={cal.get('video_temperature', 1.0):.2f}, "
+            curves[f"{nouns[1]}s, Platt-scaled (T_video={cal.get('video_temperature', 1.0):.2f}, "
                    f"b_video={cal.get('video_bias', 0.0):.2f})"] = calibrated_videos_table
     figs["reliability"] = P.reliability_figure(curves, warning=warning)
-    figs["scores_video"] = P.score_histogram_figure(videos, "video", warning=warning)
-    figs["scores_frame"] = P.score_histogram_figure(frames, "frame", warning=warning)
+    figs["scores_video"] = P.score_histogram_figure(videos, nouns[1], warning=warning)
+    figs["scores_frame"] = P.score_histogram_figure(frames, nouns[0], warning=warning)
     return figs
 
 

@@ -7,7 +7,7 @@ The folder (written under a staging name and renamed into place only when every 
   largest absolute logit difference <= `verify.atol`, else no export.
 - `face_detector.onnx` (face-level models): the RetinaFace file the crops depend on (hash checked
   against the one the checkpoint's training data was preprocessed with). Image-level models use
-  no face detector; their card carries the ImageSpec (`image_preprocessing`) the scan tiles with.
+  no face detector; their card's spec carries the ImageSpec the scan tiles with.
 - `weights.safetensors` (plain timm models): reloaded through `timm.create_model` and compared
   with the checkpoint's logits (<= 1e-6), so a head timm would drop cannot ship. A detector
   family adds `family.safetensors` (its parts beside the timm backbone); the two rebuild the
@@ -16,12 +16,14 @@ The folder (written under a staging name and renamed into place only when every 
   `model.int8.onnx` (static QDQ, calibrated on training crops, refused when validation AUC drops
   more than the configured bound).
 - `triton/<name>/config.pbtxt` + `triton/<name>/1/model.onnx`, checked against the graph.
-- `model_card.json` (source of truth, SHA-256 of every other file) and `MODEL_CARD.md`.
+- `model_card.json` (source of truth, SHA-256 of every other file; `spec` is the checkpoint's
+  ModelSpec with the shipped detector file named) and `MODEL_CARD.md`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -34,23 +36,24 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.faces import detector_weights
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 from faketrace.datasets.schema import read_index
-from faketrace.datasets.transforms import eval_transform
+from faketrace.datasets.transforms import spec_eval_transform
 from faketrace.engine import metrics as M
 from faketrace.engine.checkpoint import load_checkpoint, versions
-from faketrace.engine.evaluate import DIFFUSION_NOTE, checkpoint_level, image_dataset, model_from_checkpoint
+from faketrace.engine.evaluate import DIFFUSION_NOTE, image_dataset
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.models.backbones import load_exported_weights
 from faketrace.models.card import CARD_FILE, MARKDOWN_FILE, file_hashes, render_markdown
 from faketrace.models.export import export_onnx, export_safetensors
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.spec import InputSpec, ModelSpec, checkpoint_spec
 from faketrace.models.triton import check_repository, safe_model_name, write_repository
 
 log = logging.getLogger(__name__)
-MODEL_CARD_VERSION = 2
+MODEL_CARD_VERSION = 3  # 3: the ModelSpec under "spec" (versions 1 and 2 are migrated on load)
 # Verification always runs at these batch sizes: single images (the predictor's case) and a
 # batch, so that the dynamic batch dimension is exercised. Not configurable, so not skippable.
 VERIFY_BATCH_SIZES = (1, 8)
@@ -65,12 +68,12 @@ class ExportVerificationError(RuntimeError):
 
 # -- data ---------------------------------------------------------------------------------------
 
-def crop_dataset(cfg: DictConfig, spec: dict, split: str, faces: pd.DataFrame | None = None) -> FaceCropDataset:
+def crop_dataset(cfg: DictConfig, spec: InputSpec, split: str, faces: pd.DataFrame | None = None
+                 ) -> FaceCropDataset:
     """Every face crop of a split, transformed exactly as evaluation does."""
     if faces is None:
         faces, _, _ = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
-    return FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(spec["input_size"], spec["mean"], spec["std"], resize_method(spec)),
-                           split=split)
+    return FaceCropDataset(faces, cfg.data.faces_dir, spec_eval_transform(spec), split=split)
 
 
 def spread_images(ds: FaceCropDataset, n: int, what: str) -> torch.Tensor:
@@ -182,7 +185,7 @@ def verify_family_round_trip(model: torch.nn.Module, ckpt: dict, weights_path: P
         raise ExportVerificationError(f"{weights_path.name} + {family_path.name} give logits {diff:.3g} away from "
                                       f"the checkpoint's (limit {atol:g})")
     return {"max_abs_logit_diff": diff, "tolerance": atol, "n_images": int(len(images)),
-            "call": "Detector.load_trained_state(backbone, family), the class and arguments of model_spec.init"}
+            "call": "Detector.load_trained_state(backbone, family), the class and arguments of architecture.init"}
 
 
 # -- optional artefacts -------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def _score_with_onnx(session, ds: FaceCropDataset, batch: int = 32) -> np.ndarra
     return np.concatenate(logits).astype(np.float64)
 
 
-def quantize_int8(cfg: DictConfig, spec: dict, rule: str, src: Path, dst: Path, faces: pd.DataFrame) -> dict:
+def quantize_int8(cfg: DictConfig, spec: InputSpec, rule: str, src: Path, dst: Path, faces: pd.DataFrame) -> dict:
     """Static int8 QDQ calibrated on training crops; written only if validation AUC holds up."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -350,7 +353,7 @@ def never_seen(ckpt: dict, splits: dict, extra) -> list[str]:
     if train:
         fakes = [m for m in train["methods"] if m != "real"]
         out.append(f"manipulation methods other than {', '.join(f'`{m}`' for m in fakes)} (the training split's)")
-    if ckpt["preprocessing"].get("level") == "image":
+    if checkpoint_spec(ckpt).level == "image":
         out.append("diffusion output (inpainting or full generation), unless the training methods above are some: "
                    "pasted, resampled regions are a stand-in for inpainting, not the real thing")
     if (data.get("index_meta") or {}).get("synthetic"):
@@ -382,18 +385,20 @@ def staged_folder(final: Path):
 def export_checkpoint(cfg: DictConfig) -> dict:
     ckpt = load_checkpoint(cfg.ckpt_path)
     ckpt_sha = sha256_file(cfg.ckpt_path)
-    spec = ckpt["preprocessing"]["input"]
-    if (spec.get("clip_length") or 1) > 1:
+    model_spec = checkpoint_spec(ckpt)
+    spec = model_spec.input
+    arch = ckpt["architecture"]
+    if model_spec.clip_length > 1:
         # The graph, the predictor and the scan all feed single frames; a clip model scored that
         # way would not be the model that was evaluated.
-        raise ExportVerificationError(f"family {ckpt['model_spec']['family']!r} scores clips of "
-                                      f"{spec['clip_length']} crops; export, the predictor and the scan take single "
+        raise ExportVerificationError(f"family {arch['family']!r} scores clips of "
+                                      f"{model_spec.clip_length} crops; export, the predictor and the scan take single "
                                       "frames, so clip models are not exported (evaluate.py scores them)")
     model = model_from_checkpoint(ckpt)
     evaluation = evaluation_summary(cfg.evaluation, ckpt_sha) if cfg.get("evaluation") else None
     robustness = robustness_summary(cfg.robustness, ckpt_sha) if cfg.get("robustness") else None
     split = verification_split(cfg, evaluation)
-    image_level = checkpoint_level(ckpt) == "image"
+    image_level = model_spec.level == "image"
     what = f"verify the export with in split {split!r}"
     if image_level:
         faces, det_bytes = None, None
@@ -403,26 +408,27 @@ def export_checkpoint(cfg: DictConfig) -> dict:
         images = spread_images(crop_dataset(cfg, spec, split, faces), int(cfg.verify.n_images), what)
         # The crops the model saw came from this detector: ship the same file, or refuse.
         det_bytes = detector_weights()
-        trained_with = ckpt["preprocessing"]["detector"].get("weights_sha256")
+        trained_with = model_spec.face.detector.weights_sha256
         if trained_with and sha256_bytes(det_bytes) != trained_with:
             raise ExportVerificationError(f"installed face detector (sha256 {sha256_bytes(det_bytes)[:12]}…) is not "
                                           f"the one the training crops were made with ({trained_with[:12]}…)")
 
     with staged_folder(Path(cfg.out_dir)) as out:
-        onnx_info = export_onnx(model, out / "model.onnx", spec["input_size"], int(cfg.opset))
+        onnx_info = export_onnx(model, out / "model.onnx", spec.side, int(cfg.opset))
         check = verify_onnx(model, out / "model.onnx", images, float(cfg.verify.atol), split=split)
-        detector = None
         if det_bytes is not None:
             atomic_write_bytes(out / DETECTOR_FILE, det_bytes)
-            detector = {**ckpt["preprocessing"]["detector"], "file": DETECTOR_FILE, "sha256": sha256_bytes(det_bytes)}
+            # The card's spec names the file it ships (its hash is the one the crops were made with).
+            model_spec = model_spec.replace(face=dataclasses.replace(model_spec.face, detector=dataclasses.replace(
+                model_spec.face.detector, file=DETECTOR_FILE, weights_sha256=sha256_bytes(det_bytes))))
 
-        meta = {"faketrace.backbone": ckpt["model_spec"]["backbone"], "faketrace.num_classes": "1",
+        meta = {"faketrace.backbone": arch["backbone"], "faketrace.num_classes": "1",
                 "faketrace.fit_for_casework": str(ckpt["fit_for_casework"]).lower()}
         if getattr(model, "plain_timm", False):
             export_safetensors(model.backbone, out / "weights.safetensors", meta)
             weights = {"file": "weights.safetensors", "keys": "plain timm",
                        "round_trip": verify_timm_round_trip(model, out / "weights.safetensors",
-                                                            ckpt["model_spec"]["backbone"], images)}
+                                                            arch["backbone"], images)}
         else:
             # A family is more than a timm model: the timm backbone keeps its plain keys in
             # weights.safetensors, what the family adds (second stream, decoder, probe) goes to
@@ -435,14 +441,14 @@ def export_checkpoint(cfg: DictConfig) -> dict:
                                                               out / FAMILY_FILE, images)}
         fp16 = (export_fp16(model, out / "model.onnx", out / "model.fp16.onnx", images, float(cfg.fp16.atol))
                 if cfg.fp16.enabled else None)
-        rule = ckpt["preprocessing"]["aggregation"]
+        rule = model_spec.video.rule
         if cfg.quantize.enabled and image_level:
             # Its AUC check scores face crops; tiles would need the tile rule first. Not built yet.
             raise ExportVerificationError("quantize.enabled: int8 export is measured on face crops and is not "
                                           "available for image-level models")
         quant = (quantize_int8(cfg, spec, rule, out / "model.onnx", out / "model.int8.onnx", faces)
                  if cfg.quantize.enabled else None)
-        name = f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}"
+        name = model_name(ckpt)
         triton = None
         if cfg.triton.enabled:
             triton = write_repository(out / "model.onnx", out / "triton", cfg.triton.model_name or safe_model_name(name),
@@ -450,7 +456,7 @@ def export_checkpoint(cfg: DictConfig) -> dict:
             triton = {"repository": "triton", **triton,
                       "check": check_repository(out / "triton" / triton["model_name"])}
         splits = training_splits(ckpt, cfg)
-        card = model_card(ckpt, cfg, name, onnx_info, check, detector, weights, fp16, quant, triton, splits,
+        card = model_card(ckpt, model_spec, cfg, name, onnx_info, check, weights, fp16, quant, triton, splits,
                           evaluation, robustness, ckpt_sha)
         card["files"] = file_hashes(out)
         atomic_write_text(out / MARKDOWN_FILE, render_markdown(card))
@@ -462,11 +468,17 @@ def export_checkpoint(cfg: DictConfig) -> dict:
     return card
 
 
-def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: dict, detector: dict, weights: dict,
+def model_name(ckpt: dict) -> str:
+    arch = ckpt["architecture"]
+    return f"faketrace-{arch['family']}-{arch['backbone']}"
+
+
+def model_card(ckpt: dict, spec: ModelSpec, cfg: DictConfig, name: str, onnx_info: dict, check: dict, weights: dict,
                fp16: dict | None, quant: dict | None, triton: dict | None, splits: dict, evaluation: dict | None,
                robustness: dict | None, ckpt_sha: str) -> dict:
-    spec = ckpt["preprocessing"]
-    image_level = checkpoint_level(ckpt) == "image"
+    """model_card.json: the spec (what the model looks at) and everything else a user must know."""
+    image_level = spec.level == "image"
+    arch = ckpt["architecture"]
     card_text = OmegaConf.to_container(cfg.card, resolve=True)
     by_level = card_text.pop("image_level", None) or {}
     if image_level:  # the policy text of whole-image models replaces the face-crop one
@@ -478,23 +490,17 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
         "casework_note": ckpt["casework_note"],
         "warning": None if ckpt["fit_for_casework"] else f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}",
         "task": ("binary whole-image manipulation detection on native-resolution tiles (1 = manipulated); the "
-                 f"image score is the {spec['image']['aggregation']} of the tile probabilities" if image_level
+                 f"image score is the {spec.image.aggregation} of the tile probabilities" if image_level
                  else "binary face-manipulation detection on face crops (1 = manipulated)"),
-        "level": checkpoint_level(ckpt),
-        "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
-        # The resize the model is fed with (older checkpoints recorded timm's interpolation instead).
-        "input": {**spec["input"], "resize": resize_method(spec["input"]), "interpolation": resize_method(spec["input"])},
+        "level": spec.level,
+        "family": arch["family"], "backbone": arch["backbone"],
+        "spec": spec.to_dict(),
         "output": {"name": "logit", "input_name": "image", "shape": ["batch"],
                    "probability": ckpt["calibration"].get("probability", {}).get("frame", "sigmoid(logit)"),
                    # Platt scaling's T and b (method "platt"; identity when none is applied).
                    "calibration_method": ckpt["calibration"].get("method"),
                    "temperature": ckpt["calibration"]["temperature"], "bias": ckpt["calibration"].get("bias", 0.0)},
-        "face_preprocessing": spec.get("face"), "face_detector": detector,
-        "image_preprocessing": spec.get("image"),
         "image_note": DIFFUSION_NOTE if image_level else None,
-        "frames_per_video": spec["frames_per_video_eval"] if image_level else spec["face"]["frames_per_video"],
-        "trained_media": spec.get("trained_media"),
-        "video_aggregation": spec["aggregation"],
         "calibration": ckpt["calibration"],
         "training": {"data": ckpt["data"], "splits": splits, "epoch": ckpt["epoch"], "monitor": ckpt["monitor"],
                      "best_validation_score": ckpt["best_score"], "validation_metrics": ckpt["metrics"].get("best_val"),
@@ -511,10 +517,10 @@ def model_card(ckpt: dict, cfg: DictConfig, name: str, onnx_info: dict, check: d
         "triton": triton,
         "source_checkpoint": {"path": str(cfg.ckpt_path), "sha256": ckpt_sha},
         "git_sha": ckpt["git_sha"], "versions": {"training": ckpt["versions"], "export": versions()},
-        "timm_load": (f"model = timm.create_model('{ckpt['model_spec']['backbone']}', pretrained=True, num_classes=1, "
+        "timm_load": (f"model = timm.create_model('{arch['backbone']}', pretrained=True, num_classes=1, "
                       "pretrained_cfg_overlay=dict(file='weights.safetensors', num_classes=1))"
                       if not weights.get("family_file") else
-                      f"# weights.safetensors is the backbone only; the detector is {ckpt['model_spec']['target']}: "
+                      f"# weights.safetensors is the backbone only; the detector is {arch['target']}: "
                       "load_trained_state(load_file('weights.safetensors'), load_file('family.safetensors'))"),
         "files_note": f"SHA-256 of every file in the folder except {CARD_FILE} itself",
     }

@@ -91,6 +91,12 @@ class SAM(torch.optim.Optimizer):
                 if "e_w" in self.state[p]:
                     p.sub_(self.state[p].pop("e_w"))
         self.base_optimizer.step()
+        # A learning-rate scheduler built on SAM wraps SAM.step to check that the update comes
+        # before scheduler.step(); the update runs here, through the base optimiser, so record it
+        # as torch's wrapper would. Without this torch warns "lr_scheduler.step() before
+        # optimizer.step()" on the first step, although no learning-rate value is skipped: the
+        # scheduler steps after every second_step (tests/test_sam_schedule.py).
+        self._opt_called = True
 
     def step(self, closure=None):
         if closure is None:

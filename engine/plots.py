@@ -4,6 +4,7 @@ legends before anything is written); `save` writes and closes it.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,27 +23,37 @@ TPR_AXIS = "true positive rate (fake called fake)"
 
 def save(fig, path: str | Path, dpi: int = 120) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed outside the axes stay in the file
     plt.close(fig)
     return Path(path)
 
 
+def title_lines(text: str, warning: str | None, width: int = 62, max_lines: int = 3) -> str:
+    """The title, then the warning wrapped at word boundaries (shortened with an ellipsis, never cut mid-word)."""
+    if not warning:
+        return text
+    short = textwrap.shorten(warning, width=width * max_lines, placeholder=" ...")
+    return text + "\n" + "\n".join(textwrap.wrap(short, width))
+
+
 def _title(ax, text: str, warning: str | None) -> None:
-    ax.set_title(text + ("\n" + warning[:60] if warning else ""), fontsize=9)
+    ax.set_title(title_lines(text, warning), fontsize=8)
 
 
 def roc_figure(frames: pd.DataFrame, videos: pd.DataFrame, rule: str, band: dict | None = None,
-               warning: str | None = None):
-    """Frame- and video-level ROC; `band` (from metrics.roc_band) shades the video curve's interval."""
+               warning: str | None = None, names: tuple[str, str] | None = None):
+    """Frame- and video-level ROC; `band` (from metrics.roc_band) shades the video curve's interval.
+    `names` labels the two levels (image-level models: images under the tile rule, and items)."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    for name, table in (("frame level", frames), (f"video level ({rule})", videos)):
+    names = names or ("frame level", f"video level ({rule})")
+    for name, table in ((names[0], frames), (names[1], videos)):
         if table["label"].nunique() < 2:
             continue
         fpr, tpr, _ = M.roc_points(table["label"], table["score"])
         ax.plot(fpr, tpr, label=f"{name}, AUC {M.roc_auc(table['label'], table['score']):.3f}")
     if band is not None:
         ax.fill_between(band["fpr"], band["low"], band["high"], alpha=0.2, color="C1",
-                        label=f"video {band['level']:.0%} bootstrap band ({band['n_resamples']} resamples)")
+                        label=f"{names[1].split(' ')[0]} {band['level']:.0%} bootstrap band ({band['n_resamples']} resamples)")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="chance")
     ax.set_xlabel(FPR_AXIS)
     ax.set_ylabel(TPR_AXIS)
@@ -54,16 +65,20 @@ def roc_figure(frames: pd.DataFrame, videos: pd.DataFrame, rule: str, band: dict
 def det_figure(curves: dict[str, pd.DataFrame], warning: str | None = None):
     """Detection error trade-off on normal-deviate axes; `curves` maps a name to a table (label, score)."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    eps = 1e-4
+    # Rates of 0 and 1 have no normal deviate: they are drawn on the axes' edges (0.1 % and 99.9 %),
+    # inside the frame, and the axis label says so.
+    lo, hi = 0.001, 0.999
     for name, table in curves.items():
         if table["label"].nunique() < 2:
             continue
         fpr, tpr, _ = M.roc_points(table["label"], table["score"])
-        ax.plot(norm.ppf(np.clip(fpr, eps, 1 - eps)), norm.ppf(np.clip(1 - tpr, eps, 1 - eps)), label=name)
-    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+        ax.plot(norm.ppf(np.clip(fpr, lo, hi)), norm.ppf(np.clip(1 - tpr, lo, hi)), label=name, clip_on=False)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.999])
     ax.set_xticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks], fontsize=7)
     ax.set_yticks(norm.ppf(ticks), [f"{t:.1%}" for t in ticks], fontsize=7)
-    ax.set_xlabel("false positive rate (real called fake)")
+    ax.set_xlim(norm.ppf(lo), norm.ppf(hi))
+    ax.set_ylim(norm.ppf(lo), norm.ppf(hi))
+    ax.set_xlabel("false positive rate (real called fake)\nrates of 0 drawn at 0.1 %, of 1 at 99.9 %", fontsize=8)
     ax.set_ylabel("false negative rate (fake called real)")
     _title(ax, "DET", warning)
     ax.legend(loc="upper right", fontsize=7)
@@ -84,7 +99,8 @@ def reliability_figure(curves: dict[str, pd.DataFrame], n_bins: int = M.ECE_BINS
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     _title(ax, "Reliability", warning)
-    ax.legend(loc="upper left", fontsize=7)
+    # Below the axes: inside, the legend covered the curves of over- or under-confident models.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, ncol=1, frameon=False)
     return fig
 
 

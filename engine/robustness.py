@@ -31,7 +31,8 @@ from faketrace.engine import metrics as M
 from faketrace.engine import plots as P
 from faketrace.engine.checkpoint import load_checkpoint, versions
 from faketrace.engine.evaluate import checkpoint_level, score_split
-from faketrace.engine.train import resolve_device
+from faketrace.engine.inference import resolve_device
+from faketrace.models.spec import checkpoint_spec
 
 log = logging.getLogger(__name__)
 MESSENGER_NOTE = ("image level: the messenger profile (telegram: long side capped, JPEG re-encode; downscale) removes "
@@ -58,16 +59,16 @@ def score_condition(ckpt: dict, index: pd.DataFrame, src_root: Path, work: Path,
     write_index(perturbed, work / "index.parquet", {"perturbation": {"distortion": distortion, "level": level}})
     data = OmegaConf.create({"index_path": str(work / "index.parquet"), "faces_dir": str(work / "faces"),
                              "manifest_path": str(work / "faces" / "manifest.parquet"), "root": str(work / "raw")})
-    rule = cfg.aggregation or ckpt["preprocessing"]["aggregation"]
+    spec = checkpoint_spec(ckpt)
+    rule = cfg.aggregation or spec.video.rule
     device = resolve_device(cfg.device)
-    if checkpoint_level(ckpt) == "image":
+    if spec.level == "image":
         frames = score_split(ckpt, data, cfg.split, cfg.batch_size, cfg.num_workers, device)
-        expected = sum(1 if m == "image" else int(ckpt["preprocessing"]["frames_per_video_eval"])
-                       for m in perturbed["media_type"])
+        expected = sum(1 if m == "image" else int(spec.video.frames_per_video or 4) for m in perturbed["media_type"])
         face_rate = len(frames) / expected if expected else 0.0
     else:
-        spec = PreprocessSpec.from_dict(ckpt["preprocessing"]["face"])
-        manifest = preprocess_index(perturbed, work / "raw", work / "faces", spec, work / "faces" / "manifest.parquet",
+        manifest = preprocess_index(perturbed, work / "raw", work / "faces",
+                                    PreprocessSpec.from_dict(spec.face_pipeline_dict()), work / "faces" / "manifest.parquet",
                                     cfg.get("detector_device", "cpu"))
         face_rate = float((manifest["status"] == "face").mean()) if len(manifest) else 0.0
         faces, _, _ = load_face_table(data.index_path, data.manifest_path)
@@ -119,7 +120,7 @@ def robustness_sweep(cfg) -> pd.DataFrame:
     atomic_write_text(out / "robustness.json", json.dumps(
         {"schema_version": 1, "checkpoint_sha256": sha256_file(cfg.ckpt_path), "versions": versions(),
          "level": checkpoint_level(ckpt),
-         "preprocessing": ckpt["preprocessing"]["image" if image_level else "face"],
+         "spec": checkpoint_spec(ckpt).to_dict(),
          "face_rate": "share of sampled frames that decoded (image level)" if image_level
          else "share of sampled frames with a face",
          "note": note, "rows": table.to_dict("records")}, indent=2, default=str))

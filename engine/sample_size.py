@@ -60,14 +60,17 @@ def decision_record(what: str, auc: float | None, n_fake: int, n_real: int, unit
     return record
 
 
-def selection_record(report: dict, monitor: str, stills: bool = False) -> dict:
+def selection_record(report: dict, monitor: str, media: str = "videos") -> dict:
     """What the choice of the best epoch rests on: the monitored AUC, its interval and the class counts.
 
-    `report` is a validation report (levels frame and video); `monitor` like "val/video_auc".
+    `report` is a validation report (levels frame and video); `monitor` like "val/video_auc";
+    `media` what the validation items are: "videos", "stills" or "videos and stills".
     """
     level = monitor.split("/", 1)[1].split("_", 1)[0]
     part = report.get(level) or {}
-    unit = "images" if stills else ("videos" if level == "video" else "frames")
+    stills = media == "stills"
+    unit = ("frames" if level != "video" else "images" if stills else "videos" if media == "videos"
+            else f"items ({media})")
     record = decision_record("model selection", part.get("auc"), int(part.get("n_fake") or 0),
                              int(part.get("n_real") or 0), unit=unit)
     return {"monitor": monitor, "level": "item (still image)" if stills and level == "video" else level, **record}

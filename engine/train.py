@@ -29,13 +29,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 from tqdm import tqdm
 
-from faketrace.datasets.face_pipeline import resize_method
 from faketrace.datasets.frames import FaceCropDataset, load_face_table
 from faketrace.datasets.image_pipeline import ImageSpec
-from faketrace.datasets.images import ImageCropDataset, ImageTileDataset, collate_frames, load_image_table
+from faketrace.datasets.images import ImageCropDataset, ImageTileDataset, load_image_table
 from faketrace.datasets.preprocess import PreprocessSpec
 from faketrace.datasets.transforms import eval_transform, train_transform
 from faketrace.engine import metrics as M
@@ -49,11 +47,21 @@ from faketrace.engine.checkpoint import (
     set_rng_state,
     versions,
 )
-from faketrace.engine.distributed import DistContext, init_distributed, shutdown_distributed
+from faketrace.engine.distributed import init_distributed, shutdown_distributed
+from faketrace.engine.inference import make_loader, resolve_device, score_frames
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
 from faketrace.engine.recipes import check_face_crops
 from faketrace.engine.sample_size import selection_record
+from faketrace.models.spec import (
+    ClipSpec,
+    DomainSpec,
+    InputSpec,
+    ModelSpec,
+    TrainingSpec,
+    VideoSpec,
+    face_spec_from_pipeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +70,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(accelerator: str) -> torch.device:
-    if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(accelerator)
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -92,41 +94,6 @@ def autocast_context(device: torch.device, precision: str):
             raise ValueError("fp16 mixed precision needs a GPU; use trainer.precision=bf16 on CPU")
         return torch.autocast("cuda", dtype=torch.float16)
     raise ValueError(f"unknown precision {precision!r}; use 32, bf16 or 16-mixed")
-
-
-def _worker_init(worker_id: int) -> None:
-    # Each worker's numpy/python RNG from its torch seed (itself from the epoch's generator).
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    torch.set_num_threads(1)
-
-
-def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None,
-                balanced: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often.
-
-    Shuffled training order comes from one permutation of the seed, split across ranks, so N
-    processes with batch b see, step by step, the same samples as one process with batch N*b.
-    """
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    sampler = None
-    if balanced:
-        labels = np.asarray(dataset.labels())
-        counts = np.bincount(labels, minlength=2).astype(np.float64)
-        weights = 1.0 / counts[labels]
-        rank_gen = torch.Generator().manual_seed((seed or 0) + rank)
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                        num_samples=math.ceil(len(labels) / world_size), replacement=True,
-                                        generator=rank_gen)
-        shuffle = False
-    elif shuffle:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed or 0,
-                                     drop_last=False)
-        shuffle = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
-                      worker_init_fn=_worker_init, generator=generator, drop_last=False,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 
 class ModelEma:
@@ -154,156 +121,6 @@ class ModelEma:
                 ema_v.mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 ema_v.copy_(v)
-
-
-@torch.no_grad()
-def predict(model, dataset: FaceCropDataset, batch_size: int, num_workers: int, device: torch.device,
-            limit_batches: int | None = None, channels_last: bool = False,
-            dist_ctx: DistContext | None = None) -> pd.DataFrame:
-    """Frame table of a dataset: its manifest/index columns plus logit and score (probability).
-
-    Always full precision, so training-time validation and evaluate.py give the same numbers.
-    Under DDP each rank scores every world_size-th sample (no padding, so no duplicates) and the
-    ranks' results are gathered and put back in dataset order on every rank.
-    """
-    ctx = dist_ctx or DistContext()
-    model.eval()
-    logits, rows = [], []
-    shard = dataset if not ctx.enabled else Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-    loader = make_loader(shard, batch_size, num_workers, shuffle=False)
-    for b, batch in enumerate(loader):
-        if limit_batches is not None and b >= limit_batches:
-            break
-        images = batch["image"].to(device)
-        if channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits.append(model(images).float().cpu())
-        rows.append(batch["index"])
-    idx = torch.cat(rows).numpy() if rows else np.zeros(0, dtype=np.int64)
-    logit = torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
-    if ctx.enabled:
-        parts = ctx.all_gather((idx, logit))
-        idx = np.concatenate([p[0] for p in parts])
-        logit = np.concatenate([p[1] for p in parts])
-        order = np.argsort(idx, kind="stable")
-        idx, logit = idx[order], logit[order]
-    table = dataset.table.iloc[idx][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
-    table["logit"] = logit
-    table["score"] = M.sigmoid(logit)
-    return table
-
-
-@torch.no_grad()
-def predict_tiles(model, dataset: ImageTileDataset, batch_size: int, num_workers: int, device: torch.device,
-                  limit_batches: int | None = None, channels_last: bool = False,
-                  dist_ctx: DistContext | None = None, with_maps: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Tile table of an image-level dataset (one row per tile: box, logit, score), and maps.
-
-    The loader batches frames (`max(1, batch_size // 8)` at a time) and the model sees at most
-    `batch_size` tiles per call. With `with_maps` (a model with a "map" output, single process),
-    each frame that has a truth mask gets its map stitched from its tiles (the mean where tiles
-    overlap): {(video_id, frame_index): (map, truth)}, both float32 at the frame's resolution.
-    Frames that do not decode have no tile rows; the table's attrs list them as `errors`.
-    """
-    ctx = dist_ctx or DistContext()
-    if with_maps and ctx.enabled:
-        raise ValueError("manipulation maps are computed in a single process")
-    model.eval()
-    shard = dataset if not ctx.enabled else Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-    frames_per_batch = max(1, int(batch_size) // 8)
-    loader = DataLoader(shard, batch_size=frames_per_batch, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_frames, worker_init_fn=_worker_init)
-    owners, boxes, logits, errors, maps = [], [], [], {}, {}
-    for b, batch in enumerate(loader):
-        if limit_batches is not None and b >= limit_batches:
-            break
-        tiles = batch["tiles"]
-        out_logits, out_maps = [], []
-        for start in range(0, len(tiles), int(batch_size)):
-            x = tiles[start:start + int(batch_size)].to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if with_maps:
-                outputs = model(x, with_aux=True)
-                out_logits.append(outputs["logits"].float().cpu())
-                out_maps.append(torch.sigmoid(outputs["map"].float()).cpu())
-            else:
-                out_logits.append(model(x).float().cpu())
-        if out_logits:
-            logits.append(torch.cat(out_logits))
-        owners.append(batch["owner"])
-        boxes.append(batch["boxes"])
-        for row, error in zip(batch["rows"], batch["errors"], strict=True):
-            if error:
-                errors[row] = error
-        if with_maps and out_maps:
-            tile_maps = torch.cat(out_maps).numpy()
-            owner = batch["owner"].numpy()
-            for row, truth, (h, w) in zip(batch["rows"], batch["masks"], batch["shapes"], strict=True):
-                if truth is None:
-                    continue
-                pick = np.flatnonzero(owner == row)
-                acc, count = np.zeros((h, w), np.float64), np.zeros((h, w), np.int64)
-                for t in pick:
-                    x0, y0, x1, y1 = (int(v) for v in batch["boxes"][t])
-                    acc[y0:y1, x0:x1] += tile_maps[t, :y1 - y0, :x1 - x0]
-                    count[y0:y1, x0:x1] += 1
-                item = dataset.table.iloc[row]
-                maps[(item["video_id"], int(item["frame_index"]))] = ((acc / np.maximum(count, 1)).astype(np.float32),
-                                                                      truth.astype(np.float32))
-    owner = torch.cat(owners).numpy() if owners else np.zeros(0, np.int64)
-    box = torch.cat(boxes).numpy() if boxes else np.zeros((0, 4), np.int64)
-    logit = torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
-    if ctx.enabled:
-        parts = ctx.all_gather((owner, box, logit, errors))
-        owner = np.concatenate([p[0] for p in parts])
-        box = np.concatenate([p[1] for p in parts])
-        logit = np.concatenate([p[2] for p in parts])
-        errors = {k: v for p in parts for k, v in p[3].items()}
-        order = np.argsort(owner, kind="stable")
-        owner, box, logit = owner[order], box[order], logit[order]
-    table = dataset.table.iloc[owner][["video_id", "frame_index", "label", "method", "split"]].reset_index(drop=True)
-    table["tile_index"] = table.groupby(["video_id", "frame_index"]).cumcount()
-    table[["x0", "y0", "x1", "y1"]] = box.reshape(-1, 4)
-    table["logit"] = logit
-    table["score"] = M.sigmoid(logit)
-    table.attrs["errors"] = {f"{dataset.table.iloc[k]['video_id']}#{dataset.table.iloc[k]['frame_index']}": v
-                             for k, v in errors.items()}
-    return table, maps
-
-
-def frames_from_tiles(tiles: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """Frame table from a tile table: score = max or mean of tile probabilities (named by `rule`).
-
-    `logit` is the logit of that score (for max, exactly the largest tile logit), so temperature
-    calibration works on image-level frames as on face crops.
-    """
-    if rule not in ("max", "mean"):
-        raise ValueError(f"unknown tile aggregation {rule!r}; known: max, mean")
-    keys = ["video_id", "frame_index"]
-    grouped = tiles.groupby(keys, sort=True)
-    out = grouped[["label", "method", "split"]].first()
-    out["n_tiles"] = grouped.size()
-    if rule == "max":
-        out["logit"] = grouped["logit"].max()
-        out["score"] = M.sigmoid(out["logit"].to_numpy())
-    else:
-        out["score"] = grouped["score"].mean()
-        out["logit"] = M.logit(out["score"].to_numpy())
-    out = out.reset_index()
-    out.attrs = dict(tiles.attrs, tile_aggregation=rule)
-    return out
-
-
-def score_frames(model, dataset, batch_size: int, num_workers: int, device: torch.device,
-                 limit_batches: int | None = None, channels_last: bool = False,
-                 dist_ctx: DistContext | None = None) -> pd.DataFrame:
-    """Frame table of any evaluation dataset: face crops as scored, image tiles aggregated per frame."""
-    if isinstance(dataset, ImageTileDataset):
-        tiles, _ = predict_tiles(model, dataset, batch_size, num_workers, device, limit_batches, channels_last,
-                                 dist_ctx)
-        return frames_from_tiles(tiles, dataset.spec.aggregation)
-    return predict(model, dataset, batch_size, num_workers, device, limit_batches, channels_last, dist_ctx)
 
 
 def image_spec_from_config(cfg: DictConfig, input_size: int) -> ImageSpec:
@@ -346,7 +163,6 @@ class Trainer:
         self.model = instantiate(cfg.model).to(self.device)
         # Same initial weights everywhere (seed), then a different stream per rank (seed + rank).
         seed_everything(int(cfg.seed) + self.dist.rank)
-        spec = self.model.input_spec()
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in (True, "auto")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -355,9 +171,10 @@ class Trainer:
         self.synthesis = instantiate(cfg.synthesis) if cfg.get("synthesis") else None
         self.val_synthesis = (self.synthesis if self.synthesis is not None
                               and self.synthesis.validate_on == "synthetic" else None)
-        self.train_set, self.val_set, self.preprocessing = build_datasets(
-            cfg, spec, synthesis=self.synthesis, val_synthesis=self.val_synthesis, targets=self.model.targets)
-        self.index_meta = self.preprocessing.pop("index_meta")
+        self.train_set, self.val_set, self.spec, records = build_datasets(
+            cfg, self.model.input_spec(), clip_length=self.model.clip_length, synthesis=self.synthesis,
+            val_synthesis=self.val_synthesis, targets=self.model.targets)
+        self.index_meta, self.crop_check = records["index_meta"], records["crop_check"]
         if self.synthesis is not None:
             log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
                      _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
@@ -409,17 +226,17 @@ class Trainer:
             "model_family_raw": None if self.ema is None else _cpu(self.model.family_state_dict()),
             "ema": None if self.ema is None else {"decay": self.ema.decay, "updates": self.ema.updates},
             "epochs_without_improvement": self.epochs_without_improvement,
-            "model_spec": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-                           "family": self.model.family, "backbone": self.model.backbone_name,
-                           "init": OmegaConf.to_container(self.cfg.model, resolve=True),
-                           "input": self.model.input_spec()},
+            # How to rebuild the network, and what it looks at (models/spec.py).
+            "architecture": {"target": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                             "family": self.model.family, "backbone": self.model.backbone_name,
+                             "init": OmegaConf.to_container(self.cfg.model, resolve=True)},
+            "spec": self.spec.to_dict(),
+            "crop_check": self.crop_check,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "global_step": self.global_step,
             "best_score": float(self.best_score), "monitor": self.cfg.monitor,
             "config": cfg_yaml,
-            "preprocessing": {**self.preprocessing, "input": self.model.input_spec(),
-                              "aggregation": self.cfg.aggregation},
             "calibration": {"method": "none", "temperature": 1.0,
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
@@ -527,7 +344,9 @@ class Trainer:
             loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
                                  seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced),
                                  rank=self.dist.rank, world_size=self.dist.world_size)
-            bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
+            # Epochs are counted from 1 wherever a person reads them (log, metrics rows, checkpoint).
+            bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
+                       unit="batch", leave=False,
                        disable=not cfg.trainer.progress_bar, mininterval=1.0)
             t0, seen, losses = time.perf_counter(), 0, []
             window: list[dict] = []
@@ -544,13 +363,13 @@ class Trainer:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}", refresh=False)
                 if self.global_step % int(cfg.trainer.log_every_n_steps) == 0:
-                    logger.log({"step": self.global_step, "epoch": epoch, "train/loss": loss,
+                    logger.log({"step": self.global_step, "epoch": epoch + 1, "train/loss": loss,
                                 "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
             self.epoch = epoch + 1
             val_report, val_table = self.validate()
             score = _monitor_value(val_report, cfg.monitor)
             improved = score is not None and score > self.best_score
-            row = {"step": self.global_step, "epoch": epoch, "train/loss_epoch": float(np.mean(losses)) if losses
+            row = {"step": self.global_step, "epoch": epoch + 1, "train/loss_epoch": float(np.mean(losses)) if losses
                    else None, "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
                    **_flat_val(val_report)}
             if improved and score > self.best_score + float(cfg.trainer.early_stopping.min_delta):
@@ -562,15 +381,18 @@ class Trainer:
                 self.best_metrics = val_report
                 self.best_val_table = val_table
             logger.log(row)
-            self.val_stills = stills_only(val_table)
+            val_media = media_of(val_table)
+            self.val_stills = val_media == "stills"
             if improved:
-                self.selection = selection_record(val_report, cfg.monitor, self.val_stills)
+                self.selection = selection_record(val_report, cfg.monitor, val_media)
                 if self.selection["warning"] and not self.selection_warned:
                     log.warning("%s", self.selection["warning"])
                     self.selection_warned = True
-            item = "image" if self.val_stills else "video"
-            log.info("epoch %d: loss %.4f, val %s AUC %s, frame AUC %s%s", epoch, row["train/loss_epoch"] or 0, item,
-                     _fmt(val_report["video"]["auc"]), _fmt(val_report["frame"]["auc"]), " (best)" if improved else "")
+            item = "image" if self.level == "image" or self.val_stills else "video"
+            aucs = f"val {item} AUC {_fmt(val_report['video']['auc'])}" + (
+                "" if self.level == "image" else f", frame AUC {_fmt(val_report['frame']['auc'])}")
+            log.info("epoch %d/%d: loss %.4f, %s%s", epoch + 1, cfg.trainer.max_epochs, row["train/loss_epoch"] or 0,
+                     aucs, " (best)" if improved else "")
             if self.dist.is_main:
                 payload = self._payload(val_report)
                 save_checkpoint(payload, self.ckpt_dir / "last.ckpt")
@@ -579,7 +401,7 @@ class Trainer:
             self.dist.barrier()
             patience = cfg.trainer.early_stopping.patience
             if patience is not None and self.epochs_without_improvement >= int(patience):
-                log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, cfg.monitor,
+                log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch + 1, cfg.monitor,
                          self.epochs_without_improvement)
                 self.stopped_early = True
                 break
@@ -626,17 +448,16 @@ class Trainer:
         return calibration
 
 
+# media_of's words as the spec's domain.media.
+MEDIA_OF = {"stills": ("still",), "videos": ("video",), "videos and stills": ("still", "video")}
+
+
 def media_of(*tables: pd.DataFrame) -> str:
     """'stills', 'videos' or 'videos and stills': items of one frame row are stills."""
     counts = pd.concat([t.groupby("video_id").size() for t in tables if len(t)]) if any(len(t) for t in tables) \
         else pd.Series(dtype=int)
     several, single = int((counts > 1).sum()), int((counts == 1).sum())
     return "videos and stills" if several and single else "videos" if several else "stills"
-
-
-def stills_only(table: pd.DataFrame) -> bool:
-    """Whether every item of a frame table is a single frame (a set of still images)."""
-    return len(table) > 0 and bool((table.groupby("video_id").size() == 1).all())
 
 
 def _cpu(state: dict) -> dict:
@@ -647,19 +468,19 @@ def _count_by_method(table: pd.DataFrame) -> dict:
     return {str(k): int(v) for k, v in table.groupby("method").size().items()}
 
 
-def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthesis=None,
+def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1, synthesis=None, val_synthesis=None,
                    targets: tuple[str, ...] = ()) -> tuple:
-    """Training and validation sets of `data.level`, and the preprocessing record for checkpoints.
+    """Training and validation sets of `data.level`, the model spec they define, and the training records.
+
+    The records: `index_meta` (the index's metadata, popped by the Trainer) and `crop_check` (face
+    level: how the manifest's crops fit the model and the recipe; None at image level).
 
     Face level: `synthesis` adds pseudo-fakes of the real training faces (`val_synthesis` of the
-    validation ones), `targets` names what the model trains on beyond labels ("mask").
-
-    The record holds `level`, the face spec and detector (face level) or the ImageSpec (image
-    level), `frames_per_video_eval`, and `index_meta` (popped by the Trainer).
+    validation ones), `targets` names what the model trains on beyond labels ("mask"), and a
+    `clip_length` above 1 makes every sample a clip of consecutive crops (the clip level).
     """
     aug = OmegaConf.to_container(cfg.augment, resolve=True)
-    size, mean, std = input_spec["input_size"], input_spec["mean"], input_spec["std"]
-    resize = resize_method(input_spec)  # the model's recorded resize, used wherever it is fed
+    size, mean, std, interp = input_spec.side, input_spec.mean, input_spec.std, input_spec.interpolation
     level = str(cfg.data.get("level", "face"))
     if level == "image":
         if synthesis is not None:
@@ -669,15 +490,15 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
         spec = image_spec_from_config(cfg, size)
         n_frames = int(image_cfg.frames_per_video)
         table, index_meta = load_image_table(cfg.data.index_path, n_frames)
+        crop_check = None
         # The crop is already the model's input size: the transform's resize is then a no-op.
-        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug, resize), spec,
-                                     split="train", crops_per_item=int(image_cfg.crops_per_item), seed=int(cfg.seed),
-                                     frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
+        train_set = ImageCropDataset(table, cfg.data.root, train_transform(spec.tile_size, mean, std, aug, interp),
+                                     spec, split="train", crops_per_item=int(image_cfg.crops_per_item),
+                                     seed=int(cfg.seed), frames_per_video=n_frames, fake_crop=str(image_cfg.fake_crop),
                                      synthesis=OmegaConf.to_container(image_cfg.synthesis, resolve=True))
         val_set = ImageTileDataset(table, cfg.data.root, spec, input_spec, split="val", frames_per_video=n_frames)
-        preprocessing = {"level": "image", "image": spec.to_dict(), "face": None, "detector": None,
-                         "frames_per_video_eval": n_frames,
-                         "synthesis": OmegaConf.to_container(image_cfg.synthesis, resolve=True)}
+        sections = {"level": "image", "image": spec,
+                    "video": VideoSpec(frames_per_video=n_frames, rule=str(cfg.aggregation))}
         what = f"images or frames in {cfg.data.index_path}"
     else:
         faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
@@ -686,22 +507,30 @@ def build_datasets(cfg: DictConfig, input_spec: dict, synthesis=None, val_synthe
         crop_check = check_face_crops(face_spec.to_dict(), int(size), _required_face(cfg), _literature(cfg),
                                       (cfg.get("recipe") or {}).get("name"), str(cfg.data.manifest_path))
         # What the model asks of the data: blending masks as targets, clips instead of frames.
-        common = {"crop_spec": face_spec, "clip_length": input_spec.get("clip_length")}
-        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, resize), split="train",
-                                    frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+        common = {"crop_spec": face_spec, "clip_length": clip_length if clip_length > 1 else None}
+        train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, interp),
+                                    split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
                                     synthesis=synthesis, masks="mask" in targets, **common)
-        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, resize), split="val",
+        val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, interp), split="val",
                                   seed=cfg.seed, synthesis=val_synthesis, **common)
-        preprocessing = {"level": "face", "face": face_spec.to_dict(), "detector": manifest_meta.get("detector", {}),
-                         "frames_per_video_eval": face_spec.frames_per_video, "crop_check": crop_check}
+        sections = {"level": "clip" if clip_length > 1 else "face",
+                    "face": face_spec_from_pipeline(face_spec.to_dict(), manifest_meta.get("detector")),
+                    "clip": ClipSpec(length=clip_length) if clip_length > 1 else None,
+                    "video": VideoSpec(frames_per_video=face_spec.frames_per_video, rule=str(cfg.aggregation),
+                                       sampling=face_spec.sampling,
+                                       every_k=face_spec.every_k if face_spec.sampling == "every_k" else None)}
         what = f"face crops in {cfg.data.manifest_path}"
-    # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
-    # that never applied to it (a video given to the model later is still sampled at that figure).
-    preprocessing["trained_media"] = media_of(train_set.table, val_set.table)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"need {level}-level items in both train and val splits; found {len(train_set)} train and "
                          f"{len(val_set)} val {what}")
-    return train_set, val_set, {**preprocessing, "index_meta": index_meta}
+    methods = sorted({str(m) for m in train_set.table["method"].unique()} - {"real"})
+    trained_on = TrainingSpec(datasets=(str(cfg.data.name),), methods=tuple(methods),
+                              synthetic=bool(index_meta.get("synthetic")))
+    # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
+    # that never applied to it (a video given to the model later is still sampled at that figure).
+    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)])
+    spec = ModelSpec(input=input_spec, trained_on=trained_on, domain=domain, **sections)
+    return train_set, val_set, spec, {"index_meta": index_meta, "crop_check": crop_check}
 
 
 def _required_face(cfg: DictConfig) -> dict | None:

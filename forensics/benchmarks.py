@@ -50,12 +50,14 @@ def _scan_once(cfg_overrides: list[str], case_dir: Path, evidence: Path) -> tupl
     start = time.perf_counter()
     summary = scan_from_config(cfg)
     seconds = time.perf_counter() - start
-    faces = 0
+    faces = compared = 0
     with open(case_dir / "scan_results.jsonl") as fh:
         next(fh)
         for line in fh:
-            faces += len(json.loads(line).get("faces") or [])
-    return seconds, {"items": summary["items"], "faces": faces}
+            r = json.loads(line)
+            faces += len(r.get("faces") or [])
+            compared += (r.get("people") or {}).get("faces_compared", 0)
+    return seconds, {"items": summary["items"], "faces": faces, "faces_compared_with_people": compared}
 
 
 def bench_scan(args: argparse.Namespace) -> dict:
@@ -65,6 +67,9 @@ def bench_scan(args: argparse.Namespace) -> dict:
     backends = {"pytorch": [f"ckpt_path={Path(args.ckpt).resolve()}"]}
     if args.model_dir:
         backends["onnxruntime"] = [f"model_dir={Path(args.model_dir).resolve()}"]
+    if getattr(args, "people", None):  # the same scans again with a person of interest
+        people = [f"people={{benchmark:{Path(args.people).resolve()}}}", "people_consent=benchmark"]
+        backends.update({f"{name}+people": [*o, *people] for name, o in list(backends.items())})
     results = {"evidence": str(args.inputs), "files": n_files, "repeats": args.repeats, "backends": {}}
     for name, overrides in backends.items():
         times, counts = [], {}
@@ -78,7 +83,16 @@ def bench_scan(args: argparse.Namespace) -> dict:
                                      "seconds": [round(t, 3) for t in times]}
         print(f"{name:12s} {counts['items']} items, {counts['faces']} faces: median {med:.2f} s, "
               f"{counts['items'] / med:.1f} items/s, {counts['faces'] / med:.1f} faces/s")
-    if len(results["backends"]) == 2:
+    for name in [n for n in results["backends"] if n.endswith("+people")]:
+        with_p, without = results["backends"][name], results["backends"][name.removesuffix("+people")]
+        ratio = with_p["items_per_s"] / without["items_per_s"]
+        extra = with_p["median_seconds"] - without["median_seconds"]
+        per_face = extra / with_p["faces_compared_with_people"] if with_p["faces_compared_with_people"] else None
+        results[f"{name}_vs_without_items_per_s"] = ratio
+        results[f"{name}_extra_ms_per_face_compared"] = None if per_face is None else per_face * 1000
+        print(f"{name}: items/s x{ratio:.2f} of the scan without people; "
+              + (f"{per_face * 1000:.1f} ms more per face compared" if per_face is not None else "no face compared"))
+    if "onnxruntime" in results["backends"]:
         ratio = results["backends"]["onnxruntime"]["items_per_s"] / results["backends"]["pytorch"]["items_per_s"]
         results["onnx_vs_pytorch_items_per_s"] = ratio
         print(f"ONNX Runtime / PyTorch items/s: {ratio:.2f}")

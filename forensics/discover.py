@@ -29,6 +29,7 @@ class EvidenceItem:
     status: str | None = None  # preset when the item cannot be opened at all: missing | refused
     reason: str | None = None
     telegram: list[dict] = field(default_factory=list)  # the messages that carried this file
+    container: dict | None = None  # an archive member: where in which archive (forensics/archives.py)
     # input_root and rel_path are the visible forms (forensics/names.py); the raw bytes, in hex,
     # where they differ, so that a name that is not UTF-8 is kept exactly.
     input_raw_hex: str | None = None
@@ -42,6 +43,8 @@ class EvidenceItem:
             out["input_raw_hex"] = self.input_raw_hex
         if self.rel_path_raw_hex:
             out["rel_path_raw_hex"] = self.rel_path_raw_hex
+        if self.container is not None:  # an archive member: which archive, and its path inside it
+            out["container"] = self.container
         return out
 
 

@@ -1,7 +1,7 @@
 """Heatmaps on the most suspicious face: where the model looked when it scored it.
 
 The face is found again on its frame and cropped by the one face pipeline
-(`datasets/face_pipeline.model_crop`, `model_input`), so the crop explained is the crop the scan
+(`datasets/face_pipeline.model_crop`, `spec_input`), so the crop explained is the crop the scan
 scored; the model's logit on it is compared with the stored one and the report says whether they
 agree. Two methods:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faketrace.datasets.face_pipeline import PreprocessSpec, model_crop, model_input, resize_method
+from faketrace.datasets.face_pipeline import PreprocessSpec, crop_matrix, model_crop, spec_input
 from faketrace.datasets.faces import Face
 
 
@@ -127,8 +127,7 @@ def occlusion(logits, x: np.ndarray, patch_fraction: float = 0.25, stride_fracti
 
 def explain(model, crop: np.ndarray, method: str = "auto", occlusion_options: dict | None = None) -> Heatmap:
     """Heatmap of one face crop (RGB uint8, as `model_crop` gives it) for a ScanModel."""
-    spec = model.input_spec
-    x = model_input([crop], int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
+    x = spec_input([crop], model.input_spec)
     module = getattr(model, "module", None)
     if method in ("auto", "grad_cam") and module is not None:
         got = grad_cam(module, x)
@@ -180,7 +179,7 @@ def gradient_module_from_export(model) -> tuple[object | None, str]:
         module = load_exported_weights(card["backbone"], weights).eval()
     except Exception as exc:  # noqa: BLE001 - no torch, or timm cannot build it: occlusion still works
         return None, f"weights.safetensors could not be rebuilt ({type(exc).__name__}: {exc})"
-    size = int(model.input_spec["input_size"])
+    size = model.input_spec.side
     probe = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 3, size, size)).astype(np.float32)
     with torch.inference_mode():
         rebuilt = module(torch.from_numpy(probe)).double().reshape(-1).numpy()
@@ -205,13 +204,49 @@ def _normalise(heat: np.ndarray) -> np.ndarray:
     return heat / top if top > 0 else np.zeros_like(heat)
 
 
-def overlay(background: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The heat (0..1) as a colour map blended over an RGB picture of any size (heat is resized)."""
+COLOUR_MAP = "inferno"
+
+
+def overlay(background: np.ndarray, heat: np.ndarray, alpha: float = 0.75) -> np.ndarray:
+    """The heat (0..1) as a colour map blended over an RGB picture of any size (heat is resized).
+
+    The picture is turned grey first, so that the colours read only as the map (the colour scale
+    the report draws beside it), and the map is opaque where it is hot, faint where it is cold.
+    """
     import matplotlib
 
     h, w = background.shape[:2]
     heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    colours = (matplotlib.colormaps["inferno"](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
-    weight = (alpha * np.clip(heat, 0, 1))[..., None] + 0.15  # faint everywhere, strong where hot
-    out = background.astype(np.float32) * (1 - weight) + colours * weight
+    colours = (matplotlib.colormaps[COLOUR_MAP](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
+    grey = cv2.cvtColor(np.ascontiguousarray(background[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = np.repeat(grey[..., None], 3, axis=2)
+    weight = (alpha * np.clip(heat, 0, 1))[..., None] + 0.2  # faint everywhere, strong where hot
+    out = grey * (1 - weight) + colours * weight
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def colour_stops(n: int = 6) -> list[tuple[float, str]]:
+    """(offset 0..1, #rrggbb) along the overlay's colour map, for the report's colour scale."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[COLOUR_MAP]
+    return [(t, "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in cmap(t)[:3])))
+            for t in np.linspace(0, 1, n)]
+
+
+def heat_on_frame(heat: np.ndarray, face: Face, spec: PreprocessSpec, frame_shape: tuple[int, int]) -> np.ndarray:
+    """A map over the model's face crop put back where the crop came from on the frame (0 elsewhere).
+
+    The crop is an affine image of the frame (`crop_matrix`: a square around the box, or a
+    similarity onto the landmark template), so the inverse warp places every value exactly.
+    """
+    size = int(spec.crop_size)
+    crop_heat = cv2.resize(np.asarray(heat, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    # Faded out over the outer eighth of the crop, so that the map does not draw the crop's outline
+    # (a sharp edge in a picture that must stay blurred).
+    ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(1.0, size / 8.0), 0, 1).astype(np.float32)
+    crop_heat *= np.minimum(ramp[:, None], ramp[None, :])
+    m = crop_matrix(np.asarray(face.box, np.float32), face.landmarks, spec)
+    h, w = frame_shape[:2]
+    return cv2.warpAffine(crop_heat, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -30,12 +30,14 @@ from pathlib import Path  # noqa: E402
 
 from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
 from faketrace.datasets.io import open_readonly  # noqa: E402
+from faketrace.forensics.archives import expand as expand_archives  # noqa: E402
 from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
 from faketrace.forensics.names import dumps as strict_dumps  # noqa: E402
 from faketrace.forensics.names import visible  # noqa: E402
 from faketrace.forensics.scoring import FAILED_STATUSES, MediaScorer, ScanModel, ScanOptions, load_onnx_model  # noqa: E402
 from faketrace.models.card import CARD_FILE, ExportIntegrityError, load_export  # noqa: E402
 from faketrace.models.onnx_safety import check_external_data  # noqa: E402
+from faketrace.models.signing import SignaturePolicy, check_signature  # noqa: E402
 
 # The scan's exit statuses (forensics/scan.py), so scripts treat both commands alike.
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_REFUSED = 0, 3, 2
@@ -61,33 +63,35 @@ class Predictor:
 
 
 def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, threads: int | None = None,
-                   **option_overrides) -> Predictor:
-    """Check the folder's hashes, then load its ONNX model and face detector as the scan would.
+                   signatures: SignaturePolicy | None = None, **option_overrides) -> Predictor:
+    """Check the folder's signature and hashes, then load its ONNX model and face detector as the scan would.
 
-    `option_overrides` are ScanOptions fields (frames_per_video, video_rule, min_face_px, ...);
-    the defaults are the scan's, with frames per video and the video rule from the model card.
+    `signatures`: as the scan's scan.model_signatures (models/signing.py); `option_overrides` are
+    ScanOptions fields (frames_per_video, video_rule, min_face_px, ...); the defaults are the
+    scan's, with frames per video and the video rule from the model card.
     """
     folder = Path(export_dir)
+    # The signature (when the policy asks for one) is checked before the card is trusted for anything.
+    check_signature(folder, signatures or SignaturePolicy())
     card = load_export(folder)  # every file's SHA-256 before anything else is parsed
-    model = load_onnx_model(folder, threads=threads)
+    model = load_onnx_model(folder, threads=threads, signatures=signatures)
     if not model.fit_for_casework and not allow_unvalidated:
         raise UnvalidatedModelError(f"{folder} is not fit for casework ({model.casework_note}); pass "
                                     "--allow-unvalidated to run it anyway (every result will say so)")
     if model.level == "image":  # whole-image tiles: no face detector in the folder, none needed
-        options = {"frames_per_video": int(card.get("frames_per_video") or 32), "video_rule": model.aggregation,
+        options = {"frames_per_video": int(model.frames_per_video or 32), "video_rule": model.aggregation,
                    **{k: v for k, v in option_overrides.items() if v is not None}}
         return Predictor(model, MediaScorer(model, None, ScanOptions(**options)), card)
-    spec = model.face_spec
-    det = card["face_detector"]
-    if det.get("file") not in card["files"]:  # only a file whose hash was just checked, inside the folder
-        raise ExportIntegrityError(f"the face detector {det.get('file')!r} is not one of the files "
+    spec, det = model.face_spec, model.detector
+    if det.file not in card["files"]:  # only a file whose hash was just checked, inside the folder
+        raise ExportIntegrityError(f"the face detector {det.file!r} is not one of the files "
                                    f"{CARD_FILE} lists and checks")
-    check_external_data(folder / det["file"])
+    check_external_data(folder / det.file)
     detector = RetinaFaceDetector(score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold,
                                   max_side=spec.detector_max_side, threads=int(threads or 1),
-                                  weights=(folder / det["file"]).read_bytes())
-    if det.get("weights_sha256") and detector.weights_sha256 != det["weights_sha256"]:
-        raise ValueError(f"{det['file']} is not the detector the model's training crops were made with")
+                                  weights=(folder / det.file).read_bytes())
+    if det.weights_sha256 and detector.weights_sha256 != det.weights_sha256:
+        raise ValueError(f"{det.file} is not the detector the model's training crops were made with")
     options = {"frames_per_video": spec.frames_per_video, "video_rule": model.aggregation,
                **{k: v for k, v in option_overrides.items() if v is not None}}
     return Predictor(model, MediaScorer(model, detector, ScanOptions(**options)), card)
@@ -104,12 +108,14 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
     """One item's result, with the scan's statuses; a failure is a status and a reason, never an exception."""
+    # item.record() carries an archive member's container (which archive, its path inside it)
     result = {**item.record(), "path": visible(str(item.path)) if item.path else None}
     result.pop("input_index"), result.pop("input"), result.pop("source")
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
-        size, limit = os.stat(item.path).st_size, predictor.scorer.options.max_file_bytes
+        # Path.stat, not os.stat: an archive member (a MemoryFile) has a size but no file system path.
+        size, limit = item.path.stat().st_size, predictor.scorer.options.max_file_bytes
         if size > limit:  # size first: a huge file is neither hashed nor decoded
             return {**result, "size_bytes": size, "status": "oversized",
                     "reason": f"{size} bytes, above the limit of {limit}; not hashed, not decoded"}
@@ -132,7 +138,9 @@ def predict(predictor: Predictor, inputs: list[str | Path]) -> Iterator[dict]:
     The inputs are checked at once (ValueError for one that does not exist); items stream.
     """
     infos = describe_inputs(list(inputs))
-    return (predict_item(predictor, item) for item in iter_items(infos))
+    # Archive members are items as in the scan (forensics/archives.py, the scan's default limits).
+    return (predict_item(predictor, item) for item in expand_archives(iter_items(infos),
+                                                                      predictor.scorer.archive_limits))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,15 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime and detector threads")
     parser.add_argument("--frames-per-video", type=int, default=None, help="default: the model card's")
     parser.add_argument("--video-rule", default=None, help="default: the model card's aggregation rule")
+    parser.add_argument("--trusted-key", action="append", default=[], metavar="PEM",
+                        help="a lab's Ed25519 public key (repeatable); a signature by it is reported verified")
+    parser.add_argument("--require-signature", action="store_true",
+                        help="refuse the export folder unless it is signed by a --trusted-key")
     args = parser.parse_args(argv)
     try:
         predictor = load_predictor(args.export_dir, args.allow_unvalidated, args.threads,
+                                   signatures=SignaturePolicy.from_paths(args.require_signature, args.trusted_key),
                                    frames_per_video=args.frames_per_video, video_rule=args.video_rule)
     except (UnvalidatedModelError, ValueError, OSError, RuntimeError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if predictor.warning:
         print(predictor.warning, file=sys.stderr)
+    sig = predictor.model.card["signature"]
+    print(f"model signature: {sig['status']}" + (f", signer {sig['signer']!r}, key {sig['key_id']}" if sig["signer"]
+                                                 else "") + f" ({sig['note']})", file=sys.stderr)
     try:
         results = predict(predictor, args.inputs)
     except ValueError as exc:

@@ -182,10 +182,14 @@ class C2paChecker:
                 with reader:
                     store = json.loads(reader.json())
                     remote = reader.get_remote_url() if not reader.is_embedded() else None
-        except c2pa.C2paError.RemoteManifest as exc:
-            return {"state": "absent", "remote_reference": str(exc),
-                    "note": "the file points to a manifest on the web; it was not fetched (offline)"}
         except c2pa.C2paError as exc:
+            # c2pa-python 0.38 raises a plain C2paError("Remote: must fetch remote manifests from url
+            # ...") for a file that only references a manifest on the web, not its RemoteManifest
+            # subclass; both mean "nothing in the file to verify", never "invalid".
+            if isinstance(exc, c2pa.C2paError.RemoteManifest) or str(exc).startswith("Remote"):
+                url = str(exc).rsplit("url ", 1)[-1].strip() if "url " in str(exc) else None
+                return {"state": "absent", "remote_reference": url or str(exc),
+                        "note": "the file points to a manifest on the web; it was not fetched (offline)"}
             return {"state": "invalid", "reason": f"{type(exc).__name__}: {exc}"}
         return summarise_store(store, remote)
 

@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
@@ -239,6 +240,8 @@ def _model_text(m: dict, role: str) -> tuple[str, str, list[str]]:
             head += (f" At the upper threshold, about {_per100(up['fpr'])} in 100 real {noun} of the validation set "
                      f"were flagged as likely manipulated, and about {_per100(up['tpr'])} in 100 manipulated ones were "
                      f"({up['n_real']} real, {up['n_fake']} manipulated).")
+        if (cal_thr.get(level) or {}).get("resolution_note"):
+            head += f" Note: {cal_thr[level]['resolution_note']}."
         if low:
             head += (f" At the lower threshold, about {_per100(low['fpr'])} in 100 real {noun} scored at or above it, "
                      f"and about {_per100(None if low['tpr'] is None else 1 - low['tpr'])} in 100 manipulated ones "
@@ -305,6 +308,31 @@ def _level_summary(level: dict | None) -> dict | None:
             "probability": score.get("probability"), "level": score.get("level"), "rule": score.get("rule"),
             "tile_rule": score.get("tile_rule"), "verdict": level.get("verdict"),
             "verdict_reason": level.get("verdict_reason"), "bands": level.get("bands")}
+
+
+def _panel_model(m: dict) -> dict:
+    """A panel model as the report states it: what it is, whether a lab validated it, what it can judge."""
+    card = m.get("card") or {}
+    cert = card.get("validation") or None
+    return {"name": m.get("name"), "kind": m.get("kind"), "level": m.get("level"), "sha256": m.get("sha256"),
+            "fit_for_casework": m.get("fit_for_casework"), "casework_note": m.get("casework_note"),
+            "domain": m.get("domain"), "bands": m.get("bands"), "paper": (card.get("paper") or {}).get("citation"),
+            "licence": (card.get("licence") or {}).get("spdx"),
+            "validation": None if not cert else {k: cert.get(k) for k in ("date", "operator", "set_sha256", "counts",
+                                                                          "metrics", "fit_for_casework", "why")}}
+
+
+def panel_text(panel: dict | None) -> str:
+    """One line per item for items.csv: each model's verdict and probability, or why it did not judge."""
+    if not panel:
+        return ""
+    parts = []
+    for name, p in panel.items():
+        if p.get("status") == "scanned" and p.get("probability") is not None:
+            parts.append(f"{name}: {p.get('verdict')} {p['probability']:.4f}")
+        else:
+            parts.append(f"{name}: {(p.get('status') or '').replace('_', ' ')}")
+    return "; ".join(parts)
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -395,7 +423,7 @@ class ReportBuilder:
         return out
 
     def _heatmap(self, r: dict, frames: dict[int, np.ndarray], folder: str) -> dict | None:
-        from faketrace.forensics.heatmaps import explain, face_crop, locate_face, overlay
+        from faketrace.forensics.heatmaps import explain, face_crop, heat_on_frame, locate_face, overlay
 
         face = r.get("most_suspicious_face")
         if not face or self.model is None or self.model.level != "face":
@@ -411,11 +439,18 @@ class ReportBuilder:
             return {"error": "the face was not found again on its frame"}
         crop = face_crop(frame, found, spec)
         hm = explain(self.model, crop, self.options.heatmap_method, self.options.occlusion)
-        background = redact(crop, self.options.redact_resolution) if self.options.redact else crop
-        size = self.options.heatmap_px
-        background = np.asarray(__import__("cv2").resize(background, (size, size)))
-        pic = overlay(background, hm.heat)
+        # Drawn over the whole frame, blurred like every picture: a blurred face crop alone is a smear,
+        # on the frame the map shows where on the face and around it the model looked. The face box
+        # and the colour scale are drawn by the report over the picture (SVG), not into its pixels.
+        background = self._picture(frame, self.options.heatmap_px)
+        s = background.shape[1] / frame.shape[1]
+        heat = heat_on_frame(hm.heat, found, spec, frame.shape)
+        heat = cv2.resize(heat, (background.shape[1], background.shape[0]), interpolation=cv2.INTER_AREA)
+        pic = overlay(background, cv2.GaussianBlur(heat, (0, 0), sigmaX=max(1.0, background.shape[1] / 60)))
         rec = self._write_image(f"{folder}/heatmap.jpg", pic)
+        rec.update(face_box_px=[round(float(v) * s, 1) for v in face["box"]],
+                   colour_scale={"low": 0.0, "high": 1.0, "meaning": "share of the strongest evidence for "
+                                 "'manipulated' on this face (0: none, 1: the strongest; relative, not a probability)"})
         rec.update(method=hm.method, frame_index=int(face["frame_index"]), face_box=face["box"],
                    logit_scan=face["logit"], logit_rebuilt=round(hm.logit, 6),
                    crop_matches_scan=bool(abs(hm.logit - float(face["logit"])) <= 1e-3), **hm.detail)
@@ -448,12 +483,15 @@ class ReportBuilder:
         pic = overlay(self._picture(frame, self.options.heatmap_px), heat)  # the picture is redacted first
         rec = self._write_image(f"{folder}/image_map.jpg", pic)
         probs = [p for p in tiles["probabilities"] if p is not None]
+        rec.update(colour_scale={"low": 0.0, "high": 1.0, "meaning": "calibrated probability of manipulation of "
+                                 "each tile"})
         rec.update(method="tile probabilities (image-level model, calibrated)", frame_index=k,
                    tile_size=level.get("tile_size"), n_tiles=len(probs), tile_rule=rule,
                    max_tile_probability=max(probs) if probs else None)
         return rec
 
     def item(self, seq: int, r: dict, fpv: int, checker) -> dict:
+        from faketrace.forensics.archives import read_member
         from faketrace.forensics.provenance import provenance
         from faketrace.forensics.scan import hash_evidence
 
@@ -470,15 +508,19 @@ class ReportBuilder:
                "bands": r.get("bands"), "pdq": [], "frames": [], "heatmap": None, "provenance": None, "notes": [],
                # Who decided and why (forensics/combine.py): every model's score against its bands.
                "decided_by": r.get("decided_by"), "why": r.get("why"), "opinions": r.get("opinions"),
-               "out_of_domain": r.get("out_of_domain")}
+               "out_of_domain": r.get("out_of_domain"), "people": r.get("people")}
         if r.get("image_level") is not None:  # an image-level model ran: both levels and who decided
             rec.update(decided_by=r.get("decided_by"), combination=r.get("combination"),
                        face_level=_level_summary(r.get("face_level")), image_level=_level_summary(r["image_level"]),
                        image_map=None)
+        if r.get("panel") is not None:  # a panel of models (forensics/panel.py): each one's result, who decided
+            rec.update(panel={n: _level_summary(p) for n, p in r["panel"].items()},
+                       not_applicable=r.get("not_applicable") or [])
         if r["status"] not in DECODED_STATUSES or not r.get("sha256"):
             return rec
-        path = evidence_path(r)
         try:
+            # An archive member is read again from its archive, in memory (forensics/archives.py).
+            path = read_member(r) if (r.get("container") or {}).get("archive_item_id") else evidence_path(r)
             now = hash_evidence(path)[0]
         except OSError as exc:
             rec["notes"].append(f"evidence not readable for the report: {exc}")
@@ -548,6 +590,8 @@ class ReportBuilder:
                 for rec in records:
                     rec["known_hash_matches"] = known_matches(rec, known, o.duplicate_distance, o.min_pdq_quality)
             report = self._assemble(header, summary, custody, records, groups, known, checker, utc_now())
+            if header.get("people"):  # people of interest: her section and her takedown files
+                self._people(report, header["people"], records)
             self._publish(report, store, utc_now)
             return report
         finally:
@@ -574,7 +618,10 @@ class ReportBuilder:
             "tool": {"name": "faketrace", "version": _version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
             "case": custody.get("case") or {"id": header.get("case_id")},
             "warning": header.get("warning"),
-            "fit_for_casework": bool(header["model"].get("fit_for_casework")),
+            "fit_for_casework": bool(header["model"].get("fit_for_casework"))
+            and all(m.get("fit_for_casework") for m in header.get("panel") or []),
+            "panel": [_panel_model(m) for m in header.get("panel") or []] or None,
+            "panel_combination": header.get("panel_combination"),
             "redacted": o.redact,
             "redaction": ({"method": f"every picture shrunk to {o.redact_resolution} samples on its longer side, "
                                      "enlarged and smoothed, in its pixels, before it was written",
@@ -610,6 +657,19 @@ class ReportBuilder:
                       "hashes_csv": "hashes.csv", "media": MEDIA_DIR},
         }
 
+    def _people(self, report: dict, people_header: dict, records: list[dict]) -> None:
+        from faketrace.forensics.people_report import people_sections, takedown_entries, write_takedown
+
+        report["people"] = people_sections(people_header, records)
+        for section in report["people"]["persons"]:
+            rows, left_out = takedown_entries(section, records, self.options.min_pdq_quality)
+            section["takedown"] = write_takedown(self.case_dir, section, rows, (report.get("case") or {}).get("id"),
+                                                 len(left_out))
+            section["takedown"]["near_duplicates_left_out"] = left_out
+        report["files"]["people_csv"] = "people.csv"
+        report["files"]["takedown"] = [f for s in report["people"]["persons"]
+                                       for f in (s["takedown"]["csv"], s["takedown"]["json"])]
+
     def _publish(self, report: dict, store: CaseStore, utc_now) -> None:
         from faketrace.forensics.report_html import render_html
 
@@ -619,9 +679,16 @@ class ReportBuilder:
         atomic_write_text(self.case_dir / "report.json", strict_dumps(report, indent=1, sort_keys=True, default=_plain))
         write_items_csv(report, self.case_dir / "items.csv")
         write_hashes_csv(report, self.case_dir / "hashes.csv")
+        extra = []
+        if report.get("people"):
+            from faketrace.forensics.people_report import write_people_csv
+
+            write_people_csv(report, self.case_dir / "people.csv")
+            extra = [self.case_dir / "people.csv", *(self.case_dir / f for f in report["files"]["takedown"])]
         atomic_write_text(self.case_dir / "report.html", render_html(report, self.case_dir))
         now = utc_now()
-        written = [self.case_dir / name for name in REPORT_FILES] + sorted(p for p in final.rglob("*") if p.is_file())
+        written = ([self.case_dir / name for name in REPORT_FILES] + extra
+                   + sorted(p for p in final.rglob("*") if p.is_file()))
         for p in written:
             store.audit(now, "report_written", p.relative_to(self.case_dir).as_posix(), sha256_file(p), p.stat().st_size,
                         {"report_version": REPORT_VERSION, "redacted": report["redacted"]})
@@ -647,7 +714,7 @@ def _cell(value) -> str:
 ITEM_COLUMNS = ("seq", "item_id", "rel_path", "source", "status", "reason", "media_type", "size_bytes", "sha256", "md5",
                 "verdict", "probability", "level", "n_faces", "decided_by", "why", "verdict_reason", "duplicate_group",
                 "known_hash_match",
-                "c2pa", "telegram_messages", "heatmap", "warning")
+                "c2pa", "telegram_messages", "heatmap", "warning", "panel")
 
 
 def write_items_csv(report: dict, path: Path) -> None:
@@ -661,7 +728,8 @@ def write_items_csv(report: dict, path: Path) -> None:
             row = {**r, "known_hash_match": "; ".join(f"{m['algorithm']}:{m.get('label') or m['hash']}"
                                                      for m in r.get("known_hash_matches") or []),
                    "c2pa": (prov.get("c2pa") or {}).get("state"), "telegram_messages": tg,
-                   "heatmap": (r.get("heatmap") or {}).get("file") or (r.get("heatmap") or {}).get("error")}
+                   "heatmap": (r.get("heatmap") or {}).get("file") or (r.get("heatmap") or {}).get("error"),
+                   "panel": panel_text(r.get("panel"))}
             w.writerow([_cell(row.get(c)) for c in ITEM_COLUMNS])
 
 

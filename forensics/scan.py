@@ -30,11 +30,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from faketrace.datasets.face_pipeline import PreprocessSpec
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report, open_readonly
 from faketrace.datasets.media import sniff_media_type
+from faketrace.datasets.memory_file import MemoryFile
+from faketrace.forensics.archives import ArchiveLimits
+from faketrace.forensics.archives import describe as describe_archives
+from faketrace.forensics.archives import expand as expand_archives
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
+from faketrace.forensics.cli import command
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.guard import holds_lock, lock_case, unlock_case
 from faketrace.forensics.names import dumps as strict_dumps
@@ -48,6 +54,7 @@ from faketrace.forensics.scoring import (
     load_onnx_model,
     load_torch_model,
 )
+from faketrace.models.signing import ExportSignatureError, SignaturePolicy
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +126,9 @@ def hash_stream(path: Path, chunk: int = 1 << 20, time_limit_s: float | None = N
     sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     t0 = time.monotonic()
     with open_readonly(path) as fh:
-        ident = file_identity(os.fstat(fh.fileno()))
+        # An archive member in memory has no inode: it is checked through its archive file.
+        ident = ({"size_bytes": len(path.data), "inside_archive": True} if isinstance(path, MemoryFile)
+                 else file_identity(os.fstat(fh.fileno())))
         total = ident["size_bytes"]
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"hashing {visible(path.name)[:40]}", leave=False,
                    file=sys.stderr, disable=not progress or total < (256 << 20))
@@ -150,20 +159,34 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def signature_policy(cfg: DictConfig) -> SignaturePolicy:
+    """scan.model_signatures: {required: bool, trusted_keys: [PEM files]} (models/signing.py)."""
+    sig = cfg.scan.get("model_signatures") or {}
+    return SignaturePolicy.from_paths(bool(sig.get("required", False)), list(sig.get("trusted_keys") or []))
+
+
+def _checkpoint(cfg: DictConfig, path: str) -> ScanModel:
+    if signature_policy(cfg).required:
+        raise ExportSignatureError(f"{path}: a training checkpoint carries no signature, and this scan accepts only "
+                                   "models signed by a trusted key; export it (scripts/export.py), sign the folder "
+                                   "(scripts/sign_export.py sign) and give model_dir=")
+    return load_torch_model(path, device=str(cfg.get("device", "auto")))
+
+
 def load_model(cfg: DictConfig) -> ScanModel:
     if cfg.get("model_dir"):
-        return load_onnx_model(cfg.model_dir, threads=cfg.scan.get("threads"))
+        return load_onnx_model(cfg.model_dir, threads=cfg.scan.get("threads"), signatures=signature_policy(cfg))
     if cfg.get("ckpt_path"):
-        return load_torch_model(cfg.ckpt_path, device=str(cfg.get("device", "auto")))
+        return _checkpoint(cfg, cfg.ckpt_path)
     raise ValueError("a scan needs a model: ckpt_path=CHECKPOINT (PyTorch) or model_dir=EXPORT_FOLDER (ONNX Runtime)")
 
 
 def load_image_model(cfg: DictConfig) -> ScanModel | None:
     """The optional second, image-level model (whole-image tiles) run beside a face-level one."""
     if cfg.get("image_model_dir"):
-        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"))
+        model = load_onnx_model(cfg.image_model_dir, threads=cfg.scan.get("threads"), signatures=signature_policy(cfg))
     elif cfg.get("image_ckpt_path"):
-        model = load_torch_model(cfg.image_ckpt_path, device=str(cfg.get("device", "auto")))
+        model = _checkpoint(cfg, cfg.image_ckpt_path)
     else:
         return None
     if model.level != "image":
@@ -175,7 +198,7 @@ def load_image_model(cfg: DictConfig) -> ScanModel | None:
 def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanModel | None = None) -> ScanOptions:
     s = cfg.scan
     bands = OmegaConf.to_container(s.bands, resolve=True) if s.get("bands") else None
-    default_frames = model.face_spec.frames_per_video if model.face_spec is not None else 32
+    default_frames = model.frames_per_video or 32
     image_model = image_model or (model if model.level == "image" else None)
     image_frames = s.get("image_frames_per_video") or (image_model.frames_per_video if image_model else None)
     return ScanOptions(frames_per_video=int(s.frames_per_video or default_frames),
@@ -207,11 +230,13 @@ def scan_item(item: EvidenceItem, scorer: MediaScorer, warning: str | None, hash
     Size first (a file above scan.max_file_bytes is never decoded), then the hash (custody needs
     it; streamed, within its time budget), then decoding and scoring.
     """
+    # item.record() carries an archive member's container: which archive, and its path inside it
     result = {**item.record(), "telegram": item.telegram or None}
     if item.status is not None:
         return {**result, "status": item.status, "reason": item.reason}
     try:
-        size = os.stat(item.path, follow_symlinks=False).st_size
+        size = (item.path.stat() if isinstance(item.path, MemoryFile) else
+                os.stat(item.path, follow_symlinks=False)).st_size
         hashed = hash_stream(item.path, time_limit_s=hash_time_limit_s, progress=progress)
     except OSError as exc:
         return {**result, "status": "error", "reason": f"cannot read the file: {visible(str(exc))}"}
@@ -239,10 +264,25 @@ class CaseScan:
         self.case_dir = Path(cfg.paths.output_dir)
         self.inputs = describe_inputs(list(cfg.inputs))
         check_case_dir(self.case_dir, [i.path for i in self.inputs])
-        self.model = load_model(cfg)
+        self.published = load_published_models(cfg)  # [(name, registry entry, torch module)]
+        primary_name, primary_domain = "model", None
+        trained = cfg.get("model_dir") or cfg.get("ckpt_path")
+        self.model = load_model(cfg) if trained or not self.published else None
+        if self.model is None:  # the first published face model leads (LRNet cannot: it needs a face model's decode)
+            from faketrace.forensics.panel import published_face_model
+
+            face = [p for p in self.published if p[1]["spec"]["level"] == "face"]
+            if not face:
+                raise ValueError("published=[...] needs at least one face-level model (e.g. meso4_df) or a "
+                                 "ckpt_path / model_dir: landmark models (LRNet) score videos beside one")
+            primary_name, entry, module = face[0]
+            self.published.remove(face[0])
+            self.model = published_face_model(entry, module, self._device())
+            primary_domain = entry["domain"]
         self.image_model = load_image_model(cfg)
         models = [m for m in (self.model, self.image_model) if m is not None]
         unfit = [m for m in models if not m.fit_for_casework]
+        unfit += [_Unfit(n, e) for n, e, _ in self.published if not (e.get("validation") or {}).get("fit_for_casework")]
         if unfit and not cfg.allow_unvalidated:
             raise UnvalidatedModelError(
                 f"{unfit[0].path} is not fit for casework ({unfit[0].casework_note}). A scan with it is for "
@@ -258,12 +298,19 @@ class CaseScan:
                                            device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
             self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
                                                    spec.detector_max_side)
-            trained_with = face_model.detector.get("weights_sha256")
+            trained_with = face_model.detector.weights_sha256
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
                                      f"from those the model's crops were made with ({trained_with})")
         self.options = options_from_config(cfg, self.model, self.image_model)
-        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model)
+        self.people = self._enrol_people(cfg)
+        self.scorer = MediaScorer(self.model, self.detector, self.options, image_model=self.image_model,
+                                  people=self.people)
+        # Set on the primary scorer: the panel below passes attribute reads through to it.
+        self.archive_limits = self.scorer.archive_limits = ArchiveLimits.from_config(cfg.scan.get("archives"))
+        self.panel = None
+        if self.published or primary_name != "model":
+            self.scorer = self.panel = self._panel(primary_name, primary_domain)
         self.fault = FaultInjector(fault_plan(cfg))
         limit = cfg.scan.get("hash_time_limit_s")
         self.hash_time_limit_s = float(limit) if limit else None
@@ -273,19 +320,110 @@ class CaseScan:
         for info in self.inputs:
             self.warnings.extend(info.notes)
 
+    def _enrol_people(self, cfg: DictConfig):
+        """People of interest (forensics/people.py): enrolled before anything is scanned; refusals stop here."""
+        entries = cfg.get("people") or []
+        if not entries:
+            return None
+        from faketrace.datasets.face_embedding import DlibFaceEmbedder
+        from faketrace.forensics.people import (
+            PeopleMatcher,
+            check_consistent,
+            enrol,
+            key_for,
+            parse_people,
+            policy_for,
+        )
+
+        pm = cfg.get("people_match") or {}
+        if self.detector is None:  # an image-level model only: faces are detected to find the people
+            spec = PreprocessSpec()
+            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+                                           nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
+                                           threads=int(cfg.scan.get("threads") or 1))
+            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
+                                                   spec.detector_max_side)
+        policy = policy_for(float(pm.get("target_fmr", 0.01)), float(pm.get("uncertain_fmr", 0.05)))
+        embedder = DlibFaceEmbedder(batch_size=int(pm.get("batch_size", 32)))
+        people = []
+        for i, (name, folder) in enumerate(parse_people(entries)):
+            person = enrol(key_for(i), name, folder, cfg.get("people_consent"), self.detector, embedder,
+                           min_face_px=int(pm.get("min_reference_face_px", 80)))
+            check_consistent(person, policy)
+            people.append(person)
+        self.pseudonymise = bool(pm.get("pseudonymise", True))
+        return PeopleMatcher(people, embedder, policy, faces_per_track=int(pm.get("faces_per_track", 4)),
+                             min_face_px=int(pm.get("min_face_px", embedder.spec.min_face_px)))
+
+    def _people_header(self) -> dict | None:
+        """What results and the report say about the people searched for (labels only; names in custody)."""
+        if self.people is None:
+            return None
+        from faketrace.forensics.people import NEVER_IDENTIFICATION
+
+        return {"persons": [{"key": p.key, "label": p.label(self.pseudonymise), "reference_photos": len(p.photos)}
+                            for p in self.people.people],
+                "pseudonymised": self.pseudonymise, "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.spec.to_dict(),
+                "faces_per_track": self.people.faces_per_track, "min_face_px": self.people.min_face_px,
+                "not_identification": NEVER_IDENTIFICATION,
+                "known_limits": list(self.people.embedder.spec.known_limits)}
+    def _device(self) -> str:
+        device = str(self.cfg.get("device", "auto"))
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    def _panel(self, primary_name: str, primary_domain: dict | None):
+        """The other published models as panel members (forensics/panel.py)."""
+        from faketrace.forensics.panel import FaceMember, LandmarkMember, PanelScorer, published_face_model
+
+        members = []
+        for name, entry, module in self.published:
+            if entry["spec"]["level"] == "face":
+                scorer = MediaScorer(published_face_model(entry, module, self._device()), self.detector, self.options)
+                members.append(FaceMember(name, scorer, entry["domain"]))
+            elif entry["spec"]["level"] == "clip":
+                predictor, error = None, None
+                try:
+                    from faketrace.datasets.landmarks import load_landmark_predictor
+
+                    predictor = load_landmark_predictor(self.cfg.scan.get("landmark_model"))
+                except (RuntimeError, FileNotFoundError) as exc:
+                    error = str(exc)
+                    self.warnings.append(f"{name}: not applicable to any item: {error}")
+                if self.detector is None:
+                    raise ValueError(f"{name} needs the face detector of a face-level model")
+                members.append(LandmarkMember(name, entry, module, self.detector, self.scorer.decoder, self.options,
+                                              predictor=predictor, predictor_error=error,
+                                              max_frames=int(self.cfg.scan.get("landmark_frames") or 300),
+                                              frame_bytes=int(self.cfg.scan.get("landmark_frame_bytes") or 384 << 20)))
+            else:
+                raise ValueError(f"{name}: level {entry['spec']['level']!r} cannot run in the scan")
+        return PanelScorer(self.scorer, primary_name, members, primary_domain)
+
     def identity(self) -> dict:
         """What makes two runs the same scan: a case directory never mixes two."""
         o = self.options
         return {"case_id": str(self.cfg.case.id), "inputs": [visible(i.path) for i in self.inputs],
                 "model_sha256": self.model.sha256,
                 "image_model_sha256": self.image_model.sha256 if self.image_model else None,
+                **({"panel": [(m["name"], m["sha256"]) for m in self.panel.describe()]} if self.panel else {}),
                 "options": {"frames_per_video": o.frames_per_video, "video_rule": o.video_rule,
                             **({"image_frames_per_video": o.image_frames_per_video}
                                if o.image_frames_per_video else {}),
                             "min_face_px": o.min_face_px, "min_jpeg_quality": o.min_jpeg_quality,
                             "min_video_bits_per_pixel": o.min_video_bits_per_pixel,
                             "max_file_bytes": o.max_file_bytes, "max_item_pixels": o.max_item_pixels,
-                            "bands": o.bands_override}}
+                            "bands": o.bands_override,
+                            # which archive members become items depends on these
+                            "archives": self.archive_limits.to_dict()},
+                **({"people": [{"key": p.key, "photos_sha256": sorted(x["sha256"] for x in p.photos)}
+                               for p in self.people.people],
+                    "people_match": {k: v for k, v in self.people.policy.to_dict().items() if k != "basis"},
+                    "faces_per_track": self.people.faces_per_track} if self.people is not None else {})}
 
     def run(self) -> dict:
         _Offline.enter()
@@ -304,6 +442,8 @@ class CaseScan:
             known = store.get_meta("identity")
             if known is None:
                 store.set_meta("identity", self.identity())
+                if self.people is not None:  # embeddings and photo hashes only: never a photo or its path
+                    store.set_meta("people", [p.meta() for p in self.people.people])
             elif known != self.identity():
                 raise CaseStoreError(f"{self.case_dir} holds a scan of other inputs, model or settings "
                                      f"({json.dumps(known)}); choose a new case.dir")
@@ -329,7 +469,9 @@ class CaseScan:
         t0 = time.perf_counter()
         show_progress = bool(self.cfg.scan.get("progress", True))
         bar = tqdm(desc="scan", unit="item", disable=not show_progress, file=sys.stderr)
-        for seq, item in enumerate(iter_items(self.inputs, self.cfg.scan.get("max_export_json_bytes"))):
+        items = expand_archives(iter_items(self.inputs, self.cfg.scan.get("max_export_json_bytes")),
+                                self.archive_limits)  # archive members follow their archive (forensics/archives.py)
+        for seq, item in enumerate(items):
             bar.update(1)
             if store.done(item.item_id) is not None:
                 skipped += 1
@@ -379,10 +521,13 @@ class CaseScan:
         except Exception as exc:
             log.error("the report failed:\n%s", traceback.format_exc())
             return {"error": f"{type(exc).__name__}: {exc}",
-                    "retry": f"python scripts/report.py case_dir={self.case_dir}"}
+                    "retry": f"{command('faketrace-report')} case_dir={self.case_dir}"}
         return {"html": str(self.case_dir / "report.html"), "json": str(self.case_dir / "report.json"),
                 "redacted": report["redacted"], "heatmaps": report["summary"]["heatmaps"],
-                "duplicate_groups": report["summary"]["duplicate_groups"]}
+                "duplicate_groups": report["summary"]["duplicate_groups"],
+                "people": [{"label": p["label"], **p["counts"], "expected_false_matches": p["expected_false_hits"]["match"],
+                            "takedown": str(self.case_dir / p["takedown"]["csv"]), "takedown_entries": p["takedown"]["entries"]}
+                           for p in (report.get("people") or {}).get("persons", [])]}
 
     # -- integrity --
     def _verify_hashes(self, store: CaseStore) -> dict:
@@ -392,8 +537,19 @@ class CaseScan:
             w = csv.writer(fh)
             w.writerow(["item_id", "path", "size_bytes", "md5", "sha256_before", "sha256_after", "unchanged",
                         "checked_by"])
+            outcome = {}  # archive file item -> unchanged: its members are verified through it
             for r in store.results():
                 if not r.get("sha256") and not r.get("stat"):
+                    continue
+                container = r.get("container") or {}
+                if container.get("archive_item_id"):  # an archive member, read from memory
+                    top = f"{r['input_index']}/{container['chain'][0]}"  # the archive file on disk
+                    same, how, after = outcome.get(top, False), "its archive file", f"inside {top}"
+                    n += 1
+                    if not same:
+                        changed.append(r["item_id"])
+                    w.writerow([r["item_id"], r["rel_path"], r["size_bytes"], r.get("md5"), r.get("sha256"), after,
+                                same, how])
                     continue
                 path = raw_path(r)
                 if self.verify == "rehash" and r.get("sha256"):
@@ -410,6 +566,7 @@ class CaseScan:
                         same = file_identity(os.stat(path, follow_symlinks=False)) == r.get("stat")
                     except OSError as exc:
                         same, after = False, f"unreadable: {visible(str(exc))}"
+                outcome[r["item_id"]] = same
                 n += 1
                 if not same:
                     changed.append(r["item_id"])
@@ -442,7 +599,7 @@ class CaseScan:
         return {"kind": m.kind, "level": m.level, "path": m.path, "sha256": m.sha256,
                 "fit_for_casework": m.fit_for_casework, "casework_note": m.casework_note, "card": m.card,
                 "calibration": m.calibration, "video_rule": self.options.video_rule,
-                "image_preprocessing": m.image_spec.to_dict() if m.image_spec else None,
+                "spec": m.spec.to_dict(),
                 "bands": {lvl: vars(b) for lvl, b in bands.items()}}
 
     def _header(self) -> dict:
@@ -452,9 +609,14 @@ class CaseScan:
                                        f"can judge (faces under {self.options.min_face_px} px, JPEG quality under "
                                        f"{self.options.min_jpeg_quality}, video under "
                                        f"{self.options.min_video_bits_per_pixel} bits per pixel per frame)")}
+        if self.people is not None:
+            header["people"] = self._people_header()
         if self.image_model is not None:
             header["image_model"] = self._describe(self.image_model)
             header["combination"] = MediaScorer.COMBINATION
+        if self.panel is not None:
+            header["panel"] = self.panel.describe()
+            header["panel_combination"] = self.panel.COMBINATION
         return header
 
     def _write_results(self, store: CaseStore, counts: dict, integrity: dict, exit_status: int, scanned: int,
@@ -493,22 +655,60 @@ class CaseScan:
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "user": _user()},
             "tool": {"name": "faketrace", "version": _version(), "git_sha": git_sha(), "versions": versions()},
-            "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256, "fit_for_casework": m.fit_for_casework,
+            "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256,
+                      # who signed the export folder and with which key, or unsigned (models/signing.py)
+                      "signature": m.card.get("signature") or {"status": "unsigned", "note": "a checkpoint"},
+                      "fit_for_casework": m.fit_for_casework,
                       "casework_note": m.casework_note, "card": m.card, "calibration": m.calibration,
                       "face_detector_trained_with": m.detector, "face_detector_used": self.detector_used},
             "image_model": None if self.image_model is None else
             {k: v for k, v in self._describe(self.image_model).items() if k != "bands"},
+            "panel": self.panel.describe() if self.panel is not None else None,
             "inputs": [vars(i) for i in self.inputs],
+            "people_of_interest": None if self.people is None else {
+                "consent_or_legal_basis": str(self.cfg.get("people_consent")),
+                "persons": [{"key": p.key, "name": p.name, "reference_photos": p.photos} for p in self.people.people],
+                "kept": "the reference faces' embeddings (case.sqlite, meta 'people') and each photo's SHA-256; the "
+                        "photos, crops and their paths are not copied into the case; faces matching nobody are not "
+                        "stored", "policy": self.people.policy.to_dict(),
+                "embedder": self.people.embedder.describe()},
             "evidence_handling": "opened read-only (O_NOATIME where permitted); nothing written beside it; "
                                  "no network connection is made by the scan",
             "access_times": noatime_report(),
             "resources": self._resources(),
             "evidence_integrity": integrity,
+            # archives opened read-only in memory, their limits; disk images recognised, not opened
+            "archives": describe_archives(self.archive_limits),
             "counts": counts,
             "warnings": self.warnings,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
         atomic_write_text(self.case_dir / "custody.json", strict_dumps(record, indent=2, default=str))
+
+
+class _Unfit:
+    """A published panel member not fit for casework, as the refusal and warning name it."""
+
+    def __init__(self, name: str, entry: dict):
+        from faketrace.forensics.panel import CASEWORK_NOTE
+
+        self.path = name
+        self.casework_note = entry.get("casework_note") or CASEWORK_NOTE
+        self.warning = f"NOT VALIDATED FOR CASEWORK: {name}: {self.casework_note}"
+
+
+def load_published_models(cfg: DictConfig) -> list:
+    """(name, registry entry, torch module) of each model in published=[...], loaded from the package."""
+    from faketrace.forensics.panel import load_published
+
+    names = list((cfg.get("published") or {}).keys())
+    device = str(cfg.get("device", "auto"))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    validated = cfg.scan.get("validated_dir")
+    return [(n, *load_published(n, device, validated)) for n in names]
 
 
 def _user() -> str | None:
@@ -550,4 +750,8 @@ def format_summary(summary: dict) -> str:
     elif report:
         lines.append(f"  report: {report['html']} ({'redacted' if report['redacted'] else 'UNREDACTED'}; "
                      f"{report['heatmaps']} heatmaps, {report['duplicate_groups']} groups of copies)")
+        for p in report.get("people") or []:
+            lines.append(f"  person {p['label']}: {p['match']} items match, {p['uncertain']} uncertain "
+                         f"(about {p['expected_false_matches']:g} false matches expected by chance; a match is not an "
+                         f"identification); takedown: {p['takedown']} ({p['takedown_entries']} hashes)")
     return "\n".join(lines)

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faketrace.datasets.face_pipeline import (
-    PreprocessSpec,
-    choose_faces,
-    model_crop,
-    model_input,
-    resize_method,
-)
+from faketrace.datasets import still_formats
+from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop, spec_input
 from faketrace.datasets.image_pipeline import ImageSpec, aggregate_tiles, image_model_input, prepare
 from faketrace.datasets.io import sha256_file
 from faketrace.datasets.media import (
@@ -38,20 +33,26 @@ from faketrace.datasets.media import (
     IsolatedDecoder,
     ResourceLimit,
     sniff_media_type,
+    sniff_still_format,
 )
+from faketrace.forensics.archives import ArchiveLimits, container_status
 from faketrace.forensics.combine import RULE as COMBINATION_RULE
 from faketrace.forensics.combine import Domain, Opinion, combine
 from faketrace.models.onnx_safety import check_external_data
+from faketrace.models.signing import SignaturePolicy, check_signature
+from faketrace.models.spec import DetectorSpec, InputSpec, ModelSpec, OutputSpec, card_spec, checkpoint_spec
 
 DECIMALS = 6
 VERDICTS = ("likely_manipulated", "inconclusive", "no_evidence_of_manipulation")
 VERDICT_WORDS = {"likely_manipulated": "likely manipulated", "inconclusive": "inconclusive",
                  "no_evidence_of_manipulation": "no evidence of manipulation"}
 # Statuses of an item. Only the first two are results; the rest say why there is none.
+# archive: a container whose members follow as items; out_of_scope: a disk image (forensics/archives.py);
+# archive_limit: members (or a nested archive) not scanned because a limit was reached.
 STATUSES = ("scanned", "no_face", "empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout",
-            "missing", "refused", "error")
+            "missing", "refused", "error", "archive", "archive_limit", "out_of_scope")
 FAILED_STATUSES = ("empty", "unsupported", "decode_error", "oversized", "resource_limit", "timeout", "refused",
-                   "error")
+                   "error", "archive_limit")
 # Frames narrower than this, or longer than this many times their width (either way), hold no face
 # or image region any model here can judge: such an item is `unsupported`, said with its size.
 MIN_FRAME_SIDE = 8
@@ -118,45 +119,118 @@ def calibration_summary(calibration: dict) -> dict:
 
 
 # -- models ---------------------------------------------------------------------------------------
+def fake_logits(raw: np.ndarray, output: OutputSpec, n: int) -> np.ndarray:
+    """The network's raw outputs for `n` inputs as logits of P(manipulated), as the spec's output section says.
+
+    logit: as is; sigmoid: the logit of the probability; softmax2: the log-odds of the class
+    `class_index` against the other. A model whose positive class is "real" has its logit negated.
+    """
+    raw = np.asarray(raw, np.float64)
+    if output.activation == "softmax2":
+        pairs = raw.reshape(n, 2)
+        z = pairs[:, output.class_index] - pairs[:, 1 - output.class_index]
+    elif output.activation == "sigmoid":
+        z = logit(raw.reshape(n))
+    else:
+        z = raw.reshape(n)
+    return -z if output.positive_class == "real" else z
+
+
 @dataclass
 class ScanModel:
-    """A model with everything a scan needs to use it as it was trained and calibrated."""
+    """A model with everything a scan needs to use it as it was trained and calibrated.
+
+    `spec` (models/spec.py) is what the model looks at; the properties below are views of it in the
+    vocabulary of the pipelines that consume it.
+    """
 
     kind: str  # pytorch | onnx
     path: str
     sha256: str
-    face_spec: PreprocessSpec | None  # face-level models
-    input_spec: dict
-    aggregation: str
+    spec: ModelSpec
     calibration: dict
     fit_for_casework: bool
     casework_note: str
-    detector: dict  # the face detector the model's crops were made with
     card: dict  # what the custody record and the report say about the model
-    logits: Callable[[np.ndarray], np.ndarray]
+    logits: Callable[[np.ndarray], np.ndarray]  # logits of P(manipulated), whatever the network's own output
     device: str = "cpu"
-    level: str = "face"  # face: scores face crops; image: scores whole-image tiles
-    image_spec: ImageSpec | None = None  # image-level models
-    frames_per_video: int | None = None  # video frames an image-level model was evaluated on (None: all)
     module: object | None = None  # the torch module behind `logits` (PyTorch checkpoints): Grad-CAM needs it
+    # A published model's own crop rule, (frame, Face) -> RGB crop at the input size (forensics/panel.py);
+    # None: the face spec's crop, as in training.
+    crop: Callable | None = None
 
     @property
     def warning(self) -> str | None:
         return None if self.fit_for_casework else f"NOT VALIDATED FOR CASEWORK: {self.casework_note}"
 
+    @property
+    def level(self) -> str:
+        return self.spec.level
 
-def refuse_clip_models(input_spec: dict, source: str | Path) -> None:
+    @property
+    def face_spec(self) -> PreprocessSpec | None:
+        """The face pipeline's settings for this model's crops (face and clip levels)."""
+        if self.spec.face is None:
+            return None
+        spec = self.spec
+        if self.crop is not None:  # the model makes its own crops: the pipeline only detects and chooses faces
+            spec = spec.replace(face=dataclasses.replace(spec.face, crop_rule="square_margin"))
+        return PreprocessSpec.from_dict(spec.face_pipeline_dict())
+
+    @property
+    def image_spec(self) -> ImageSpec | None:
+        return self.spec.image
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.spec.input
+
+    @property
+    def aggregation(self) -> str:
+        """The video rule the model was evaluated with."""
+        return self.spec.video.rule
+
+    @property
+    def frames_per_video(self) -> int | None:
+        return self.spec.video.frames_per_video
+
+    @property
+    def detector(self) -> DetectorSpec | None:
+        """The face detector the model's crops were made with."""
+        return self.spec.face.detector if self.spec.face is not None else None
+
+
+def refuse_clip_models(spec: ModelSpec, source: str | Path) -> None:
     """The scan scores face crops one at a time; a video-family model scores clips of consecutive
     crops, so scoring it frame by frame would not be the model that was evaluated."""
-    clip_length = int(input_spec.get("clip_length") or 1)
-    if clip_length > 1:
-        raise ValueError(f"{source}: this model scores clips of {clip_length} consecutive face crops (the video "
+    if spec.clip_length > 1:
+        raise ValueError(f"{source}: this model scores clips of {spec.clip_length} consecutive face crops (the video "
                          "family); the scan scores single crops, so it cannot use it. Evaluate it with evaluate.py "
                          "on a preprocessed data set, or scan with a frame-level model")
 
 
-def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanModel:
-    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch."""
+def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict, raw_outputs: Callable,
+               device: str = "cpu", module: object | None = None) -> ScanModel:
+    """The one way a ScanModel is made, whatever the back-end: `record` is the checkpoint or the model
+    card (calibration, casework fitness), `raw_outputs` the network's own outputs for a batch."""
+    refuse_clip_models(spec, path)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return fake_logits(raw_outputs(x), spec.output, len(x))
+
+    return ScanModel(kind=kind, path=str(Path(path).resolve()), sha256=sha256_file(path), spec=spec,
+                     calibration=record.get("calibration") or {},
+                     fit_for_casework=bool(record["fit_for_casework"]), casework_note=record.get("casework_note", ""),
+                     card=card, logits=logits, device=device, module=module)
+
+
+def load_onnx_model(export_dir: str | Path, threads: int | None = None,
+                    signatures: SignaturePolicy | None = None) -> ScanModel:
+    """An export folder (scripts/export.py): model.onnx and model_card.json; needs no torch.
+
+    The folder's signature (models/signing.py) is checked under `signatures` before anything in it
+    is parsed; what was found (signer, key, or `unsigned`) goes into the card the custody record keeps.
+    """
     import onnxruntime as ort
 
     folder = Path(export_dir)
@@ -164,34 +238,30 @@ def load_onnx_model(export_dir: str | Path, threads: int | None = None) -> ScanM
     for p in (card_path, onnx_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: model_dir must be a folder written by scripts/export.py")
+    signature = check_signature(folder, signatures or SignaturePolicy())
     card = json.loads(card_path.read_text())
-    refuse_clip_models(card.get("input") or {}, folder)
+    # Integrity before interpretation: the model file's hash and its external-data paths are checked
+    # before the card's spec is parsed or the model is loaded (tests/test_untrusted_models.py).
     onnx_sha = sha256_file(onnx_path)
     listed = card.get("files", {}).get("model.onnx", {}).get("sha256")
     if listed and listed != onnx_sha:
         raise ValueError(f"{onnx_path} has SHA-256 {onnx_sha}, but its model card lists {listed}: the folder was "
                          "altered after export")
+    check_external_data(onnx_path)  # no external-data path may leave the export folder
+    spec = card_spec(card)  # validated; cards written before the spec are migrated
+    refuse_clip_models(spec, folder)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
-    check_external_data(onnx_path)  # no external-data path may leave the export folder
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
 
-    def logits(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([out_name], {in_name: x})[0], np.float64).reshape(-1)
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
+        return session.run([out_name], {in_name: x})[0]
 
     summary = {k: card.get(k) for k in ("name", "family", "backbone", "task", "training", "warning")}
-    level = card.get("level", "face")
-    return ScanModel(kind="onnx", path=str(onnx_path.resolve()), sha256=onnx_sha, level=level,
-                     face_spec=PreprocessSpec.from_dict(card["face_preprocessing"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(card["image_preprocessing"]) if level == "image" else None,
-                     frames_per_video=card.get("frames_per_video") if level == "image" else None,
-                     input_spec=card["input"],
-                     aggregation=card["video_aggregation"], calibration=card["calibration"],
-                     fit_for_casework=bool(card["fit_for_casework"]), casework_note=card.get("casework_note", ""),
-                     detector=card.get("face_detector", {}),
-                     card={**summary, "model_card_sha256": sha256_file(card_path)}, logits=logits)
+    return scan_model("onnx", onnx_path, spec, card, {**summary, "model_card_sha256": sha256_file(card_path),
+                                                      "signature": signature.to_dict()}, raw_outputs)
 
 
 def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
@@ -199,34 +269,26 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
     import torch
 
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ckpt = load_checkpoint(ckpt_path)
-    refuse_clip_models(ckpt["preprocessing"]["input"], ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)  # validated; checkpoints written before the spec are migrated
+    spec = checkpoint_spec(ckpt)
+    refuse_clip_models(spec, ckpt_path)
     model = model_from_checkpoint(ckpt).to(device)
 
-    def logits(x: np.ndarray) -> np.ndarray:
+    def raw_outputs(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy().astype(np.float64).reshape(-1)
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    pre = ckpt["preprocessing"]
-    card = {"name": f"faketrace-{ckpt['model_spec']['family']}-{ckpt['model_spec']['backbone']}",
-            "family": ckpt["model_spec"]["family"], "backbone": ckpt["model_spec"]["backbone"],
+    arch = ckpt["architecture"]
+    card = {"name": f"faketrace-{arch['family']}-{arch['backbone']}",
+            "family": arch["family"], "backbone": arch["backbone"],
             "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
                          "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
             "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
-    level = pre.get("level", "face")
-    return ScanModel(kind="pytorch", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path), level=level,
-                     face_spec=PreprocessSpec.from_dict(pre["face"]) if level == "face" else None,
-                     image_spec=ImageSpec.from_dict(pre["image"]) if level == "image" else None,
-                     frames_per_video=pre.get("frames_per_video_eval") if level == "image" else None,
-                     input_spec=pre["input"],
-                     aggregation=pre["aggregation"], calibration=ckpt.get("calibration") or {},
-                     fit_for_casework=bool(ckpt["fit_for_casework"]), casework_note=ckpt.get("casework_note", ""),
-                     detector=pre.get("detector", {}), card=card, logits=logits, device=device,
-                     module=model)
+    return scan_model("pytorch", Path(ckpt_path), spec, ckpt, card, raw_outputs, device=device, module=model)
 
 
 def _odd_geometry(decode: dict) -> str | None:
@@ -316,7 +378,11 @@ class MediaScorer:
 
     COMBINATION = COMBINATION_RULE
 
-    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None):
+    def __init__(self, model: ScanModel | None, detector, options: ScanOptions, image_model: ScanModel | None = None,
+                 people=None):
+        """`people`: a forensics.people.PeopleMatcher: every face found is also compared with the people of
+        interest (with an image-level model only, faces are detected for that purpose alone)."""
+        self.people = people
         if model is not None and model.level == "image":
             if image_model is not None:
                 raise ValueError("two image-level models given; the second model must be face-level")
@@ -338,6 +404,7 @@ class MediaScorer:
                         "image": Domain.of(image_model) if image_model is not None else Domain()}
         self.decoder = IsolatedDecoder(isolate=options.isolate_decoding, grace_s=options.decode_grace_s,
                                        max_rss_bytes=options.decoder_max_rss_bytes)
+        self.archive_limits = ArchiveLimits()  # the scan sets its configured limits
 
     def close(self) -> None:
         self.decoder.close()
@@ -350,10 +417,18 @@ class MediaScorer:
         if kind == "empty":
             return {**out, "status": "empty", "reason": "the file is empty (0 bytes)"}
         if kind == "unknown":
+            container = container_status(path, self.archive_limits)  # an archive or a disk image
+            if container is not None:
+                return {**out, **container}
             return {**out, "status": "unsupported", "reason": "not an image or video format recognised from its bytes"}
         if size > self.options.max_file_bytes:
             return {**out, "status": "oversized",
                     "reason": f"{size} bytes, above the limit of {self.options.max_file_bytes} (scan.max_file_bytes)"}
+        if kind == "image":
+            still = sniff_still_format(path)
+            missing = still_formats.missing_decoder(still) if still else None
+            if missing:  # an optional decoder (HEIF, JPEG XL) this installation does not have
+                return {**out, "status": "unsupported", "reason": missing}
         try:
             if kind == "image":
                 frames, decode = self._image(path)
@@ -373,10 +448,13 @@ class MediaScorer:
         odd = _odd_geometry(decode)
         if odd:
             return {**out, "status": "unsupported", "reason": odd}
-        animated = kind == "video" or decode.get("n_frames", 1) > 1
+        # Pages of a TIFF or HEIF are separate pictures: every one is scored, none is a video frame.
+        animated = kind == "video" or (decode.get("n_frames", 1) > 1 and not decode.get("pages"))
         if self.model is not None:
             out.update(self._score_frames(frames, animated))
             out = self._scope(out)
+        elif self.people is not None:
+            out["people"] = self._people_only(frames)
         if self.image_model is None:
             return self._combine(out, None, animated)
         image_level = self._scope({**self._score_image_level(frames, animated), "decode": decode})
@@ -389,6 +467,9 @@ class MediaScorer:
                            max_item_pixels=self.options.max_item_pixels, hard_limit_s=self.options.image_time_limit_s)
         decode = {"format": img.format, "width": img.width, "height": img.height, "n_frames": img.n_frames,
                   "frames_scored": len(img.frames), "jpeg_quality_estimate": img.jpeg_quality, "partial": False}
+        if img.pages:
+            decode["pages"] = True
+            decode["partial"] = bool(img.pages_not_decoded)  # the note says how many and why
         if img.note:
             decode["frames_note"] = img.note
         return img.frames, decode
@@ -429,9 +510,10 @@ class MediaScorer:
         if not chosen:
             return {**result, "status": "no_face", "reason": "no face above the detector threshold in the frames "
                                                             "scored; not assessed (no score is given)"}
-        crops = [model_crop(frames[c.frame_index], c.face, self.spec) for c in chosen]
-        spec = self.model.input_spec
-        x = model_input(crops, int(spec["input_size"]), spec["mean"], spec["std"], resize_method(spec))
+        people_item, people_faces = self.people.match(frames, chosen) if self.people is not None else (None, {})
+        crop = self.model.crop or (lambda frame, face: model_crop(frame, face, self.spec))
+        crops = [crop(frames[c.frame_index], c.face) for c in chosen]
+        x = spec_input(crops, self.model.input_spec)
         logits = np.concatenate([self.model.logits(x[i:i + self.options.batch_size])
                                  for i in range(0, len(x), self.options.batch_size)])
         cal = self.model.calibration
@@ -443,6 +525,8 @@ class MediaScorer:
                           "box": [round(float(v), 2) for v in b], "detector_score": r6(c.face.score),
                           "size_px": round(float(min(b[2] - b[0], b[3] - b[1])), 2),
                           "logit": r6(lg), "probability": r6(p)})
+            if people_faces.get(len(faces) - 1):
+                faces[-1]["people"] = people_faces[len(faces) - 1]
         per_frame: dict[int, float] = {}
         for f, p in zip(faces, probs, strict=True):
             per_frame[f["frame_index"]] = max(per_frame.get(f["frame_index"], 0.0), float(p))
@@ -453,7 +537,8 @@ class MediaScorer:
         else:
             level, rule = "frame", None
             aggregated = float(probs.max())
-            how = "highest calibrated probability among the faces"
+            how = "highest calibrated probability among the faces" + (
+                f" of all {len(frames)} pages" if len(frames) > 1 else "")
         probability = item_probability(aggregated, len(per_frame), cal)
         top = int(np.argmax(probs))
         result.update(status="scanned", reason=None, faces=faces,
@@ -462,7 +547,19 @@ class MediaScorer:
                       score={"probability": r6(probability), "level": level, "rule": rule, "how": how,
                              "calibration": calibration_summary(cal)})
         result.update(self._verdict(probability, faces))
+        if people_item is not None:
+            result["people"] = people_item
         return result
+
+    def _people_only(self, frames: dict[int, np.ndarray]) -> dict:
+        """Faces found only to look for the people of interest (no face-level model in this scan)."""
+        order = sorted(frames)
+        detections = []
+        for i in range(0, len(order), self.options.detector_batch):
+            detections.extend(self.detector.detect([frames[k] for k in order[i:i + self.options.detector_batch]]))
+        chosen = [c for per_frame in choose_faces(order, detections, PreprocessSpec(face_policy="all"))
+                  for c in per_frame]
+        return self.people.match(frames, chosen)[0]
 
     def _score_image_level(self, frames: dict[int, np.ndarray], animated: bool) -> dict:
         """Whole-image score: tiles at native resolution, tile rule per frame, then the video rule."""
@@ -487,6 +584,10 @@ class MediaScorer:
             level, rule = "video", self.options.video_rule
             aggregated = video_rule(np.array([per_frame[k] for k in sorted(per_frame)]), rule)
             how = f"{spec.aggregation} over tiles per frame, {rule} over frames, then the video map"
+        elif len(per_frame) > 1:  # pages of a multi-page still: the most suspicious page decides
+            level, rule = "frame", None
+            aggregated = max(per_frame.values())
+            how = f"{spec.aggregation} of the calibrated tile probabilities, highest of {len(per_frame)} pages"
         else:
             level, rule = "frame", None
             aggregated = per_frame[min(per_frame)]
@@ -522,6 +623,7 @@ class MediaScorer:
             out["image_level"] = image
             opinions.append(Opinion("image", "image", image, self.domains["image"],
                                     self.domains["image"].outside(media, has_face)))
+        self.last_opinions = (opinions, media, has_face)  # a panel (forensics/panel.py) adds its members' to these
         combined = combine(opinions)
         if combined.get("status") != "scanned":  # nobody scored it (no face and no image-level model)
             out.update(decided_by=None, why=combined["why"], combination=combined["combination"],

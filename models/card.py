@@ -4,7 +4,7 @@
 the SHA-256 of every other file in the folder (it cannot list its own), and `load_export` checks
 them all, and that no unlisted file lies in the folder, before anything but the card is parsed.
 
-No torch here (json and hashlib only): the standalone predictor reads export folders with it.
+No torch here (json, hashlib and models/spec.py only): the standalone predictor reads export folders with it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from faketrace.models.spec import card_spec
+
 CARD_FILE = "model_card.json"
 MARKDOWN_FILE = "MODEL_CARD.md"
+# The optional Ed25519 signature over the card (models/signing.py): written after the card, so the
+# card cannot list it; the signature names the card's SHA-256 instead.
+SIGNATURE_FILE = "model_card.sig"
 
 
 class ExportIntegrityError(RuntimeError):
@@ -30,10 +35,10 @@ def _sha256(path: Path) -> str:
 
 
 def folder_files(folder: str | Path) -> list[str]:
-    """Every regular file under `folder` as a relative POSIX path, sorted, the card excluded."""
+    """Every regular file under `folder` as a relative POSIX path, sorted, the card and its signature excluded."""
     folder = Path(folder)
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.relative_to(folder).as_posix() != CARD_FILE)
+                  if p.is_file() and p.relative_to(folder).as_posix() not in (CARD_FILE, SIGNATURE_FILE))
 
 
 def file_hashes(folder: str | Path) -> dict[str, dict]:
@@ -105,57 +110,51 @@ def _casework_banner(card: dict) -> list[str]:
             "> Do not use this model's scores as evidence in any investigation, report or proceedings.", ""]
 
 
-def card_resize(input_spec: dict) -> str:
-    """The resize a card's model is fed with: `resize`; cards without it were fed bilinear (whatever
-    their `interpolation`, copied from timm, said). Mirrors datasets/face_pipeline.resize_method."""
-    return str(input_spec.get("resize") or "bilinear")
-
-
 def _section_model(card: dict) -> list[str]:
-    i, o = card["input"], card["output"]
+    i, o = card_spec(card).input, card["output"]
     return ["## Model", "",
             f"- task: {card['task']}",
             f"- family: `{card['family']}`; architecture: timm `{card['backbone']}`",
-            f"- input `{o.get('input_name', 'image')}`: float32 {i.get('layout', 'NCHW')} {i.get('channels', 'RGB')}, "
-            f"{i['input_size']} x {i['input_size']} px, {i.get('value_range', '')}",
-            f"- mean {i['mean']}, std {i['std']}; a crop of another size is resized {card_resize(i)} (the method "
-            "training, evaluation, the scan and the predictor use)",
+            f"- input `{o.get('input_name', 'image')}`: float32 {i.layout} {i.channels}, "
+            f"{i.size[0]} x {i.size[1]} px, pixel values x {i.scale:.6g}, then (x - mean) / std",
+            f"- mean {list(i.mean)}, std {list(i.std)}; a crop of another size is resized {i.interpolation} (the "
+            "method training, evaluation, the scan and the predictor use)",
             f"- output `{o['name']}`: one logit per image, shape ({', '.join(o['shape'])},); probability {o['probability']}", ""]
 
 
 def _section_image_preprocessing(card: dict) -> list[str]:
-    t = card["image_preprocessing"]
+    spec = card_spec(card)
+    t, v = spec.image, spec.video
     return ["## Whole-image tiling (no face crop)", "",
-            f"- tiles of {t['tile_size']} px, stride {t.get('stride') or t['tile_size']} (last row and column aligned "
-            f"to the border), crop policy `{t.get('crop')}`; "
-            + (f"shorter side resized to {t['resize']} px first" if t.get("resize") else
+            f"- tiles of {t.tile_size} px, stride {t.stride or t.tile_size} (last row and column aligned "
+            f"to the border), crop policy `{t.crop}`; "
+            + (f"shorter side resized to {t.resize} px first" if t.resize else
                "no resizing: native resolution (resizing would smear the pixel-level traces)"),
-            f"- image score: `{t['aggregation']}` of the tile probabilities",
-            f"- frames per video: {card['frames_per_video']}; video score: `{card['video_aggregation']}` of the "
-            "frame scores",
+            f"- image score: `{t.aggregation}` of the tile probabilities",
+            f"- frames per video: {v.frames_per_video or 'all'}; video score: `{v.rule}` of the frame scores",
             f"- {card.get('image_note') or ''}", ""]
 
 
 def _section_preprocessing(card: dict) -> list[str]:
-    if card.get("level") == "image":
+    spec = card_spec(card)
+    if spec.level == "image":
         return _section_image_preprocessing(card)
-    f, d = card["face_preprocessing"], card["face_detector"]
-    crop = (f"margin {f['margin']}, 5-point similarity alignment onto a template" if f.get("align") else
-            f"margin {f['margin']}: a square of {f['margin']} x the longer box side around the box centre, "
-            "edges replicated")
+    f, d, v = spec.face, spec.face.detector, spec.video
+    crop = (f"margin {f.margin}, 5-point similarity alignment onto a template" if f.crop_rule == "aligned_5pt" else
+            f"margin {f.margin}: a square of {f.margin} x the longer box side around the box centre, "
+            "edges replicated" if f.crop_rule == "square_margin" else f"rule `{f.crop_rule}`, margin {f.margin}")
     return ["## Face detection and cropping", "",
-            f"- detector: `{d.get('name')}` ({d.get('package')} {d.get('version')}), file `{d.get('file')}`, "
-            f"SHA-256 `{d.get('sha256')}`",
-            f"- detection: score threshold {d.get('score_threshold')}, NMS {d.get('nms_threshold')}, frames scaled "
-            f"so the longer side is at most {d.get('max_side')} px",
-            f"- face policy: `{f['face_policy']}` (largest: the video's main face track; all: every face)",
-            f"- crop: {crop}, {f['crop_size']} px, stored as {f['image_format']}"
-            + (f" (quality {f['jpeg_quality']})" if f["image_format"] == "jpeg" else ""),
-            f"- frames per video: {card['frames_per_video']} ({f['sampling']} sampling"
-            + (f", every {f['every_k']}th frame" if f["sampling"] == "every_k" else "") + ")"
+            f"- detector: `{d.name}` ({d.package} {d.version}), file `{d.file}`, SHA-256 `{d.weights_sha256}`",
+            f"- detection: score threshold {d.score_threshold}, NMS {d.nms_threshold}, frames scaled "
+            f"so the longer side is at most {d.max_side} px",
+            f"- face policy: `{f.face_policy}` (largest: the video's main face track; all: every face)",
+            f"- crop: {crop}, {f.crop_size} px, stored as {f.image_format}"
+            + (f" (quality {f.jpeg_quality})" if f.image_format == "jpeg" else ""),
+            f"- frames per video: {v.frames_per_video or 'all'} ({v.sampling} sampling"
+            + (f", every {v.every_k}th frame" if v.sampling == "every_k" else "") + ")"
             + ("; trained and validated on still images only: this applies to videos given to it later, which it "
-               "has not been validated on" if card.get("trained_media") == "stills" else ""),
-            f"- video score: `{card['video_aggregation']}` of the frame probabilities",
+               "has not been validated on" if spec.domain.media == ("still",) else ""),
+            f"- video score: `{v.rule}` of the frame probabilities",
             "- frames without a face are not scored; the item reports how many frames had none", ""]
 
 
@@ -305,7 +304,7 @@ def _section_loading(card: dict) -> list[str]:
              "import onnxruntime as ort",
              "session = ort.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
              f"logits = session.run(['{card['output']['name']}'], {{'image': images}})[0]  # images: (N, 3, "
-             f"{card['input']['input_size']}, {card['input']['input_size']}) float32", "```", ""]
+             f"{card_spec(card).input.size[0]}, {card_spec(card).input.size[1]}) float32", "```", ""]
     if (card.get("weights") or {}).get("file"):
         lines += ["timm (PyTorch):", "", "```python", "import timm", card["timm_load"], "```", ""]
     return lines

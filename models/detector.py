@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from faketrace.models.backbones import create_backbone, data_config
-
-# Kept in step with datasets/face_pipeline.RESIZE_METHODS (models/ does not import datasets/).
-RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+from faketrace.models.spec import INTERPOLATIONS as RESIZE_METHODS
+from faketrace.models.spec import InputSpec
 
 
 class Detector(nn.Module):
@@ -107,10 +106,11 @@ class Detector(nn.Module):
                                           strict=True)
             assert not result.missing_keys and not result.unexpected_keys
 
-    def input_spec(self) -> dict:
-        """What an image must look like on the way in: stored in checkpoints and model cards."""
-        return {"input_size": self.input_size, "mean": self.mean, "std": self.std,
-                # `resize` is the method used; `interpolation` says the same for readers of older records.
-                "resize": self.resize, "interpolation": self.resize,
-                "pretrained_interpolation": self.pretrained_interpolation, "channels": "RGB", "layout": "NCHW",
-                "value_range": "0..1 then (x - mean) / std"}
+    #: Consecutive frames per input: 1 for single images; clip families set more.
+    clip_length = 1
+
+    def input_spec(self) -> InputSpec:
+        """What an image must look like on the way in: the `input` section of the model's spec."""
+        return InputSpec(size=(self.input_size, self.input_size), mean=tuple(self.mean), std=tuple(self.std),
+                         interpolation=self.resize, channels="RGB",
+                         layout="NTCHW" if self.clip_length > 1 else "NCHW")

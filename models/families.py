@@ -176,11 +176,6 @@ class TemporalDetector(Detector):
         states, _ = self.temporal(self.project(features))
         return {"logits": self.head(states.mean(dim=1)).squeeze(-1)}
 
-    def input_spec(self) -> dict:
-        return {**super().input_spec(), "clip_length": self.clip_length,
-                "layout": "NTCHW: clip_length consecutive sampled crops of one video (NCHW: clips of one)",
-                "frame_score": "score of the clip of clip_length crops centred on the frame"}
-
 
 class _StaticPadConv2d(nn.Conv2d):
     """A convolution with a fixed (left, right, top, bottom) zero padding, whatever the input size."""
@@ -233,7 +228,3 @@ class StaticPaddingDetector(Detector):
             (top, bottom), (left, right) = pads
             conv.__class__ = _StaticPadConv2d
             conv.static_pad = (0, 0, 0, 0) if (name == first and stem_padding == "none") else (left, right, top, bottom)
-
-    def input_spec(self) -> dict:
-        return {**super().input_spec(), "padding_image_size": self.padding_image_size,
-                "stem_padding": self.stem_padding}

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 SPEC_VERSION = 1
 
 LEVELS = ("face", "image", "clip")  # face crops, whole-image tiles, clips of consecutive face crops
-INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest", "lanczos")
+INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest")  # datasets/face_pipeline.RESIZE_METHODS
 CHANNELS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC", "NTCHW", "NTF")  # NTF: clips of feature vectors (landmark sequences), no pixels
 CROP_RULES = (
@@ -39,11 +39,15 @@ CROP_RULES = (
     "aligned_5pt",  # 5-point similarity alignment onto a template, `margin` around it
     "box_margin",  # the box grown by `margin` on each axis, resized without keeping its aspect
     "landmarks_only",  # no pixels: the model reads landmark coordinates (LRNet-style)
+    # MesoNet's rule: a square centred on the nose, side `margin` x max(eye distance, eyes-to-mouth
+    # distance), rotated upright (datasets/published_crops.py; 5 points stand in for the 68-point groups)
+    "mesonet_5pt",
 )
 LANDMARKS = ("none", "5pt", "dlib68")
 FACE_POLICIES = ("largest", "all")
 IMAGE_FORMATS = ("png", "jpeg", "none")  # none: crops are kept in memory, never encoded
-VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident")
+VIDEO_RULES = ("mean", "median", "max", "max_face_mean", "confident",
+               "vote")  # vote: fraction of clips with P(fake) >= 0.5 (LRNet's published rule; forensics/panel.py)
 SAMPLINGS = ("uniform", "every_k", "all")
 TILE_AGGREGATIONS = ("max", "mean")
 EVAL_CROPS = ("tiles", "centre")
@@ -399,9 +403,6 @@ class ModelSpec(_Section):
                       f"got {self.input.layout!r}")
         elif self.input.layout in ("NTCHW", "NTF"):
             _fail(f"{where}.input.layout", f"a {self.level}-level model takes single images; got {self.input.layout!r}")
-        if self.level == "image" and self.input.size != (self.image.tile_size, self.image.tile_size):
-            _fail(f"{where}.input.size", f"an image-level model's input is its tile ({self.image.tile_size} px); "
-                  f"got {self.input.size}")
 
     # -- what the rest of the code asks ----------------------------------------------------------
     @property
@@ -445,7 +446,8 @@ class ModelSpec(_Section):
         i = self.input
         # `resize` is the key the tensor helpers read (datasets/face_pipeline.resize_method); the same method.
         return {"input_size": i.side, "mean": list(i.mean), "std": list(i.std), "interpolation": i.interpolation,
-                "resize": i.interpolation, "channels": i.channels, "layout": i.layout, "scale": i.scale, "clip_length": self.clip_length}
+                "resize": i.interpolation, "channels": i.channels, "layout": i.layout, "scale": i.scale,
+                "clip_length": self.clip_length}
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -560,6 +562,8 @@ def _legacy_input(inp: dict, where: str) -> InputSpec:
         _fail(where, f"legacy input record needs input_size, mean and std; got {inp!r}")
     side = int(inp["input_size"])
     clip = int(inp.get("clip_length") or 1)
+    # Before the spec, the record named the backbone's pretrained interpolation (often bicubic) but
+    # every crop was resized bilinearly (OpenCV INTER_LINEAR): the spec says what was done.
     return InputSpec(size=(side, side), mean=tuple(float(v) for v in inp["mean"]),
                      # Records before `resize` copied timm's interpolation (often bicubic) while every
                      # resize was bilinear: the spec says what the model was fed (issue 17).
@@ -579,7 +583,8 @@ def _legacy_detector(det: dict | None, face: dict) -> DetectorSpec:
         max_side=det.get("max_side", face.get("detector_max_side")))
 
 
-def _legacy_face(face: dict, det: dict | None) -> FaceSpec:
+def face_spec_from_pipeline(face: dict, det: dict | None) -> FaceSpec:
+    """A FaceSpec from the face pipeline's settings (a manifest's PreprocessSpec dict) and its detector record."""
     return FaceSpec(detector=_legacy_detector(det, face),
                     crop_rule="aligned_5pt" if face.get("align") else "square_margin",
                     margin=float(face.get("margin", 1.3)), crop_size=int(face.get("crop_size", 128)),
@@ -610,7 +615,7 @@ def _legacy_spec(level: str, inp: dict, face: dict | None, det: dict | None, ima
     video = VideoSpec(frames_per_video=int(frames_per_video or face.get("frames_per_video", 32)), rule=rule or "mean",
                       sampling=face.get("sampling", "uniform"),
                       every_k=int(face["every_k"]) if face.get("sampling") == "every_k" else None)
-    return ModelSpec(level="clip" if clip > 1 else "face", input=input_spec, face=_legacy_face(face, det),
+    return ModelSpec(level="clip" if clip > 1 else "face", input=input_spec, face=face_spec_from_pipeline(face, det),
                      clip=ClipSpec(length=clip) if clip > 1 else None, video=video,
                      trained_on=_legacy_trained_on(data, methods))
 

@@ -8,7 +8,8 @@ repeats (timm's protocol).
   efficiency), for each number of worker processes.
 - `metrics`: the full metric set over N frame scores, without and with the bootstrap.
 - `scan [hydra overrides]`: items/s and faces/s of the evidence scan over a copy of the given
-  evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export.
+  evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export; with --people FOLDER
+  also with a person of interest (reference photos in FOLDER), and the ratio.
 - `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
   loader-only training throughput, and the ratios (b)/(a), (c)/(a).
 - `infer`: latency at batch 1 and throughput at batch 32 of PyTorch eager and ONNX Runtime on
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--ckpt", default="outputs/demo/train/checkpoints/best.ckpt")
     scan.add_argument("--model-dir", default=None, help="an export folder: also time ONNX Runtime")
     scan.add_argument("--repeats", type=int, default=3)
+    scan.add_argument("--people", default=None,
+                      help="a folder of reference photos: also time the scan with this person of interest")
     scan.add_argument("--work-dir", default=None)
     scan.add_argument("--json", default=None)
     scan.set_defaults(run=run_scan)

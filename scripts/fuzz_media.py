@@ -6,7 +6,8 @@ Each input is written to a file and given to `sniff_media_type` (must name a kno
 `read_image_frames` (must decode or raise DecodeError; anything else is a crash). With
 `--video`, inputs are also decoded as video (`read_video_frames`, 2 s limit per input; it must
 never raise). Seeds (small valid JPEG, PNG, GIF, WebP, BMP, TIFF files) are written to the
-corpus folder when it is empty or not given. A crash leaves the input as `crash-*` under
+corpus folder when it is empty or not given, with multi-page and Big TIFF, AVIF, and HEIF and
+JPEG XL when their optional decoders are installed (datasets/still_formats.py). A crash leaves the input as `crash-*` under
 `-artifact_prefix` (default: the current folder) and exits non-zero. Install with
 `pip install -e ".[fuzz]"` (atheris: Linux x86_64, CPython 3.11).
 """
@@ -25,7 +26,7 @@ import atheris
 with atheris.instrument_imports():
     import PIL.Image  # noqa: F401 - instrumented so its Python parsers guide the fuzzer
 
-    from faketrace.datasets import media
+    from faketrace.datasets import media, still_formats
 
 SNIFF_VALUES = ("image", "video", "unknown", "empty")
 # The product decodes images up to 64 megapixels, which legitimately takes a gigabyte or more;
@@ -55,6 +56,8 @@ def write_seeds(folder: Path) -> int:
         buf = io.BytesIO()
         frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=50, loop=0)
         seeds.append((f"seed.animated.{fmt.lower()}", buf.getvalue()))
+    # The formats decoded on purpose beyond those (datasets/still_formats.py), optional ones when installed.
+    seeds += [(f"seed.{name}", data) for name, data in still_formats.fuzz_seeds(rgb).items()]
     for name, data in seeds:
         (folder / name).write_bytes(data)
     return len(seeds)

@@ -1,4 +1,5 @@
-"""Re-render the case report of a finished scan: `python scripts/report.py case_dir=...`.
+"""Re-render the case report of a finished scan: `python scripts/report.py case_dir=...`
+(installed as `faketrace-report case_dir=...`).
 
 Settings: configs/case_report.yaml and configs/report/default.yaml (docs/report.md).
 """
@@ -13,11 +14,9 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="case_report")
 def main(cfg: DictConfig) -> dict:
-    from faketrace.forensics.report import format_report, report_from_config
+    from faketrace.forensics.cli import run_report
 
-    report = report_from_config(cfg)
-    print(format_report(report, cfg.case_dir))
-    return report["summary"]
+    return run_report(cfg)
 
 
 if __name__ == "__main__":

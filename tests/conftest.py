@@ -389,4 +389,7 @@ def make_hostile_corpus(root: Path, face_image: Path, face_video: Path, long_vid
     unreadable = d / "unreadable.jpg"
     unreadable.write_bytes(jpeg)
     unreadable.chmod(0)
+    from .formats_corpus import write_hostile_stills
+
+    write_hostile_stills(d, face_image)  # TIFF pages, AVIF, HEIF, JPEG XL (tests/formats_corpus.py)
     return d

@@ -15,13 +15,14 @@ from .conftest import results, scan_cfg
 @pytest.fixture(scope="module")
 def scenes_ckpt(scan_ckpt, tmp_path_factory):
     """An image-level checkpoint declared, like the image-level demo's, as trained on scenes without faces."""
-    from faketrace.datasets.image_pipeline import ImageSpec
     from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+    from faketrace.models.spec import ImageSpec, ModelSpec, VideoSpec, checkpoint_spec
 
     ckpt = load_checkpoint(scan_ckpt)
     ckpt.pop("format")
-    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
-                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    ckpt["spec"] = ModelSpec(level="image", input=checkpoint_spec(ckpt).input,
+                             image=ImageSpec(tile_size=64, aggregation="max"),
+                             video=VideoSpec(frames_per_video=None, rule="mean")).to_dict()
     ckpt["data"] = {**ckpt["data"], "domain": {"media": ["still"], "faces": "absent"}}
     # Bands that call every item likely manipulated: the failure the issue saw, at its worst.
     ckpt["calibration"] = {**ckpt["calibration"], "thresholds": {"video": {"eer": 0.0, "at_target_fpr": 0.0,
@@ -60,3 +61,22 @@ def test_the_demo_scan_calls_no_real_face_manipulated_and_says_who_decided(demo_
     assert any(t.startswith("The image-level model") for t in words["thresholds"])
     assert "training domain" in words["combination"]
     assert all(rec["decided_by"] == items[rec["item_id"]]["decided_by"] and rec["why"] for rec in report["items"])
+
+
+def test_an_upper_band_finer_than_the_validation_set_says_so():
+    """The demo's 64 real validation items cannot measure a 1 % false-positive rate: its upper band is
+    just above the highest real score, and the calibration record (and so the report) says so."""
+    import numpy as np
+    import pandas as pd
+
+    from faketrace.engine.calibration import thresholds
+
+    rng = np.random.default_rng(0)
+
+    def table(n_real):
+        return pd.DataFrame({"label": [0] * n_real + [1] * 96,
+                             "score": np.concatenate([rng.uniform(0, 0.8, n_real), rng.uniform(0.3, 1, 96)])})
+
+    few = thresholds(table(64), table(64), 0.01)["video"]
+    assert "64 real validation items cannot measure a rate of 0.01" in few["resolution_note"]
+    assert "resolution_note" not in thresholds(table(200), table(200), 0.01)["video"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +16,24 @@ from .conftest import REPO, SMALL_DEMO
 
 def _run(args, tmp_path):
     out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=900,
-                         env={**__import__("os").environ, "FAKETRACE_DATA": str(tmp_path / "data"),
+                         env={**os.environ, "FAKETRACE_DATA": str(tmp_path / "data"),
                               "WANDB_MODE": "offline"})
     assert out.returncode == 0, f"{args[0]} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    return out.stdout
+
+
+def printed_command(name: str) -> str:
+    """The command line the Makefile's demo prints (an @echo line) that runs `name`."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.strip().startswith("@echo") and name in line:
+            return line.split('"', 1)[1].rsplit('"', 1)[0].strip().split(": ", 1)[-1]
+    raise AssertionError(f"the Makefile prints no {name} command")
+
+
+def _run_printed(command_line: str, tmp_path) -> str:
+    out = subprocess.run(shlex.split(command_line), cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "FAKETRACE_DATA": str(tmp_path / "data"), "WANDB_MODE": "offline"})
+    assert out.returncode == 0, f"{command_line} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     return out.stdout
 
 
@@ -40,7 +58,10 @@ def test_demo_pipeline_from_the_command_line(tmp_path):
     assert "max |logit diff|" in exported and "test crops, batch sizes 1, 8" in exported
     folder = runs / "export" / "export"
     assert (folder / "model.onnx").is_file() and "## Evaluation" in (folder / "MODEL_CARD.md").read_text()
-    media = tmp_path / "data" / "demo" / "raw"
-    predicted = _run(["scripts/predict.py", str(folder), str(media / "test" / "images"), "--allow-unvalidated"], tmp_path)
+    # The command `make demo` prints at its end, run as printed (only the demo's folders swapped for this test's).
+    printed = printed_command("faketrace-predict")
+    predicted = _run_printed(printed.replace("$(VENV)", str(Path(sys.executable).parents[1]))
+                             .replace("$(DEMO)/export/model", str(folder))
+                             .replace("data/demo/raw", str(tmp_path / "data" / "demo" / "raw")), tmp_path)
     results = [json.loads(line) for line in predicted.splitlines()]
     assert results and all(r["status"] in ("scanned", "no_face") for r in results)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from faketrace.datasets.faces import detector_weights
 from faketrace.datasets.io import sha256_bytes, sha256_file
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.evaluate import evaluate_checkpoint, model_from_checkpoint
+from faketrace.engine.evaluate import evaluate_checkpoint
 from faketrace.engine.export import (
     ExportVerificationError,
     crop_dataset,
@@ -25,9 +25,11 @@ from faketrace.engine.export import (
     verify_onnx,
     verify_timm_round_trip,
 )
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.engine.train import train
 from faketrace.models.backbones import timm
 from faketrace.models.card import ExportIntegrityError, load_export, render_markdown
+from faketrace.models.spec import card_spec, checkpoint_spec
 from faketrace.models.triton import ONNX_TO_TRITON, check_repository, parse_config
 
 from .conftest import compose_config, resolved
@@ -63,7 +65,7 @@ def exported(demo_data, tiny_checkpoint, evaluation, tmp_path_factory):
 
 def _real_crops(demo_data, ckpt, split="val", n=16):
     cfg = resolved(compose_config("export", demo_data["overrides"] + ["ckpt_path=x"]))
-    return spread_images(crop_dataset(cfg, ckpt["preprocessing"]["input"], split), n, "test")
+    return spread_images(crop_dataset(cfg, checkpoint_spec(ckpt).input, split), n, "test")
 
 
 def test_export_folder_is_verified_complete_and_checks_itself(exported, tiny_checkpoint):
@@ -82,9 +84,10 @@ def test_export_folder_is_verified_complete_and_checks_itself(exported, tiny_che
 
     # The crops depend on the detector: the folder ships the very file the training crops came from.
     ckpt = load_checkpoint(tiny_checkpoint)
-    det = card["face_detector"]
-    assert det["sha256"] == sha256_file(out / "face_detector.onnx") == sha256_bytes(detector_weights())
-    assert det["sha256"] == ckpt["preprocessing"]["detector"]["weights_sha256"]
+    det = card_spec(card).face.detector
+    assert det.file == "face_detector.onnx"
+    assert det.weights_sha256 == sha256_file(out / "face_detector.onnx") == sha256_bytes(detector_weights())
+    assert det.weights_sha256 == checkpoint_spec(ckpt).face.detector.weights_sha256
 
     # fp16: written, and honestly not checked on a machine without a CUDA provider.
     fp16 = card["fp16"]["verification"]
@@ -199,7 +202,7 @@ def test_model_card_markdown_is_rendered_from_the_json(exported, evaluation):
     metrics = json.loads(evaluation.read_text())
     auc, ci = metrics["detector"]["video"]["auc"], metrics["detector"]["video"]["intervals"]["auc"]
     for text in ("timm `test_efficientnet`", "64 x 64 px", "mean [0.485, 0.456, 0.406]", "retinaface_mnet025_onnx",
-                 card["face_detector"]["sha256"], "margin 1.3", "frames per video: 4", "`mean` of the frame probabilities",
+                 card["spec"]["face"]["detector"]["weights_sha256"], "margin 1.3", "frames per video: 4", "`mean` of the frame probabilities",
                  "## Calibration", "## Training data", "identity-disjoint", "| train |",
                  f"{auc:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]", "## Intended use", "## Out-of-scope use",
                  "any data set other than `demo`", "batch 1:", "batch 8:", "NOT CHECKED", "create_model(",
@@ -240,7 +243,7 @@ def test_export_fails_and_leaves_nothing_when_verification_fails(demo_data, tiny
 def test_int8_is_calibrated_on_train_reported_on_val_and_refused_past_the_bound(exported, tiny_checkpoint, tmp_path):
     ckpt = load_checkpoint(tiny_checkpoint)
     cfg = exported["cfg"].copy()
-    spec, rule = ckpt["preprocessing"]["input"], ckpt["preprocessing"]["aggregation"]
+    spec, rule = checkpoint_spec(ckpt).input, checkpoint_spec(ckpt).video.rule
     src = exported["dir"] / "model.onnx"
     cfg.quantize.n_calibration = 16
     cfg.quantize.max_auc_drop = 1.0  # any int8 model passes this bound

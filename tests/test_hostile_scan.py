@@ -500,12 +500,15 @@ def test_a_mixed_hostile_folder_is_scanned_whole_within_2_gb(scan_ckpt, evidence
     run = evaluate(*scan_args([root], case, scan_ckpt, "allow_unvalidated=true", "scan.hash_time_limit_s=2"))
     assert run.returncode == 3, run.stderr[-3000:]
     header, items = results(case)
-    assert {r["rel_path"]: r["status"] for r in items.values()} == expected
-    assert all(r.get("reason") for r in items.values() if r["status"] != "scanned")
-    assert items["0/bomb.gif"]["decode"]["frames_note"].startswith("2 of 8 frames")
-    assert "frames_note" in items["0/big.mp4"]["decode"]
+    assert {r["rel_path"]: r["status"] for r in items.values()} == expected, \
+        {r["rel_path"]: r.get("reason") for r in items.values() if r["status"] != expected.get(r["rel_path"])}
+    assert all(r.get("reason") for r in items.values() if r["status"] not in ("scanned", "no_face"))
+    assert items["0/bomb.gif"]["decode"]["frames_note"].startswith("2 of ")  # 2 frames of 64 M pixels fit 128 M
+    assert items["0/big.mp4"]["decode"]["frames_read"] * 4096 * 4096 <= 128_000_000
     summary = strict_json((case / "scan_summary.json").read_text())
     used = summary["resources"]
+    print(f"peak resident memory: scan {used['scan_peak_rss_bytes'] / 1e9:.2f} GB, "
+          f"decoder {used['decoder_peak_rss_bytes'] / 1e9:.2f} GB")
     assert 0 < used["scan_peak_rss_bytes"] < 2e9 and 0 < used["decoder_peak_rss_bytes"] < 2e9, used
     for line in (case / "scan_results.jsonl").read_text().splitlines():
         strict_json(line)

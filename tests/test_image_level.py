@@ -20,7 +20,9 @@ from faketrace.datasets.media import read_image
 from faketrace.datasets.transforms import train_transform
 from faketrace.engine import metrics as M
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.train import frames_from_tiles, predict_tiles, train
+from faketrace.engine.inference import frames_from_tiles, predict_tiles
+from faketrace.engine.train import train
+from faketrace.models.spec import InputSpec, card_spec, checkpoint_spec
 
 from .conftest import SMALL_DEMO_IMAGES, compose_config, resolved
 
@@ -28,6 +30,7 @@ NO_AUG = {"hflip": 0.0, "jpeg_p": 0.0, "jpeg_quality": [90, 100], "blur_p": 0.0,
           "noise_p": 0.0, "noise_std": [0.01, 0.02], "color_p": 0.0, "brightness": 0.1, "contrast": 0.1,
           "saturation": 0.1, "hue": 0.01, "downscale_p": 0.0, "downscale": [0.7, 0.9]}
 UNIT = {"input_size": 32, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+UNIT_INPUT = InputSpec(size=(32, 32), mean=UNIT["mean"], std=UNIT["std"])
 
 
 def _image_overrides(demo_data):
@@ -125,7 +128,7 @@ def test_synthesis_turns_reals_into_pasted_fakes(demo_data):
 def test_tiles_scores_aggregate_per_image_by_named_rule(demo_data):
     cfg = demo_data["image_cfg"]
     table, _ = load_image_table(cfg.data.index_path)
-    ds = ImageTileDataset(table, cfg.data.root, ImageSpec(tile_size=32, stride=24), UNIT, split="test", with_masks=True)
+    ds = ImageTileDataset(table, cfg.data.root, ImageSpec(tile_size=32, stride=24), UNIT_INPUT, split="test", with_masks=True)
 
     class MeanBrightness(torch.nn.Module):
         aux_outputs = ("map",)
@@ -174,10 +177,10 @@ def image_ckpt(demo_data, tmp_path_factory):
 
 def test_image_level_checkpoint_records_its_preprocessing(image_ckpt):
     ckpt = load_checkpoint(image_ckpt)
-    pre = ckpt["preprocessing"]
-    assert pre["level"] == "image" and pre["face"] is None
-    assert ImageSpec.from_dict(pre["image"]) == ImageSpec(tile_size=32, aggregation="max")
-    assert pre["input"]["input_size"] == 32 and ckpt["model_spec"]["family"] == "localization"
+    spec = checkpoint_spec(ckpt)
+    assert spec.level == "image" and spec.face is None
+    assert spec.image == ImageSpec(tile_size=32, aggregation="max")
+    assert spec.input.size == (32, 32) and ckpt["architecture"]["family"] == "localization"
     assert ckpt["model_family"] and all(k.startswith("map_head.") for k in ckpt["model_family"])
     assert ckpt["fit_for_casework"] is False
 
@@ -185,7 +188,8 @@ def test_image_level_checkpoint_records_its_preprocessing(image_ckpt):
 def test_face_level_checkpoint_says_face(demo_data, tmp_path):
     cfg = compose_config("train", demo_data["overrides"] + ["model=tiny", "debug=fast"], output_dir=tmp_path)
     ckpt = load_checkpoint(train(resolved(cfg))["last_ckpt"])
-    assert ckpt["preprocessing"]["level"] == "face" and ckpt["preprocessing"]["face"]["crop_size"] == 64
+    spec = checkpoint_spec(ckpt)
+    assert spec.level == "face" and spec.face.crop_size == 64 and spec.image is None
 
 
 def test_image_level_evaluation_writes_both_rules_baseline_and_localisation(demo_data, image_ckpt, tmp_path):
@@ -225,7 +229,7 @@ def test_image_level_model_runs_on_video_frames(demo_data, image_ckpt):
     index = demo_data["index"]
     videos = index[(index.split == "test") & (index.media_type == "video")]
     per_video = frames[frames.video_id.isin(videos.id)].groupby("video_id").size()
-    assert len(per_video) == len(videos) and (per_video == ckpt["preprocessing"]["frames_per_video_eval"]).all()
+    assert len(per_video) == len(videos) and (per_video == checkpoint_spec(ckpt).video.frames_per_video).all()
     assert frames["score"].between(0, 1).all()
 
 
@@ -241,7 +245,7 @@ def test_robustness_sweep_runs_on_an_image_level_model_and_notes_the_messenger_p
     assert (table.face_rate == 1.0).all() and table.video_auc.notna().all()
     saved = json.loads((tmp_path / "robustness.json").read_text())
     assert saved["level"] == "image" and "messenger profile" in saved["note"]
-    assert saved["preprocessing"]["tile_size"] == 32
+    assert saved["spec"]["image"]["tile_size"] == 32
     assert "messenger profile" in (tmp_path / "robustness.md").read_text()
 
 
@@ -251,10 +255,11 @@ def test_export_of_an_image_level_model_verifies_on_tiles(demo_data, image_ckpt,
     cfg = compose_config("export", _image_overrides(demo_data) + [f"ckpt_path={image_ckpt}",
                                                                   f"out_dir={tmp_path / 'model'}"], output_dir=tmp_path)
     card = export_checkpoint(resolved(cfg))
-    assert card["level"] == "image" and card["image_preprocessing"]["tile_size"] == 32
+    spec = card_spec(card)
+    assert card["level"] == "image" and spec.image.tile_size == 32
     assert card["onnx"]["verification"]["passed"] and card["onnx"]["verification"]["n_images"] > 1
-    assert "diffusion" in card["image_note"] and card["face_preprocessing"] is None
-    assert card["face_detector"] is None and not (tmp_path / "model" / "face_detector.onnx").exists()
+    assert "diffusion" in card["image_note"] and spec.face is None
+    assert not (tmp_path / "model" / "face_detector.onnx").exists()
     assert any("diffusion" in x for x in card["never_seen"])
     assert "Whole-image tiling" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
 

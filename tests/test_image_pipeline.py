@@ -14,6 +14,7 @@ from faketrace.datasets.image_pipeline import (
     random_crop,
     tile_score_map,
 )
+from faketrace.models.spec import InputSpec
 
 
 def _image(h, w, seed=0):
@@ -94,8 +95,8 @@ def test_aggregation_and_score_map():
 
 def test_model_input_needs_no_resampling_at_tile_size():
     img = _image(64, 96)
-    x, boxes = image_model_input(img, ImageSpec(tile_size=32), {"input_size": 32, "mean": [0.5] * 3,
-                                                                "std": [0.5] * 3})
+    x, boxes = image_model_input(img, ImageSpec(tile_size=32), InputSpec(size=(32, 32), mean=[0.5] * 3,
+                                                                          std=[0.5] * 3))
     assert x.shape == (6, 3, 32, 32) and x.dtype == np.float32 and len(boxes) == 6
     x0, y0, x1, y1 = boxes[4]
     expected = (img[y0:y1, x0:x1].astype(np.float32) / 255 - 0.5) / 0.5

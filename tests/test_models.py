@@ -63,7 +63,8 @@ def test_every_model_config_runs_forward_and_backward(name, tmp_path):
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None for _, p in trainable), \
         [n for n, p in trainable if p.grad is None][:5]
-    assert model.input_spec()["input_size"] == size
+    assert model.input_spec().size == (size, size)
+    assert model.input_spec().layout == ("NTCHW" if model.clip_length > 1 else "NCHW")
 
 
 def _file(tmp_path, state) -> str:
@@ -169,7 +170,7 @@ def test_temporal_family_reads_clips_and_frames(tmp_path):
     frames = torch.randn(2, 3, size, size)
     with torch.no_grad():
         assert torch.allclose(model(frames), model(frames.unsqueeze(1)))  # a frame is a clip of one
-    assert model.input_spec()["clip_length"] == 3
+    assert model.clip_length == 3 and model.input_spec().layout == "NTCHW"
 
 
 def test_family_weights_round_trip_strictly(tmp_path):

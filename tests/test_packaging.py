@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +22,17 @@ def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
     top = {n.split("/")[0] for n in names if not n.startswith("faketrace-")}
     assert top == {"faketrace"}, top  # no top-level datasets/, models/, engine/
     assert "faketrace/configs/train.yaml" in names
+    # The published detectors ship inside the package with their licences and registry entries (issue 18).
+    for f in ("models/published_weights/mesonet/meso4_df.safetensors", "models/published_weights/mesonet/NOTICE",
+              "models/published_weights/mesonet/LICENSE", "models/published_weights/lrnet/lrnet_ffpp.safetensors",
+              "models/published_weights/lrnet/LICENSE", "models/published_weights/PROVENANCE.md",
+              "configs/published/lrnet_ffpp.yaml"):
+        assert f"faketrace/{f}" in names, f
+    # The case report's templates are package data (report_html.py reads them when imported).
+    assert {f"faketrace/forensics/templates/{n}" for n in ("report.html.j2", "report.css", "report.js")} <= set(names)
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
     # Every source module of the grafted folders is in the wheel (nested packages are easy to miss).
-    for folder in ("datasets", "models", "engine"):
+    for folder in ("datasets", "models", "engine", "forensics"):
         for src in (REPO / folder).rglob("*.py"):
             rel = src.relative_to(REPO).with_suffix("")
             name = "faketrace." + ".".join(rel.parts).removesuffix(".__init__")
@@ -41,6 +50,10 @@ for name in {modules!r}:
 for bare in ("datasets", "evaluate", "models", "engine", "train"):
     spec = importlib.util.find_spec(bare)
     assert spec is None or not (spec.origin or "").startswith(({str(REPO)!r}, site)), (bare, spec)
+from faketrace.models.published import build_published, shipped_names
+assert len(shipped_names()) == 6, shipped_names()
+for n in shipped_names():
+    assert build_published(n)[1]["shipped"]["file"].startswith(site), n
 print("ok", len({modules!r}))
 """
     # A process started outside the checkout, with the wheel first on the path.
@@ -78,3 +91,17 @@ def test_every_config_folder_is_a_declared_package():
     expected = {"faketrace." + ".".join(f.relative_to(REPO).parts) for f in folders}
     assert expected <= set(project["packages"]), sorted(expected - set(project["packages"]))
     assert "*.yaml" in project["package-data"]["*"]
+
+
+def test_console_commands_run_from_any_directory(tmp_path):
+    """The commands faketrace prints (faketrace-scan, -report, -predict) are installed beside the
+    environment's python and find the installed configs from outside the checkout."""
+    from faketrace.forensics.cli import command
+
+    bin_dir = Path(sys.executable).parent
+    for name, expect in (("faketrace-scan", "inputs"), ("faketrace-report", "case_dir"),
+                         ("faketrace-predict", "--allow-unvalidated")):
+        run = subprocess.run([str(bin_dir / name), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0 and expect in run.stdout, (name, run.stdout[-1500:], run.stderr[-1500:])
+        assert command(name).endswith(f"bin/{name}")

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from faketrace.datasets.face_pipeline import RESIZE_METHODS, model_input, resize_method
-from faketrace.datasets.transforms import apply, eval_transform, train_transform
+from faketrace.datasets.face_pipeline import RESIZE_METHODS, model_input, resize_method, spec_input
+from faketrace.datasets.transforms import apply, spec_eval_transform, train_transform
 from faketrace.engine.calibration import fit_calibration, has_video_map, is_calibrated, maps_summary
 from faketrace.engine.checkpoint import load_checkpoint
 from faketrace.engine.recipes import RecipeMismatch, check_face_crops
@@ -88,7 +88,7 @@ def test_train_warns_on_enlarged_crops_and_records_it(demo_data, tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         result = train(resolved(cfg))
     assert "enlarged 1.50x" in caplog.text
-    check = load_checkpoint(result["last_ckpt"])["preprocessing"]["crop_check"]
+    check = load_checkpoint(result["last_ckpt"])["crop_check"]
     assert check["outcome"] == "warned" and check["manifest_crop_size"] == 64 and check["input_size"] == 96
 
 
@@ -105,16 +105,16 @@ def test_recorded_resize_is_what_every_feeding_path_does(backbone):
     model = Detector(backbone, input_size=96)
     spec = model.input_spec()
     # timm's efficientnet says bicubic for its own pipeline; ours is recorded, not timm's.
-    assert spec["resize"] == spec["interpolation"] == resize_method(spec) == "bilinear"
-    crop, mean, std = _crop(), spec["mean"], spec["std"]
-    expected = cv2.resize(crop, (96, 96), interpolation=RESIZE_METHODS[spec["resize"]]).astype(np.float32)
+    assert spec.interpolation == "bilinear" and model.pretrained_interpolation in ("bicubic", "bilinear")
+    crop, mean, std = _crop(), list(spec.mean), list(spec.std)
+    expected = cv2.resize(crop, (96, 96), interpolation=RESIZE_METHODS[spec.interpolation]).astype(np.float32)
     expected = ((expected / 255.0 - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)
-    scan = model_input([crop], 96, mean, std, resize_method(spec))[0]  # scan, predictor, heatmaps, tiles
-    evaluation = apply(eval_transform(96, mean, std, resize_method(spec)), crop, None).numpy()  # eval, export check
+    scan = spec_input([crop], spec)[0]  # scan, predictor, heatmaps, tiles
+    evaluation = apply(spec_eval_transform(spec), crop, None).numpy()  # eval, export check
     no_aug = {"hflip": 0, "jpeg_p": 0, "jpeg_quality": [90, 100], "blur_p": 0, "blur_limit": [3, 3], "noise_p": 0,
               "noise_std": [0.01, 0.02], "color_p": 0, "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0,
               "downscale_p": 0, "downscale": [0.7, 0.9]}
-    training = apply(train_transform(96, mean, std, no_aug, resize_method(spec)), crop, 0).numpy()
+    training = apply(train_transform(96, mean, std, no_aug, spec.interpolation), crop, 0).numpy()
     for fed in (scan, evaluation, training):
         assert np.abs(fed - expected).max() < 1e-4
     bicubic = cv2.resize(crop, (96, 96), interpolation=cv2.INTER_CUBIC).astype(np.float32)
@@ -124,17 +124,19 @@ def test_recorded_resize_is_what_every_feeding_path_does(backbone):
 def test_a_chosen_resize_is_recorded_and_used_and_old_records_mean_bilinear(demo_data, tmp_path):
     from faketrace.engine.evaluate import score_split
     from faketrace.engine.train import resolve_device, train
-    from faketrace.models.card import card_resize
+    from faketrace.models.spec import checkpoint_spec, migrate_card
 
     cfg = compose_config("train", demo_data["overrides"] + TINY + ["model.input_size=96", "model.resize=bicubic"],
                          output_dir=tmp_path)
     ckpt = load_checkpoint(train(resolved(cfg))["last_ckpt"])
-    spec = ckpt["preprocessing"]["input"]
-    assert spec["resize"] == "bicubic" and resize_method(spec) == "bicubic" and card_resize(spec) == "bicubic"
+    spec = checkpoint_spec(ckpt).input
+    assert spec.interpolation == "bicubic"
     frames = score_split(ckpt, resolved(cfg).data, "val", 8, 0, resolve_device("cpu"))
     assert len(frames) > 0
     # Records written before `resize` existed carried timm's interpolation; they were fed bilinear.
-    assert resize_method({"interpolation": "bicubic"}) == "bilinear" == card_resize({"interpolation": "bicubic"})
+    old_input = {"input_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"}
+    old_card = {"input": old_input, "face_preprocessing": {}, "face_detector": {"name": "retinaface"}}
+    assert resize_method(old_input) == "bilinear" == migrate_card(old_card).input.interpolation
     with pytest.raises(ValueError, match="unknown resize"):
         model_input([_crop()], 96, [0.5] * 3, [0.5] * 3, "lanczos")
 
@@ -200,7 +202,8 @@ def test_model_selection_records_its_interval_and_warns_on_a_small_validation_se
     with caplog.at_level(logging.WARNING):
         result = train(resolved(cfg))
     selection = load_checkpoint(result["best_ckpt"])["selection"]
-    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "videos"
+    # The small demo's validation items are videos and stills, and the record says so.
+    assert selection["monitor"] == "val/video_auc" and selection["unit"] == "items (videos and stills)"
     assert selection["n_real"] + selection["n_fake"] > 0 and selection["n_real"] < MIN_ITEMS_PER_CLASS
     assert selection["warning"] and "model selection rests on" in caplog.text
     if selection["auc"] is not None:

@@ -125,10 +125,15 @@ def test_report_of_the_mixed_folder(case, evidence):
         hm = r["heatmap"]
         assert hm["method"] == "grad_cam" and (d / hm["file"]).is_file(), hm
         assert hm["crop_matches_scan"] is True and abs(hm["logit_rebuilt"] - hm["logit_scan"]) <= 1e-3
+        # Drawn over the whole (blurred) frame, with the face box and a colour scale beside it in the page.
+        assert len(hm["face_box_px"]) == 4 and hm["colour_scale"]["high"] == 1.0
+        frame = next(f for f in r["frames"] if f["frame_index"] == hm["frame_index"])
+        assert (hm["width"], hm["height"]) == (frame["width"], frame["height"])  # thumbnail_px = heatmap_px
         assert r["frames"] and all((d / f["file"]).is_file() for f in r["frames"])
         assert sum(face["most_suspicious"] for f in r["frames"] for face in f["faces"]) == 1
     video = items["0/sub/clip_fake.mp4"]
     assert len(video["timeline"]) > 1 and len(video["pdq"]) > 1
+    assert (d / "report.html").read_text().count('aria-label="colour scale"') == len(scored)
 
     # Copies: the same bytes in the loose folder and the Telegram export; a re-compressed, resized
     # copy by PDQ; the same photo in the JSON and the HTML export.
@@ -367,3 +372,56 @@ def test_report_opens_offline_in_chromium_with_no_request(case, tmp_path):
     assert not any("Content Security Policy" in c for c in console), console
     probabilities = [float(x) for x in order if x]
     assert len(probabilities) == scanned and probabilities == sorted(probabilities)
+
+
+# -- the HTML template --------------------------------------------------------------------------------
+HOSTILE = '<script>alert(1)</script>"onload="x'
+
+
+def minimal_report(tmp_path: Path) -> dict:
+    """The smallest report.json the page renders: one scanned item with a picture, one failure, hostile names."""
+    from PIL import Image
+
+    (tmp_path / "report_media").mkdir()
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "report_media" / "f.jpg")
+    scanned = {"seq": 1, "item_id": f"0/{HOSTILE}.jpg", "rel_path": f"{HOSTILE}.jpg", "status": "scanned",
+               "verdict": "inconclusive", "verdict_reason": f"between the bands {HOSTILE}", "probability": 0.5,
+               "level": "frame", "rule": None, "source": "file", "input": "/evidence", "media_type": "image",
+               "n_faces": 1, "sha256": "a" * 64, "md5": "b" * 32, "size_bytes": 1234,
+               "frames": [{"file": "report_media/f.jpg", "width": 40, "height": 30, "frame_index": 0,
+                           "faces": [{"box": [1, 2, 20, 25], "most_suspicious": True, "probability": 0.5}]}],
+               "telegram": [{"chat_name": HOSTILE, "message_id": 7, "date_utc": "2026-11-21T09:00:00Z",
+                             "from": "Sender", "from_id": None, "text": HOSTILE}],
+               "notes": [HOSTILE]}
+    failed = {"seq": 2, "item_id": "0/broken.mp4", "rel_path": "broken.mp4", "status": "decode_error",
+              "reason": HOSTILE, "source": "file", "input": "/evidence", "media_type": None}
+    return {"report_version": 1, "generated_utc": "2026-12-04T00:00:00Z", "warning": f"NOT VALIDATED {HOSTILE}",
+            "redacted": True, "redaction": {"method": "Gaussian blur"}, "case": {"id": HOSTILE, "operator": "op"},
+            "tool": {"version": "0.1.0", "git_sha": None}, "items": [scanned, failed],
+            "summary": {"items": 2, "by_verdict": {"inconclusive": 1}, "by_status": {"scanned": 1, "decode_error": 1},
+                        "duplicate_groups": 0, "known_hash_matches": 0, "evidence_unchanged": True, "warnings": []},
+            "plain_language": {k: f"{k} {HOSTILE}" for k in ("fitness_for_casework", "model", "inconclusive",
+                                                             "no_evidence", "no_face", "heatmaps", "duplicates",
+                                                             "hashes")} | {"thresholds": [HOSTILE]},
+            "duplicate_groups": [], "custody": {"evidence_integrity": {"items_hashed": 2, "all_unchanged": True}},
+            "model": {"path": HOSTILE, "sha256": "c" * 64}, "settings": {"c2pa": "offline"}, "notes": []}
+
+
+def test_the_html_template_escapes_everything_from_the_evidence_and_its_csp_allows_only_its_own_code(tmp_path):
+    import html as html_lib
+
+    from faketrace.forensics.report_html import CSS, JS, render_html
+
+    page = render_html(minimal_report(tmp_path), tmp_path)
+    assert "<script>alert" not in page and '"onload="' not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10  # name, chat, text, notes, reason, case, ...
+    assert "<script>" + JS + "</script>" in page and "<style>" + CSS + "</style>" in page  # our code, unescaped
+    csp = html_lib.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1))
+    for code in (CSS, JS):
+        digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in csp
+    assert csp.startswith("default-src 'none'") and len(re.findall(r"<script\b", page)) == 1
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
+    # A value the report leaves null prints as nothing, never as "None".
+    assert ">None<" not in page and "(None)" not in page
+    assert 'href="data:image/jpeg;base64,' in page and 'href="#item-1"' in page

@@ -11,6 +11,7 @@ import pytest
 from faketrace.forensics.discover import CaseDirError, register_case_resolver
 from faketrace.forensics.scan import EXIT_ITEMS_FAILED, UnvalidatedModelError, scan_from_config
 from faketrace.forensics.scoring import STATUSES
+from faketrace.models.spec import ModelSpec, VideoSpec, checkpoint_spec
 
 from .conftest import compose_config, resolved, results, scan_cfg, tree_snapshot
 
@@ -159,7 +160,7 @@ def test_scan_sees_the_crops_evaluation_saw(demo_data, scan_ckpt, tmp_path):
 
     one = frames[frames["video_id"] == video_id]
     assert len(set(largest)) == len(item["faces"])  # one face per frame: max over faces = the largest face
-    _, videos = calibrated_videos(one, ckpt["preprocessing"]["aggregation"], ckpt["calibration"])
+    _, videos = calibrated_videos(one, checkpoint_spec(ckpt).video.rule, ckpt["calibration"])
     assert item["score"]["probability"] == pytest.approx(float(videos["score"].iloc[0]), abs=2e-6)
 
 
@@ -308,8 +309,9 @@ def image_ckpt(scan_ckpt, tmp_path_factory):
 
     ckpt = load_checkpoint(scan_ckpt)
     ckpt.pop("format")
-    ckpt["preprocessing"] = {"level": "image", "image": ImageSpec(tile_size=64, aggregation="max").to_dict(),
-                             "input": ckpt["preprocessing"]["input"], "aggregation": "mean"}
+    face = checkpoint_spec(ckpt)
+    ckpt["spec"] = ModelSpec(level="image", input=face.input, image=ImageSpec(tile_size=64, aggregation="max"),
+                             video=VideoSpec(frames_per_video=None, rule="mean")).to_dict()
     # Declared as a scenes model (still images without faces), as the image-level demo's is.
     ckpt["data"] = {**ckpt["data"], "domain": {"media": ["still"], "faces": "absent"}}
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("image_model") / "image.ckpt")
@@ -333,7 +335,7 @@ def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, 
 
     from faketrace.datasets.image_pipeline import ImageSpec, image_model_input
     from faketrace.engine.checkpoint import load_checkpoint
-    from faketrace.engine.evaluate import model_from_checkpoint
+    from faketrace.engine.inference import model_from_checkpoint
 
     scan_from_config(scan_cfg([faceless_and_face], tmp_path / "case", [f"ckpt_path={image_ckpt}",
                                                                        "allow_unvalidated=true"]))
@@ -345,7 +347,7 @@ def test_image_level_model_scores_every_image_with_or_without_faces(image_ckpt, 
         assert r["status"] == "scanned" and r["decided_by"] == "image" and "faces" not in r
         level = r["image_level"]
         image = np.asarray(Image.open(faceless_and_face / r["rel_path"]).convert("RGB"))
-        x, boxes = image_model_input(image, ImageSpec(tile_size=64), ckpt["preprocessing"]["input"])
+        x, boxes = image_model_input(image, ImageSpec(tile_size=64), checkpoint_spec(ckpt).input)
         with torch.no_grad():
             cal = ckpt["calibration"]
             probs = torch.sigmoid(model(torch.from_numpy(x)) / cal["temperature"] + cal.get("bias", 0.0)).numpy()

@@ -159,8 +159,6 @@ def test_invalid_records_raise_naming_the_field(path, value, message):
 def test_cross_section_rules():
     with pytest.raises(SpecError, match="aligned_5pt crops need landmarks"):
         FaceSpec(detector=DetectorSpec(name="x"), crop_rule="aligned_5pt")
-    with pytest.raises(SpecError, match="input's? is its tile|input is its tile"):
-        ModelSpec(level="image", input=InputSpec(size=(64, 64), **IMAGENET), image=ImageSpec(tile_size=32))
     with pytest.raises(SpecError, match="takes NTCHW"):
         face_spec().replace(level="clip", clip=ClipSpec(length=4))
     with pytest.raises(SpecError, match="takes single images"):
@@ -221,7 +219,8 @@ def legacy_card(level: str = "face") -> dict:
 
 def test_a_legacy_face_checkpoint_migrates_to_the_spec_it_was_trained_with():
     spec = migrate_checkpoint(legacy_checkpoint())
-    # The legacy record says timm's "bicubic", but every resize then was bilinear: the spec says what was done.
+    # The legacy record said bicubic (the backbone's pretrained setting) but the crops were resized
+    # bilinearly: the migrated spec says what was done.
     assert spec.level == "face" and spec.input == InputSpec(size=(64, 64), interpolation="bilinear", **IMAGENET)
     f = spec.face
     assert (f.crop_rule, f.margin, f.crop_size, f.face_policy, f.image_format) == ("square_margin", 1.3, 64,

@@ -11,6 +11,7 @@ import torch
 from faketrace.engine.checkpoint import load_checkpoint
 from faketrace.engine.evaluate import evaluate_checkpoint
 from faketrace.engine.train import train
+from faketrace.models.spec import ModelSpec
 
 from .conftest import compose_config, resolved
 
@@ -33,10 +34,12 @@ def test_one_epoch_trains_validates_and_writes_self_describing_checkpoints(demo_
     assert isinstance(ckpt["config"], str) and "backbone: test_efficientnet" in ckpt["config"]
     assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
     assert ckpt["fit_for_casework"] is False and "demo" in ckpt["casework_note"]
-    pre = ckpt["preprocessing"]
-    assert pre["face"]["detector"] == "retinaface" and pre["face"]["margin"] == 1.3
-    assert pre["detector"]["weights_sha256"] and pre["aggregation"] == "mean"
-    assert pre["input"]["input_size"] == 64 and len(pre["input"]["mean"]) == 3
+    spec = ModelSpec.from_dict(raw["spec"])  # the typed model contract, as written
+    assert "preprocessing" not in raw and raw["architecture"]["backbone"] == "test_efficientnet"
+    assert spec.level == "face" and spec.face.detector.name == "retinaface_mnet025_onnx" and spec.face.margin == 1.3
+    assert spec.face.detector.weights_sha256 and spec.video.rule == "mean"
+    assert spec.input.size == (64, 64) and len(spec.input.mean) == 3
+    assert spec.trained_on.datasets == ("demo",) and spec.trained_on.synthetic and spec.trained_on.methods
     # Plain timm keys: no wrapper prefix.
     assert not any(k.startswith("backbone.") for k in ckpt["model"])
     for name in ("optimizer", "scheduler", "versions", "git_sha", "metrics", "calibration"):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from faketrace.engine.checkpoint import load_checkpoint
+from faketrace.engine.inference import make_loader
 from faketrace.engine.optim import SAM
 from faketrace.engine.schedulers import linear_decay, warmup_cosine, warmup_poly, warmup_step
-from faketrace.engine.train import Trainer, make_loader, train
+from faketrace.engine.train import Trainer, train
 
 from .conftest import compose_config, resolved
 

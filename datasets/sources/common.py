@@ -33,7 +33,9 @@ from faketrace.datasets.schema import FAKE, REAL, SPLITS, validate_index
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+# The still formats of datasets/still_formats.py (HEIF and JPEG XL decode where their optional decoders are installed).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".avif", ".heic",
+                              ".heif", ".jxl"})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 
 DEFAULT_SEED = 20240611

@@ -1,0 +1,67 @@
+"""The import direction of DESIGN.md section 2, checked on the source (no imports run).
+
+entry scripts -> engine/ and forensics/ -> models/ and datasets/; models/ never imports datasets/
+(except the model contract's home, models/spec.py, which datasets/ may import: it is pure Python);
+neither imports engine/ or forensics/; engine/ never imports forensics/; the analyst path
+(forensics/) loads and runs models through engine/inference.py, never through the training loop
+or the research evaluation module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .conftest import REPO
+
+PACKAGES = ("datasets", "models", "engine", "forensics")
+
+
+def imports(package: str) -> dict[str, set[str]]:
+    """{module file: the faketrace modules it imports, at any depth (inside functions too)}."""
+    out = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("faketrace."):
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names if a.name.startswith("faketrace."))
+        out[path.relative_to(REPO).as_posix()] = names
+    return out
+
+
+def offenders(package: str, forbidden) -> list[str]:
+    return [f"{f} imports {m}" for f, mods in imports(package).items() for m in sorted(mods) if forbidden(m)]
+
+
+def test_models_import_neither_data_nor_engine_nor_forensics():
+    assert offenders("models", lambda m: m.split(".")[1] in ("datasets", "engine", "forensics")) == []
+
+
+def test_datasets_import_only_the_model_contract_from_models_and_nothing_above():
+    def forbidden(m):
+        top = m.split(".")[1]
+        return top in ("engine", "forensics") or (top == "models" and not m.startswith("faketrace.models.spec"))
+
+    assert offenders("datasets", forbidden) == []
+
+
+def test_engine_never_imports_forensics():
+    assert offenders("engine", lambda m: m.split(".")[1] == "forensics") == []
+
+
+def test_the_scan_loads_models_through_inference_not_training_or_evaluation():
+    banned = ("faketrace.engine.train", "faketrace.engine.evaluate")
+    assert offenders("forensics", lambda m: m.startswith(banned)) == []
+    # ...and inference itself stands below the loop and the evaluation.
+    inference = imports("engine")["engine/inference.py"]
+    assert not {m for m in inference if m.startswith(banned)}
+
+
+def test_no_package_imports_an_entry_script():
+    scripts = {p.stem for p in (REPO / "scripts").glob("*.py")} | {"train", "evaluate"}
+    for package in PACKAGES:
+        assert offenders(package, lambda m: m.split(".")[1] in scripts and m.split(".")[1] not in PACKAGES) == []
+    assert Path(REPO / "engine" / "inference.py").is_file()
