@@ -91,8 +91,9 @@ def _check_files(entry: dict, given: dict[str, str | Path | None]) -> tuple[dict
     return files, records
 
 
-SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop size; "
-             "the publisher's detector and crop rule (publisher_preprocessing.face) differ, so scores on the same "
+SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop size "
+             "(crop rules square_margin and aligned_5pt; a box_margin model is refused by the scan until that rule is "
+             "implemented); the publisher's detector (publisher_preprocessing.face) differs, so scores on the same "
              "video can differ from the publisher's")
 
 
@@ -105,22 +106,6 @@ def converted_spec(published: ModelSpec, entry: dict, records: list[dict]) -> Mo
                         files=tuple(FileRef(filename=r["given_name"], sha256=r["sha256"], role=r["role"], url=r["url"])
                                     for r in records))
     return published.replace(output=OutputSpec(activation="logit", positive_class="fake"), source=source)
-
-
-def legacy_preprocessing(spec: ModelSpec, model: torch.nn.Module) -> dict:
-    """The `preprocessing` record today's evaluate, export and scan code reads (beside `spec`)."""
-    pre = {"level": spec.level, "input": model.input_spec(), "detector": {},
-           # scan and evaluate aggregate frames by mean, max or median; the publisher's own rule is in spec.video
-           "aggregation": spec.video.rule if spec.video.rule in ("mean", "median", "max") else "mean",
-           "frames_per_video_eval": spec.video.frames_per_video}
-    if spec.level == "image":
-        pre["image"] = spec.image.to_dict()
-    else:
-        f = spec.face
-        pre["face"] = {"detector": "retinaface", "margin": f.margin, "crop_size": f.crop_size,
-                       "frames_per_video": spec.video.frames_per_video or 32, "face_policy": f.face_policy,
-                       "align": f.crop_rule == "aligned_5pt"}
-    return pre
 
 
 def build_model(init: dict) -> torch.nn.Module:
@@ -136,6 +121,8 @@ def import_published(name: str, files: dict[str, str | Path | None], out: str | 
     converter = dict(entry["converter"])
     convert = get_method(converter.pop("_target_"))
     converted = convert(paths, **converter)
+    # The tensor helpers resize crops with the spec's interpolation; the Detector records the same.
+    converted.init.setdefault("resize", published_spec.input.interpolation)
     model = build_model(converted.init)
     try:
         model.load_trained_state(converted.backbone, converted.family)
@@ -158,11 +145,11 @@ def import_published(name: str, files: dict[str, str | Path | None], out: str | 
     payload = {
         "model": {k: v.detach().cpu().contiguous() for k, v in model.backbone_state_dict().items()},
         "model_family": {k: v.detach().cpu().contiguous() for k, v in model.family_state_dict().items()},
-        "model_spec": {"target": f"{type(model).__module__}.{type(model).__qualname__}", "family": model.family,
-                       "backbone": model.backbone_name, "init": dict(converted.init), "input": model.input_spec()},
+        # How to rebuild the network (engine/inference.model_from_checkpoint) and what it looks at.
+        "architecture": {"target": f"{type(model).__module__}.{type(model).__qualname__}", "family": model.family,
+                         "backbone": model.backbone_name, "init": dict(converted.init)},
         "spec": spec.to_dict(),
         "published_spec": published_spec.to_dict(),
-        "preprocessing": legacy_preprocessing(spec, model),
         "published": summary,
         "config": yaml.safe_dump(entry, sort_keys=False),
         "calibration": {"method": "none", "temperature": 1.0,

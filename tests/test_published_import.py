@@ -33,7 +33,7 @@ from torch import nn
 
 from faketrace.datasets.published_input import published_tensor
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.evaluate import model_from_checkpoint
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.engine.import_weights import import_published, load_entry, registry_names
 from faketrace.models.converters.common import ImportRefused, two_class_to_logit
 
@@ -351,8 +351,10 @@ def test_deepfakebench_resnet34_matches_reference(tmp_path):
 
     scan_model = load_torch_model(out, device="cpu")
     assert scan_model.fit_for_casework is False and "not validated" in scan_model.casework_note
-    assert scan_model.face_spec.margin == 1.3 and scan_model.face_spec.crop_size == 256 and scan_model.face_spec.align
-    assert scan_model.input_spec["input_size"] == 256 and scan_model.input_spec["mean"] == [0.5, 0.5, 0.5]
+    spec = scan_model.spec
+    assert spec.face.margin == 1.3 and spec.face.crop_size == 256 and spec.face.crop_rule == "aligned_5pt"
+    assert spec.input.size == (256, 256) and spec.input.mean == (0.5, 0.5, 0.5) and spec.input.interpolation == "bicubic"
+    assert spec.source.name == "deepfakebench_resnet34" and spec.source.licence == "CC BY-NC 4.0"
     assert np.allclose(scan_model.logits(x.numpy()), model(x).detach().numpy(), atol=1e-6)
 
 
@@ -410,7 +412,7 @@ def test_sbi_matches_reference(tmp_path):
         check_two_class(model(x), detector(x))
     assert ckpt["published"]["licence"]["name"].startswith("SBI software licence")
     assert ckpt["published_spec"]["input"]["mean"] == [0.0, 0.0, 0.0]
-    assert ckpt["model_spec"]["input"]["mean"] == [0.0, 0.0, 0.0]
+    assert ckpt["architecture"]["init"]["mean"] == [0.0, 0.0, 0.0] and ckpt["spec"]["input"]["mean"] == [0.0, 0.0, 0.0]
     from faketrace.models.spec import checkpoint_spec
 
     spec = checkpoint_spec(ckpt)  # the typed contract: one logit out, source files with their hashes
