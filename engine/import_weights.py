@@ -91,10 +91,10 @@ def _check_files(entry: dict, given: dict[str, str | Path | None]) -> tuple[dict
     return files, records
 
 
-SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop size "
-             "(crop rules square_margin and aligned_5pt; a box_margin model is refused by the scan until that rule is "
-             "implemented); the publisher's detector (publisher_preprocessing.face) differs, so scores on the same "
-             "video can differ from the publisher's")
+SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop "
+             "size (crop rules square_margin and aligned_5pt; box_margin is not implemented there yet); the "
+             "publisher's detector (publisher_preprocessing.face) differs, so scores on the same video can differ "
+             "from the publisher's")
 
 
 def converted_spec(published: ModelSpec, entry: dict, records: list[dict]) -> ModelSpec:
@@ -121,6 +121,7 @@ def import_published(name: str, files: dict[str, str | Path | None], out: str | 
     converter = dict(entry["converter"])
     convert = get_method(converter.pop("_target_"))
     converted = convert(paths, **converter)
+    published_spec = ModelSpec.from_dict(entry["spec"])
     # The tensor helpers resize crops with the spec's interpolation; the Detector records the same.
     converted.init.setdefault("resize", published_spec.input.interpolation)
     model = build_model(converted.init)
@@ -135,7 +136,6 @@ def import_published(name: str, files: dict[str, str | Path | None], out: str | 
         probe = model(torch.zeros(1, 3, size, size))
     if not torch.isfinite(probe).all():
         raise ImportRefused(f"{name}: the converted model gives a non-finite logit on a blank input")
-    published_spec = ModelSpec.from_dict(entry["spec"])
     spec = converted_spec(published_spec, entry, records)
     summary = {"name": name, "paper": entry["paper"], "release": entry["release"], "licence": entry["licence"],
                "files": records, "converter": entry["converter"]["_target_"], "notes": converted.notes,

@@ -33,8 +33,8 @@ from torch import nn
 
 from faketrace.datasets.published_input import published_tensor
 from faketrace.engine.checkpoint import load_checkpoint
-from faketrace.engine.inference import model_from_checkpoint
 from faketrace.engine.import_weights import import_published, load_entry, registry_names
+from faketrace.engine.inference import model_from_checkpoint
 from faketrace.models.converters.common import ImportRefused, two_class_to_logit
 
 DATA = Path(__file__).parent / "data" / "published"
