@@ -607,7 +607,7 @@ def test_ufd_real_head_with_reference_clip_tower_matches(tmp_path):
     assert ref.std() > 1e-3
     files = {f["role"]: f for f in ckpt["published"]["files"]}
     assert files["weights"]["hash_checked"] and files["weights"]["sha256"].startswith("477100745713")
-    assert ckpt["preprocessing"]["level"] == "image"
+    assert ckpt["spec"]["level"] == "image" and ckpt["spec"]["image"]["crop"] == "centre"
 
 
 def _tiny_timm_clip_tower():
