@@ -47,6 +47,12 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	$(PY) evaluate.py mode=scan inputs=[data/demo/raw/test,data/demo_images/raw/images/test] \
 		model_dir=$(DEMO)/export/model image_model_dir=$(DEMO)/export_images/model scan.image_frames_per_video=1 \
 		allow_unvalidated=true case.id=DEMO case.operator=make-demo case.dir=$(DEMO)/scan scan.progress=false
+	@# Last, the real published detectors shipped in the package (MesoNet, LRNet) on the demo's own
+	@# test media: synthetic faces they were never trained on, so this shows the tool, not their accuracy.
+	@echo "== Scan of the demo's own test media with the SHIPPED PUBLISHED detectors (meso4_df, lrnet_ffpp) =="
+	rm -rf $(DEMO)/scan_published
+	$(PY) evaluate.py mode=scan inputs=[data/demo/raw/test] published=[meso4_df,lrnet_ffpp] allow_unvalidated=true \
+		case.id=DEMO-PUBLISHED case.operator=make-demo case.dir=$(DEMO)/scan_published scan.progress=false
 	@echo
 	@echo "metrics:        $(DEMO)/evaluate/metrics.json (and summary.md, metrics.csv, frame_scores.csv)"
 	@echo "plots:          $(DEMO)/evaluate/roc.png, det.png, reliability.png, scores_frame.png, scores_video.png"
@@ -59,6 +65,7 @@ demo: install  ## the whole job on embedded demo media: generate, preprocess, tr
 	@echo "evidence scan:  $(DEMO)/scan/ (scan_results.jsonl, scan_summary.json, custody.json), both models"
 	@echo "case report:    $(DEMO)/scan/report.html (report.json, items.csv, hashes.csv; pictures blurred);"
 	@echo "                render it again: $(VENV)/bin/faketrace-report case_dir=$(DEMO)/scan"
+	@echo "published scan: $(DEMO)/scan_published/report.html (shipped MesoNet + LRNet on the demo's synthetic faces)"
 	@echo "The demo data are synthetic: this model is NOT fit for casework."
 
 demo-people: install  ## find one person: a scan with a person of interest on evidence built from public-domain portraits

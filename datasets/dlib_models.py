@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,10 @@ def search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get(ENV_DIR):
         dirs.append(Path(os.environ[ENV_DIR]))
-    try:
-        import face_recognition_models
-
-        dirs.append(Path(face_recognition_models.__file__).parent / "models")
-    except ImportError:
-        pass
+    # Located without importing it: its __init__ imports pkg_resources, which setuptools >= 81 removed.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p) / "models" for p in spec.submodule_search_locations]
     dirs += [Path(d) for d in DEBIAN_DIRS]
     return dirs
 

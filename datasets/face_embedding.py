@@ -8,8 +8,8 @@ RetinaFace's. So we map each RetinaFace box onto dlib's box geometry (`RETINAFAC
 measured), run dlib's 5-point predictor in it (under 1 ms a face) and cut dlib's chip: no second
 detection. Measured against dlib's own pipeline end to end (HOG detector + 5-point predictor) on 43
 faces (official portraits, FaceForensics++ and DeeperForensics frames), the embedding moves by a
-median 0.038 (90th percentile 0.069) in a space where dlib's match threshold is 0.6; warping
-RetinaFace's own 5 points onto a mean chip template moved it by 0.11 (0.165), and dlib's predictor
+median 0.035 (90th percentile 0.069, worst 0.44 on one face) in a space where dlib's match
+threshold is 0.6; warping RetinaFace's own 5 points onto a mean chip template moved it by 0.11 (0.165), and dlib's predictor
 in the unmapped RetinaFace box by 0.068 (0.11). `scripts/measure_face_matching.py alignment` measures
 it again; tests/test_people.py holds it under 0.1 on the committed portraits.
 

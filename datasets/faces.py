@@ -140,10 +140,6 @@ def square_crop(frame: np.ndarray, box: np.ndarray, margin: float, size: int) ->
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def pick_largest(faces: list[Face]) -> Face | None:
-    return max(faces, key=lambda f: f.area) if faces else None
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     x0, y0 = max(a[0], b[0]), max(a[1], b[1])
     x1, y1 = min(a[2], b[2]), min(a[3], b[3])

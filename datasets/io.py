@@ -66,12 +66,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
+def file_digests(fh, algorithms: tuple[str, ...] = ("sha256",), chunk: int = 1 << 20, on_block=None,
+                 stop=None) -> tuple[dict[str, str] | None, int]:
+    """Hex digests of an open binary file read to its end, and the bytes read: the one file hasher.
+
+    `on_block(n)` is called after each block; `stop()` is asked after each block, and when it
+    says so while the file has more, the digests are None (the bytes read so far are returned).
+    """
+    hashes = {a: hashlib.new(a, usedforsecurity=a != "md5") for a in algorithms}
+    done = 0
+    while block := fh.read(chunk):
+        for h in hashes.values():
             h.update(block)
-    return h.hexdigest()
+        done += len(block)
+        if on_block is not None:
+            on_block(len(block))
+        if stop is not None and stop() and fh.read(1):
+            return None, done
+    return {a: h.hexdigest() for a, h in hashes.items()}, done
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    with open(path, "rb") as fh:
+        return file_digests(fh, ("sha256",), chunk)[0]["sha256"]
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -7,8 +7,8 @@ includes the forehead): `dlib_box_from_retinaface` maps one to the other with th
 DLIB_BOX_FROM_RETINAFACE, measured by `measure_box_offsets` (docs/published.md has the numbers).
 
 The predictor's training data (iBUG 300-W) is licensed for non-commercial research only: the
-landmark stage is optional (`pip install faketrace[landmarks]` or Debian's libdlib-data), and
-every scan record that used it says so.
+landmark stage runs only for landmark models a scan names (published=[lrnet_...]), and every scan
+record that used it says so.
 
 Normalisation (what LRNet's released models were trained on, rewritten from the publisher's
 description): per video, a square face box of side 1.2 x the mean landmark extent (the larger of
@@ -80,21 +80,27 @@ class LandmarkPredictor:
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(N_POINTS)], np.float64)
 
     def describe(self) -> dict:
+        from faketrace.datasets.dlib_models import MODEL_FILES
+
+        f = MODEL_FILES["shape_predictor_68"]
         return {"name": "dlib_shape_predictor_68", "path": self.model_path, "sha256": self.model_sha256,
                 "box_mapping": {"from": "retinaface", "ratios": list(DLIB_BOX_FROM_RETINAFACE)},
-                "licence_note": "trained on iBUG 300-W: the data set's images are licensed for non-commercial "
-                                "research only"}
+                "licence": f.licence, "licence_note": f.licence_note, "commercial_use": f.commercial_use}
 
 
 def load_landmark_predictor(path: str | None = None) -> LandmarkPredictor:
-    """The 68-point predictor, or a clear error saying how to install it."""
-    from faketrace.datasets.dlib_models import find_dlib_model, sha256_of
+    """The 68-point predictor (datasets/dlib_models.py finds the file), or a RuntimeError saying how to install it."""
+    from pathlib import Path
+
+    from faketrace.datasets.dlib_models import find_model, import_dlib, sha256_of
 
     try:
-        import dlib
-    except ImportError as exc:
-        raise RuntimeError("68-point landmarks need dlib: pip install 'faketrace[landmarks]' (dlib-bin)") from exc
-    model = find_dlib_model("shape_predictor_68_face_landmarks.dat", path)
+        dlib = import_dlib()
+        model = Path(path) if path else find_model("shape_predictor_68")
+    except (ImportError, FileNotFoundError) as exc:
+        raise RuntimeError(f"68-point landmarks unavailable: {exc}") from exc
+    if not model.is_file():
+        raise RuntimeError(f"68-point landmarks unavailable: {model} not found")
     return LandmarkPredictor(dlib.shape_predictor(str(model)), str(model), sha256_of(model))
 
 

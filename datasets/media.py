@@ -29,9 +29,10 @@ MAX_PAGES = 100
 # frames then costs a quarter of the memory; the pixels converted to RGB are the same.
 GifImagePlugin.LOADING_STRATEGY = GifImagePlugin.LoadingStrategy.RGB_AFTER_DIFFERENT_PALETTE_ONLY
 # Pixels one item may decode in all (frames x area, sampled frames only): an animation or a video
-# of huge frames gets fewer frames sampled, said in the item's decode note. 128 M RGB pixels are
-# 384 MB, so a decoder process stays well under a GB for any file.
-MAX_ITEM_PIXELS = 128_000_000
+# of huge frames gets fewer frames sampled, said in the item's decode note. As many as the largest
+# single image allowed: 64 M RGB pixels are 192 MB, which the decoder process and then the scan
+# process (the frames travel pickled) each hold two or three times over at their peak.
+MAX_ITEM_PIXELS = MAX_IMAGE_PIXELS
 
 
 def frames_within_budget(width: int, height: int, wanted: int, max_item_pixels: int | None) -> tuple[int, str | None]:
@@ -408,12 +409,6 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
                 if t not in out.frames:
                     out.failed.setdefault(t, f"decoding failed on the second pass: {exc}")
     return True
-
-
-def count_video_frames(path: str | Path) -> tuple[int, int | None, float | None]:
-    """Decode every frame once and count them: (decoded count, container-claimed count, fps)."""
-    scan = _scan_video(path, None, None)
-    return len(scan.pts), scan.claimed, scan.fps
 
 
 def _probe_size(path: str | Path) -> tuple[int, int]:

@@ -289,12 +289,6 @@ class VideoProcessor:
             fh.write(data[len(data) // 2:])
 
 
-def preprocess_item(item: dict, root: Path, faces_dir: Path, detector, spec: PreprocessSpec) -> list[dict]:
-    """Manifest rows for one index row, without writing its part (kept for callers of the foundation API)."""
-    rows, _ = VideoProcessor(root, faces_dir, spec, detector=detector).rows(item)
-    return rows
-
-
 # -- worker processes ------------------------------------------------------------------------------
 _WORKER: VideoProcessor | None = None
 

@@ -50,7 +50,6 @@ from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint, versio
 from faketrace.engine.inference import (
     frames_from_tiles,
     model_from_checkpoint,
-    predict,
     predict_tiles,
     resolve_device,
     score_frames,
@@ -89,16 +88,34 @@ def checkpoint_level(ckpt: dict) -> str:
     return checkpoint_spec(ckpt).level
 
 
+def eval_dataset(spec: ModelSpec, data_cfg: DictConfig, split: str, faces: pd.DataFrame | None = None,
+                 with_masks: bool = False):
+    """The evaluation items of a split as the model looks at them, chosen once from its spec's level.
+
+    face: the manifest's face crops; clip: clips of consecutive crops of a video, one per crop;
+    image: every image or sampled video frame from the data set root, covered by the spec's tiles.
+    Any of them goes to `engine.inference.score_frames`, which gives the same frame table.
+    """
+    if spec.level == "image":
+        n_frames = spec.video.frames_per_video or 4
+        table, _ = load_image_table(data_cfg.index_path, n_frames)
+        dataset = ImageTileDataset(table, data_cfg.root, spec.image, spec.input, split=split,
+                                   frames_per_video=n_frames, with_masks=with_masks)
+        where = f"images or video frames in split {split!r} of {data_cfg.index_path}"
+    else:
+        if faces is None:
+            faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
+        dataset = FaceCropDataset(faces, data_cfg.faces_dir, spec_eval_transform(spec.input), split=split,
+                                  clip_length=spec.clip_length if spec.clip_length > 1 else None)
+        where = f"face crops in split {split!r} of {data_cfg.manifest_path}"
+    if len(dataset) == 0:
+        raise ValueError(f"no {where}")
+    return dataset
+
+
 def image_dataset(ckpt: dict, data_cfg: DictConfig, split: str, with_masks: bool = False) -> ImageTileDataset:
     """The evaluation tiles of a split under an image-level checkpoint's own ImageSpec."""
-    spec = checkpoint_spec(ckpt)
-    n_frames = spec.video.frames_per_video or 4
-    table, _ = load_image_table(data_cfg.index_path, n_frames)
-    dataset = ImageTileDataset(table, data_cfg.root, spec.image, spec.input, split=split,
-                               frames_per_video=n_frames, with_masks=with_masks)
-    if len(dataset) == 0:
-        raise ValueError(f"no images or video frames in split {split!r} of {data_cfg.index_path}")
-    return dataset
+    return eval_dataset(checkpoint_spec(ckpt), data_cfg, split, with_masks=with_masks)
 
 
 def check_preprocessing(ckpt: dict, manifest_meta: dict) -> list[str]:
@@ -117,16 +134,8 @@ def score_split(ckpt: dict, data_cfg: DictConfig, split: str, batch_size: int, n
     tile rule (`faces` is not used).
     """
     model = model_from_checkpoint(ckpt).to(device)
-    if checkpoint_level(ckpt) == "image":
-        return score_frames(model, image_dataset(ckpt, data_cfg, split), batch_size, num_workers, device)
-    if faces is None:
-        faces, _, _ = load_face_table(data_cfg.index_path, data_cfg.manifest_path)
-    spec = checkpoint_spec(ckpt)
-    dataset = FaceCropDataset(faces, data_cfg.faces_dir, spec_eval_transform(spec.input), split=split,
-                              clip_length=spec.clip_length if spec.clip_length > 1 else None)
-    if len(dataset) == 0:
-        raise ValueError(f"no face crops in split {split!r} of {data_cfg.manifest_path}")
-    return predict(model, dataset, batch_size, num_workers, device)
+    dataset = eval_dataset(checkpoint_spec(ckpt), data_cfg, split, faces)
+    return score_frames(model, dataset, batch_size, num_workers, device)
 
 
 def with_index_columns(frames: pd.DataFrame, index: pd.DataFrame, columns) -> pd.DataFrame:
@@ -193,7 +202,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         base = colour_baseline_scores(faces, cfg.data.faces_dir, cfg.split, seed=int(cfg.seed))
         base = with_index_columns(base, index, by)
         result["baseline"] = {"name": BASELINE_NAME, **M.report_levels(base, rule, by=by, bootstrap=boot)}
-    if ckpt["data"]["name"] == "demo" or not ckpt["fit_for_casework"]:
+    if (ckpt["data"].get("index_meta") or {}).get("synthetic") or not ckpt["fit_for_casework"]:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
     _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
     return result

@@ -546,10 +546,6 @@ def sklearn_reference(labels, scores) -> dict:
             "brier": float(skm.brier_score_loss(y, s))}
 
 
-def is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not (isinstance(x, float) and math.isnan(x))
-
-
 # -- localisation (pixel level) --------------------------------------------------------------------
 
 LOCALIZATION_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 100))  # 0.01 ... 0.99

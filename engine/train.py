@@ -133,8 +133,9 @@ def image_spec_from_config(cfg: DictConfig, input_size: int) -> ImageSpec:
     return ImageSpec(tile_size=tile, stride=c.stride, aggregation=c.aggregation, resize=c.resize, crop=c.crop)
 
 
-def casework_fitness(cfg: DictConfig) -> tuple[bool, str]:
-    if str(cfg.data.name).startswith("demo"):  # demo, its shifted domain and the image-level demo: all synthetic
+def casework_fitness(cfg: DictConfig, synthetic: bool) -> tuple[bool, str]:
+    """Fit for casework only when validated on real data; never when the index says its media are synthetic."""
+    if synthetic:  # the demo, its shifted domain and the image-level demo write synthetic: true
         return False, cfg.data.get("not_fit_reason") or NOT_FIT_REASON_DEMO
     if not cfg.get("casework", {}).get("validated_on_real_data", False):
         return False, "not validated on real data (set casework.validated_on_real_data after a documented validation)"
@@ -206,7 +207,7 @@ class Trainer:
         self.best_score = -math.inf
         self.best_metrics: dict | None = None
         self.best_val_table: pd.DataFrame | None = None  # frame logits of the best epoch, for calibration
-        self.fit, self.fit_reason = casework_fitness(cfg)
+        self.fit, self.fit_reason = casework_fitness(cfg, bool(self.index_meta.get("synthetic")))
         # What the best epoch was chosen on (AUC, interval, class counts), and whether the validation
         # items are stills (one frame each), so records say "image" where they would say "video".
         self.selection: dict | None = None

@@ -68,7 +68,7 @@ def lock_case(case_dir: str | Path) -> Path:
         who = ", ".join(f"{k} {v}" for k, v in holder.items()) or "unknown"
         raise CaseLocked(f"the case folder {case} is in use by another scan ({who}); wait for it to end, "
                          "or choose another case.dir") from None
-    from faketrace.forensics.scan import utc_now
+    from faketrace.forensics.custody import utc_now
 
     record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
                          "since_utc": utc_now()}).encode()

@@ -119,8 +119,21 @@ def hex_to_words(hash_hex: str) -> np.ndarray:
     return np.array([int(hash_hex[i:i + 16], 16) for i in range(0, 64, 16)], np.uint64)
 
 
+# Larger images are reduced (area averaging) to this many pixels before hashing: the float arrays
+# of the Jarosz filter cost about 48 bytes a pixel (3 GB for a 64 M pixel frame). PDQ reduces every
+# image to 64 x 64 block means anyway; the reference tools likewise hash a reduced copy.
+PDQ_MAX_PIXELS = 4_000_000
+
+
 def pdq(rgb: np.ndarray) -> PDQ:
     """PDQ hash and quality of an RGB (or grayscale) uint8 image."""
+    h, w = rgb.shape[:2]
+    if h * w > PDQ_MAX_PIXELS:
+        import cv2
+
+        scale = (PDQ_MAX_PIXELS / (h * w)) ** 0.5
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (max(1, int(w * scale)), max(1, int(h * scale))),
+                         interpolation=cv2.INTER_AREA)
     block = downsample64(luminance(rgb))
     d = _dct_matrix()
     coeffs = d @ block @ d.T  # 16 x 16

@@ -21,7 +21,6 @@ from faketrace.datasets.media import MAX_IMAGE_PIXELS
 # its own pixel limit is the same. It is read when cv2 first decodes, so set it before cv2 loads.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
-import hashlib  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -29,8 +28,8 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from faketrace.datasets.faces import RetinaFaceDetector  # noqa: E402
-from faketrace.datasets.io import open_readonly  # noqa: E402
 from faketrace.forensics.archives import expand as expand_archives  # noqa: E402
+from faketrace.forensics.custody import hash_stream  # noqa: E402
 from faketrace.forensics.discover import EvidenceItem, describe_inputs, iter_items  # noqa: E402
 from faketrace.forensics.names import dumps as strict_dumps  # noqa: E402
 from faketrace.forensics.names import visible  # noqa: E402
@@ -97,15 +96,6 @@ def load_predictor(export_dir: str | Path, allow_unvalidated: bool = False, thre
     return Predictor(model, MediaScorer(model, detector, ScanOptions(**options)), card)
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with open_readonly(path) as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
-
-
 def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
     """One item's result, with the scan's statuses; a failure is a status and a reason, never an exception."""
     # item.record() carries an archive member's container (which archive, its path inside it)
@@ -119,7 +109,8 @@ def predict_item(predictor: Predictor, item: EvidenceItem) -> dict:
         if size > limit:  # size first: a huge file is neither hashed nor decoded
             return {**result, "size_bytes": size, "status": "oversized",
                     "reason": f"{size} bytes, above the limit of {limit}; not hashed, not decoded"}
-        result["sha256"], result["size_bytes"] = _sha256(item.path)
+        hashed = hash_stream(item.path, algorithms=("sha256",))
+        result["sha256"], result["size_bytes"] = hashed["sha256"], hashed["size_bytes"]
     except OSError as exc:
         return {**result, "status": "error", "reason": f"cannot read the file: {exc}"}
     try:

@@ -28,8 +28,10 @@ import cv2
 import numpy as np
 
 from faketrace.datasets.io import atomic_path, atomic_write_text, sha256_file
+from faketrace.datasets.media import MAX_ITEM_PIXELS
 from faketrace.forensics import perceptual
 from faketrace.forensics.case_store import CaseStore
+from faketrace.forensics.custody import Offline, hash_evidence, tool_version, utc_now
 from faketrace.forensics.names import dumps as strict_dumps
 from faketrace.forensics.redact import DEFAULT_RESOLUTION, fit_within, redact
 
@@ -373,12 +375,12 @@ class ReportBuilder:
         """The frames the scan scored, decoded again in a child process (a hostile file costs one item)."""
         if media_type == "image":
             # Bounded like the scan's decoding: a file that hangs the decoder costs this item only.
-            return self.decoder("read_image_frames", path, max_frames=fpv,
+            return self.decoder("read_image_frames", path, max_frames=fpv, max_item_pixels=MAX_ITEM_PIXELS,
                                 hard_limit_s=self.options.image_time_limit_s).frames
         spec = self.model.face_spec if self.model is not None and self.model.face_spec is not None else None
         v = self.decoder("read_video_frames", path, fpv, sampling=spec.sampling if spec else "uniform",
                          every_k=spec.every_k if spec else 1, time_limit_s=self.options.video_time_limit_s,
-                         hard_limit_s=self.options.video_time_limit_s)
+                         hard_limit_s=self.options.video_time_limit_s, max_item_pixels=MAX_ITEM_PIXELS)
         return v.frames
 
     def _write_image(self, rel: str, rgb: np.ndarray) -> dict:
@@ -493,7 +495,6 @@ class ReportBuilder:
     def item(self, seq: int, r: dict, fpv: int, checker) -> dict:
         from faketrace.forensics.archives import read_member
         from faketrace.forensics.provenance import provenance
-        from faketrace.forensics.scan import hash_evidence
 
         score = r.get("score") or {}
         rec = {"seq": seq, "item_id": r["item_id"], "rel_path": r.get("rel_path"), "input": r.get("input"),
@@ -557,7 +558,6 @@ class ReportBuilder:
     # -- whole report --
     def build(self) -> dict:
         from faketrace.forensics.provenance import C2paChecker
-        from faketrace.forensics.scan import utc_now
 
         o = self.options
         header, results = read_results(self.case_dir)
@@ -601,7 +601,6 @@ class ReportBuilder:
                 shutil.rmtree(self.staging, ignore_errors=True)
 
     def _assemble(self, header, summary, custody, records, groups, known, checker, now) -> dict:
-        from faketrace.forensics.scan import _version
 
         o = self.options
         verdicts: dict[str, int] = {}
@@ -615,7 +614,7 @@ class ReportBuilder:
         return {
             "report_version": REPORT_VERSION,
             "generated_utc": now,
-            "tool": {"name": "faketrace", "version": _version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
+            "tool": {"name": "faketrace", "version": tool_version(), "git_sha": (custody.get("tool") or {}).get("git_sha")},
             "case": custody.get("case") or {"id": header.get("case_id")},
             "warning": header.get("warning"),
             "fit_for_casework": bool(header["model"].get("fit_for_casework"))
@@ -778,13 +777,12 @@ def load_case_model(case_dir: Path, header: dict, ckpt_path: str | None = None, 
 def report_from_config(cfg) -> dict:
     """scripts/report.py: rebuild the report of an existing case directory, offline."""
     from faketrace.datasets.faces import build_detector
-    from faketrace.forensics.scan import _Offline
 
     case_dir = Path(cfg.case_dir)
     if not (case_dir / "scan_results.jsonl").is_file():
         raise FileNotFoundError(f"{case_dir} holds no finished scan (scan_results.jsonl is missing)")
     header, _ = read_results(case_dir)
-    _Offline.enter()
+    Offline.enter()
     try:
         model, note = load_case_model(case_dir, header, cfg.get("ckpt_path"), cfg.get("model_dir"),
                                       str(cfg.get("device", "cpu")))
@@ -799,7 +797,7 @@ def report_from_config(cfg) -> dict:
             builder.notes.append(note)
         return builder.build()
     finally:
-        _Offline.active = False
+        Offline.active = False
 
 
 def format_report(report: dict, case_dir: str | Path) -> str:

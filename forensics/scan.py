@@ -14,7 +14,6 @@ Then the case report (forensics/report.py, docs/report.md) is built from them.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -23,8 +22,6 @@ import socket
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +30,7 @@ from tqdm import tqdm
 from faketrace.datasets.face_pipeline import PreprocessSpec
 from faketrace.datasets.faces import build_detector, describe_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
-from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report, open_readonly
+from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report
 from faketrace.datasets.media import sniff_media_type
 from faketrace.datasets.memory_file import MemoryFile
 from faketrace.forensics.archives import ArchiveLimits
@@ -41,6 +38,14 @@ from faketrace.forensics.archives import describe as describe_archives
 from faketrace.forensics.archives import expand as expand_archives
 from faketrace.forensics.case_store import CaseStore, CaseStoreError
 from faketrace.forensics.cli import command
+from faketrace.forensics.custody import (
+    Offline,
+    file_identity,
+    hash_evidence,
+    hash_stream,
+    tool_version,
+    utc_now,
+)
 from faketrace.forensics.discover import EvidenceItem, check_case_dir, describe_inputs, iter_items
 from faketrace.forensics.guard import holds_lock, lock_case, unlock_case
 from faketrace.forensics.names import dumps as strict_dumps
@@ -72,80 +77,8 @@ EXIT_MEANING = {EXIT_OK: "every item was scanned or has a definite non-failure s
                                     "(re-render it with scripts/report.py)"}
 
 
-class _Offline:
-    """While a scan runs, Python-level network calls of the AF_INET families fail loudly.
-
-    A guard for code we do not control (a library that phones home); the proof that the scan
-    makes no connection at all, C libraries included, is the strace test in tests/test_scan.py.
-    """
-
-    active = False
-    installed = False
-
-    @classmethod
-    def hook(cls, event: str, args: tuple) -> None:
-        if not cls.active:
-            return
-        if event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
-            raise ConnectionRefusedError(f"the evidence scan makes no network connection (attempted {args[1]})")
-        if event == "socket.getaddrinfo":
-            raise ConnectionRefusedError(f"the evidence scan makes no network lookup (attempted {args[0]})")
-
-    @classmethod
-    def enter(cls) -> None:
-        if not cls.installed:
-            sys.addaudithook(cls.hook)
-            cls.installed = True
-        cls.active = True
-
-
 class UnvalidatedModelError(RuntimeError):
     """A model not fit for casework, used without allow_unvalidated=true."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def hash_evidence(path: Path, chunk: int = 1 << 20) -> tuple[str, str, int]:
-    """SHA-256, MD5 and size of a file read once, read-only."""
-    h = hash_stream(path, chunk=chunk)
-    return h["sha256"], h["md5"], h["size_bytes"]
-
-
-def file_identity(st: os.stat_result) -> dict:
-    """What the closing check compares in `stat` mode: size, modification time, inode, device."""
-    return {"size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
-
-
-def hash_stream(path: Path, chunk: int = 1 << 20, time_limit_s: float | None = None,
-                progress: bool = False) -> dict:
-    """SHA-256 and MD5 of a file, streamed read-only, with a progress bar for large files and a
-    time budget: past `time_limit_s` the hashing stops and says how far it got (sha256 None).
-    The file's identity (fstat of the open file) is returned too, for the closing check."""
-    sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-    t0 = time.monotonic()
-    with open_readonly(path) as fh:
-        # An archive member in memory has no inode: it is checked through its archive file.
-        ident = ({"size_bytes": len(path.data), "inside_archive": True} if isinstance(path, MemoryFile)
-                 else file_identity(os.fstat(fh.fileno())))
-        total = ident["size_bytes"]
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"hashing {visible(path.name)[:40]}", leave=False,
-                   file=sys.stderr, disable=not progress or total < (256 << 20))
-        try:
-            while block := fh.read(chunk):
-                sha.update(block)
-                md5.update(block)
-                done += len(block)
-                bar.update(len(block))
-                if time_limit_s is not None and time.monotonic() - t0 > time_limit_s:
-                    if fh.read(1):  # more to come: stop here
-                        return {"sha256": None, "md5": None, "size_bytes": total, "stat": ident,
-                                "hash_note": f"hashing stopped after {done} of {total} bytes at the time budget of "
-                                             f"{time_limit_s:g}s (scan.hash_time_limit_s); no SHA-256 recorded"}
-        finally:
-            bar.close()
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest(), "size_bytes": done, "stat": ident}
 
 
 def rss_bytes() -> int:
@@ -426,7 +359,7 @@ class CaseScan:
                     "faces_per_track": self.people.faces_per_track} if self.people is not None else {})}
 
     def run(self) -> dict:
-        _Offline.enter()
+        Offline.enter()
         # The case holds derivatives of the evidence: only its owner may enter or read it.
         locked_here = not holds_lock(self.case_dir)  # evaluate.py's guard took it before Hydra wrote
         lock_case(self.case_dir)  # one scan per case folder (forensics/guard.py); creates it if needed
@@ -449,7 +382,7 @@ class CaseScan:
                                      f"({json.dumps(known)}); choose a new case.dir")
             return self._run(store)
         finally:
-            _Offline.active = False
+            Offline.active = False
             os.umask(umask)
             self.scorer.close()
             store.close()
@@ -497,6 +430,9 @@ class CaseScan:
         self._write_custody(store, session, started, ended, exit_status, integrity, counts)
         summary["exit_status"] = exit_status
         summary["report"] = self._report()
+        summary["resources"] = self._resources()  # peaks including the report's
+        atomic_write_text(self.case_dir / "scan_summary.json",
+                          strict_dumps({k: v for k, v in summary.items() if k != "report"}, indent=2, sort_keys=True))
         if summary["report"] and summary["report"].get("error"):
             # A case without its report is not done: the exit status and every record say so.
             exit_status = EXIT_REPORT_FAILED
@@ -654,7 +590,7 @@ class CaseScan:
             "sessions": store.sessions(),
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "user": _user()},
-            "tool": {"name": "faketrace", "version": _version(), "git_sha": git_sha(), "versions": versions()},
+            "tool": {"name": "faketrace", "version": tool_version(), "git_sha": git_sha(), "versions": versions()},
             "model": {"kind": m.kind, "path": m.path, "sha256": m.sha256,
                       # who signed the export folder and with which key, or unsigned (models/signing.py)
                       "signature": m.card.get("signature") or {"status": "unsigned", "note": "a checkpoint"},
@@ -717,13 +653,6 @@ def _user() -> str | None:
 
         return getpass.getuser()
     except (OSError, KeyError):
-        return None
-
-
-def _version() -> str | None:
-    try:
-        return metadata.version("faketrace")
-    except metadata.PackageNotFoundError:
         return None
 
 

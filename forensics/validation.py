@@ -138,7 +138,7 @@ def certificate(items: list[LabelledItem], hashes: list[str], scored: list[dict]
                 target_fpr: float, n_resamples: int = 1000, min_real: int = MIN_REAL, min_fake: int = MIN_FAKE) -> dict:
     """The validation record from per-item results ({probability or None, status})."""
     from faketrace.engine.checkpoint import git_sha
-    from faketrace.forensics.scan import _version
+    from faketrace.forensics.custody import tool_version as _version
 
     ok = [i for i, r in enumerate(scored) if r.get("probability") is not None]
     y = [items[i].label for i in ok]

@@ -26,6 +26,8 @@ class ExportIntegrityError(RuntimeError):
     """An export folder whose files do not match the hashes its model card lists."""
 
 
+# The one file hasher is datasets/io.file_digests; models/ may not import datasets/ (DESIGN.md,
+# tests/test_layers.py), and this module must stay importable without them, so it keeps these lines.
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

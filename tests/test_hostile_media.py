@@ -53,7 +53,7 @@ EXPECTED = {
     "unreadable.jpg": ("scanned", "ok") if ROOT_USER else ("error", "decode_error"),
     # Issue 21 (tests/test_hostile_scan.py has one test per defect): a name that is not UTF-8 and
     # names that mislead on screen are scanned, shown escaped (VISIBLE); frames of extreme shape are
-    # unsupported with their size; an animation of 7999 x 7999 frames decodes 2 of its 8 frames
+    # unsupported with their size; an animation of 7999 x 7999 frames decodes 1 of its frames
     # within the item's pixel budget (flat colour: no face).
     os.fsdecode(b"not_utf8_\xff\xfe.jpg"): ("scanned", None),
     "rtl_\u202egpj.exe": ("scanned", None),
@@ -120,8 +120,8 @@ def test_scan_gives_every_hostile_entry_its_expected_status(corpus, scan_ckpt, t
         assert items[name]["decode"]["n_frames"] == 6 and items[name]["score"]["level"] == "video"
     assert items["gray16.png"]["n_faces_detected"] >= 1  # scaled, not clipped to white
     assert "pixels" in items["bomb_20000x20000.png"]["reason"]
-    note = items["animated_7999x7999x8.gif"]["decode"]["frames_note"]  # 2 frames of 64 M pixels fit 128 M
-    assert note.startswith("2 of ") and "7999x7999" in note and items["animated_7999x7999x8.gif"]["decode"]["n_frames"] == 8
+    note = items["animated_7999x7999x8.gif"]["decode"]["frames_note"]  # 1 frame of 64 M pixels fits 64 M
+    assert note.startswith("1 of ") and "7999x7999" in note and items["animated_7999x7999x8.gif"]["decode"]["n_frames"] == 8
     assert items["wide_65535x1.png"]["reason"].startswith("65535x1 pixels")
     assert bytes.fromhex(items[os.fsdecode(b"not_utf8_\xff\xfe.jpg")]["rel_path_raw_hex"]) == b"not_utf8_\xff\xfe.jpg"
 

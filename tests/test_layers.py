@@ -10,6 +10,7 @@ or the research evaluation module.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from .conftest import REPO
@@ -65,3 +66,31 @@ def test_no_package_imports_an_entry_script():
     for package in PACKAGES:
         assert offenders(package, lambda m: m.split(".")[1] in scripts and m.split(".")[1] not in PACKAGES) == []
     assert Path(REPO / "engine" / "inference.py").is_file()
+
+
+def test_the_report_and_the_scan_do_not_import_each_other():
+    """The scan calls the report at the end of a run; what both need (clock, hashing, the offline
+    guard, the tool version) lives below them in forensics/custody.py."""
+    report = imports("forensics")["forensics/report.py"]
+    assert not {m for m in report if m.startswith("faketrace.forensics.scan")}
+
+
+def test_generic_code_tests_no_data_set_name():
+    """Whether media are synthetic is the index's `synthetic` flag, not a name starting with "demo"."""
+    pattern = re.compile(r"""(startswith\(\s*["']demo|==\s*["']demo["']|["']demo["']\s*==)""")
+    hits = [f"{p.relative_to(REPO)}:{i}" for package in ("engine", "forensics", "models")
+            for p in sorted((REPO / package).rglob("*.py"))
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+
+
+def test_casework_fitness_follows_the_index_synthetic_flag_not_the_name():
+    from omegaconf import OmegaConf
+
+    from faketrace.engine.train import casework_fitness
+
+    cfg = OmegaConf.create({"data": {"name": "ffpp"}, "casework": {"validated_on_real_data": True}})
+    assert casework_fitness(cfg, synthetic=True)[0] is False
+    assert casework_fitness(cfg, synthetic=False) == (True, "validated on real data by the operator of this run")
+    named_demo = OmegaConf.create({"data": {"name": "demo"}, "casework": {"validated_on_real_data": True}})
+    assert casework_fitness(named_demo, synthetic=False)[0] is True  # the name alone decides nothing

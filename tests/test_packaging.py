@@ -30,6 +30,8 @@ def test_wheel_builds_imports_everything_and_shadows_nothing(tmp_path):
         assert f"faketrace/{f}" in names, f
     # The case report's templates are package data (report_html.py reads them when imported).
     assert {f"faketrace/forensics/templates/{n}" for n in ("report.html.j2", "report.css", "report.js")} <= set(names)
+    # The measured impostor distances the people-of-interest thresholds are read from.
+    assert "faketrace/forensics/people_calibration.json" in names
     modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py"))
     # Every source module of the grafted folders is in the wheel (nested packages are easy to miss).
     for folder in ("datasets", "models", "engine", "forensics"):

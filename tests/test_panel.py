@@ -21,10 +21,10 @@ register_case_resolver()
 def _landmarks_installed() -> bool:
     if importlib.util.find_spec("dlib") is None:
         return False
-    from faketrace.datasets.dlib_models import find_dlib_model
+    from faketrace.datasets.dlib_models import find_model
 
     try:
-        find_dlib_model("shape_predictor_68_face_landmarks.dat")
+        find_model("shape_predictor_68")
     except FileNotFoundError:
         return False
     return True

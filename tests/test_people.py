@@ -270,3 +270,29 @@ def test_a_video_face_track_is_embedded_a_few_times_not_every_frame():
     assert [faces[i].frame_index for i in picked if faces[i].track_id == 0] == [0, 10, 21, 31]  # spread over time
     assert not [i for i in picked if faces[i].track_id == 1]  # 30 px faces are too small to compare
     assert [faces[i].track_id for i in picked].count(2) == 1
+
+
+@pytest.mark.slow
+def test_with_an_image_level_model_only_faces_are_found_for_her_alone(scan_ckpt, detector, tmp_path):
+    """No face-level model: the scan detects faces just to compare them with her, and still finds her items."""
+    from faketrace.datasets.image_pipeline import ImageSpec
+    from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+    from faketrace.forensics.scan import scan_from_config
+    from faketrace.models.spec import ModelSpec, VideoSpec, checkpoint_spec
+
+    from .conftest import results, scan_cfg
+
+    ckpt = load_checkpoint(scan_ckpt)  # the tiny model's weights as an image-level (tile) model
+    ckpt.pop("format")
+    ckpt["spec"] = ModelSpec(level="image", input=checkpoint_spec(ckpt).input,
+                             image=ImageSpec(tile_size=64, aggregation="max"),
+                             video=VideoSpec(frames_per_video=None, rule="mean")).to_dict()
+    image_ckpt = save_checkpoint(ckpt, tmp_path / "image.ckpt")
+    made = make_people_evidence(tmp_path / "people", detector)
+    case = tmp_path / "case"
+    scan_from_config(scan_cfg(made["inputs"], case, [f"ckpt_path={image_ckpt}", "allow_unvalidated=true"],
+                              [f"people={{Jane_Doe:{made['reference']}}}", "people_consent=test"]))
+    _, items = results(case)
+    matched = {k for k, r in items.items() if (r.get("people") or {}).get("matches")}
+    assert matched == set(made["her_items"])
+    assert items[made["somebody_else"]]["people"]["faces_compared"] == 1

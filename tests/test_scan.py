@@ -286,7 +286,7 @@ def test_memory_stays_flat_over_ten_thousand_items(scan_ckpt, tmp_path):
 def test_python_level_connections_fail_during_a_scan():
     import socket
 
-    from faketrace.forensics.scan import _Offline
+    from faketrace.forensics.custody import Offline as _Offline
 
     _Offline.enter()
     try:

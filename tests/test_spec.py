@@ -140,7 +140,7 @@ def _broken(path: list, value):
     (["face", "detector", "name"], KeyError, "spec.face.detector.name: missing"),
     (["face", "crop_size"], "big", "spec.face.crop_size: must be an integer"),
     (["face"], None, "spec.face: a model of level 'face' needs this section"),
-    (["video", "rule"], "vote", "spec.video.rule: must be one of"),
+    (["video", "rule"], "coin_toss", "spec.video.rule: must be one of"),
     (["video", "frames_per_video"], 0, "spec.video.frames_per_video: must be at least 1"),
     (["output", "activation"], "tanh", "spec.output.activation"),
     (["output", "class_index"], 1, "spec.output.class_index"),  # only softmax2 has two outputs
