@@ -174,6 +174,16 @@ def create_backbone(name: str, num_classes: int = 1, pretrained: bool = False, w
     return model, report
 
 
+def backbone_meta_state(name: str, num_classes: int = 1, **kwargs) -> dict[str, torch.Tensor]:
+    """Key names and shapes of a timm model, built on the meta device (no memory, no weights).
+
+    Weight converters compare a released file with this before building anything real.
+    """
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    return model.state_dict()
+
+
 def load_exported_weights(name: str, weights_file: str | Path, num_classes: int = 1) -> nn.Module:
     """A released `weights.safetensors` loaded as any timm user would, head included.
 

@@ -176,3 +176,55 @@ class TemporalDetector(Detector):
         states, _ = self.temporal(self.project(features))
         return {"logits": self.head(states.mean(dim=1)).squeeze(-1)}
 
+
+class _StaticPadConv2d(nn.Conv2d):
+    """A convolution with a fixed (left, right, top, bottom) zero padding, whatever the input size."""
+
+    static_pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(F.pad(x, self.static_pad), self.weight, self.bias)
+
+
+class StaticPaddingDetector(Detector):
+    """A TF-"same"-padded timm EfficientNet whose paddings are frozen for one image size.
+
+    lukemelas' `efficientnet-pytorch` computes each strided convolution's "same" padding once, for
+    the model's nominal image size (380 for B4), and applies it to every input. At another input
+    size (DeepfakeBench runs B4 at 256) that differs from timm's padding, which is computed from the
+    actual input. This family builds the timm model, records the input size each padded convolution
+    sees at `padding_image_size`, and fixes those paddings (weights and keys stay timm's).
+    `stem_padding="none"` makes the stem convolution unpadded (DeepfakeBench replaces the stem
+    with a plain `nn.Conv2d(3, 48, 3, stride=2)`).
+    """
+
+    family = "static_padding_classifier"
+    plain_timm = False
+
+    def __init__(self, backbone: str, padding_image_size: int = 380, stem_padding: str = "same", **kwargs):
+        super().__init__(backbone, **kwargs)
+        if stem_padding not in ("same", "none"):
+            raise ValueError(f"stem_padding must be 'same' or 'none', not {stem_padding!r}")
+        self.padding_image_size = int(padding_image_size)
+        self.stem_padding = stem_padding
+        convs = {name: m for name, m in self.backbone.named_modules()
+                 if isinstance(m, nn.Conv2d) and type(m).__name__ in ("Conv2dSame", "Conv2dSameExport")}
+        sizes: dict[str, tuple[int, int]] = {}
+        hooks = [m.register_forward_pre_hook(lambda mod, args, n=name: sizes.__setitem__(n, tuple(args[0].shape[-2:])))
+                 for name, m in convs.items()]
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            self.backbone.forward_features(torch.zeros(1, 3, self.padding_image_size, self.padding_image_size))
+        self.backbone.train(was_training)
+        for h in hooks:
+            h.remove()
+        first = getattr(self.backbone, "pretrained_cfg", {}).get("first_conv")
+        for name, conv in convs.items():
+            pads = []
+            for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation, strict=True):
+                total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+                pads.append((total // 2, total - total // 2))
+            (top, bottom), (left, right) = pads
+            conv.__class__ = _StaticPadConv2d
+            conv.static_pad = (0, 0, 0, 0) if (name == first and stem_padding == "none") else (left, right, top, bottom)

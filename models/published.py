@@ -57,8 +57,18 @@ def model_spec(entry: dict):
     source = {"name": entry["name"], "paper": entry["paper"]["citation"], "url": rel["url"],
               "licence": lic["spdx"], "notice": "NOTICE" if "NOTICE" in lic.get("files", []) else "",
               "files": [{"filename": f["filename"], "sha256": f.get("sha256"), "role": f.get("role", "weights"),
-                         "url": f"{rel['url']}/blob/{rel['commit']}/{f['filename']}"} for f in rel["files"]]}
+                         "url": _file_url(rel, f)} for f in rel["files"]]}
     return ModelSpec.from_dict({**entry["spec"], "source": source})
+
+
+def _file_url(release: dict, file: dict) -> str:
+    """A release file's address: its own `url`, the file at the release's commit, or the release page
+    (imported entries name release pages and Drive links, not repository files)."""
+    if file.get("url"):
+        return file["url"]
+    if release.get("commit"):
+        return f"{release['url']}/blob/{release['commit']}/{file['filename']}"
+    return release["url"]
 
 
 def shipped_names() -> list[str]:
