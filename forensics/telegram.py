@@ -259,7 +259,7 @@ def iter_references(root: Path, info: ExportInfo | None = None,
                 elif prefix in ("messages", "chats.list.item.messages") and event not in ("start_array", "end_array"):
                     if info is not None:
                         info.notes.append(f"a chat's `messages` is not a list ({event}); skipped")
-    except (JSONError, ValueError) as exc:
+    except JSONError as exc:
         raise ExportError(f"cannot read {path}: not valid JSON ({exc})", path) from exc
     except (OSError, ValueError, RecursionError) as exc:
         raise ExportError(f"cannot read {path}: {exc}", path) from exc

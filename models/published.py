@@ -149,7 +149,6 @@ def convert_lrnet(g1_path: str | Path, g2_path: str | Path) -> dict[str, torch.T
     """The two LRNet stream state dicts (plain tensors; loaded without unpickling code) as one flat dict,
     checked by loading them strictly into our architecture."""
     from faketrace.models.lrnet import LRNet, state_dicts_to_flat
-
     from faketrace.models.serialization import load_torch_file
 
     g1 = load_torch_file(g1_path, "LRNet g1 state dict")
