@@ -76,4 +76,6 @@ def test_every_experiment_runs_one_batch_with_validation_and_checkpoint(experime
 def test_entry_points_show_hydra_help(script):
     out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "Powered by Hydra" in out.stdout and "== Config ==" in out.stdout
+    assert "== Config ==" in out.stdout
+    # train.py and evaluate.py have their own help page listing only their groups (tests/test_cli_help.py).
+    assert "Powered by Hydra" in out.stdout or script in ("train.py", "evaluate.py")
