@@ -27,11 +27,14 @@ from faketrace.datasets.faults import (
 from faketrace.datasets.io import atomic_write_text
 from faketrace.datasets.schema import read_manifest, write_manifest
 from faketrace.engine.checkpoint import load_checkpoint, save_checkpoint
+from faketrace.models.spec import ImageSpec, InputSpec, ModelSpec
 
 
 def _checkpoint(version: int) -> dict:
     g = torch.Generator().manual_seed(version)
-    return {"model": {"w": torch.randn(64, 64, generator=g)}, "epoch": version}
+    # load_checkpoint validates the model spec: a minimal valid one, so the test reaches the file's content.
+    spec = ModelSpec(level="image", input=InputSpec(size=(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3), image=ImageSpec())
+    return {"model": {"w": torch.randn(64, 64, generator=g)}, "epoch": version, "spec": spec.to_dict()}
 
 
 def _manifest(version: int) -> pd.DataFrame:
