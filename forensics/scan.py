@@ -521,10 +521,17 @@ class CaseScan:
     # -- outputs --
     def _resources(self) -> dict:
         """Peak resident memory of this process and of the decoder processes, and the limits."""
+        import os
         import resource
 
+        from ..datasets.media import process_memory
+
         o = self.options
-        return {"scan_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # VmHWM belongs to this process's own address space. getrusage's ru_maxrss does not: Linux
+        # carries the parent's peak across fork and exec, so a scan started by a large process
+        # (a test runner, a notebook) would report that process's memory as its own.
+        peak = process_memory(os.getpid())[1] or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"scan_peak_rss_bytes": peak,
                 "decoder_peak_rss_bytes": self.scorer.decoder.peak_rss_bytes or None,
                 "decoder_max_rss_bytes": o.decoder_max_rss_bytes, "max_item_pixels": o.max_item_pixels,
                 "max_image_pixels": o.max_image_pixels, "max_file_bytes": o.max_file_bytes,

@@ -51,8 +51,14 @@ def test_demo_pipeline_from_the_command_line(tmp_path):
     assert "NOT FIT FOR CASEWORK" in printed and "baseline" in printed
     metrics = json.loads((runs / "eval" / "metrics.json").read_text())
     assert metrics["test_set"]["split"] == "test" and metrics["detector"]["video"]["n"] > 0
-    # Training calibrated best.ckpt on validation, so the evaluation reports calibrated numbers too.
-    assert metrics["checkpoint"]["calibration"]["fitted_on"]["split"] == "val" and "detector_calibrated" in metrics
+    # Training fitted a calibration on validation. It is applied only where it improved its own
+    # cross-fitted held-out check (two epochs of a tiny model may not); the evaluation reports
+    # calibrated numbers exactly when the checkpoint says the calibration is applied, and says why not.
+    calibration = metrics["checkpoint"]["calibration"]
+    assert calibration["fitted_on"]["split"] == "val"
+    assert ("detector_calibrated" in metrics) == calibration["applied"], calibration
+    if not calibration["applied"]:
+        assert "held-out" in calibration["not_applied"]["reason"] and calibration["method"] == "none"
     exported = _run(["scripts/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={runs}/export",
                      f"evaluation={runs}/eval/metrics.json"], tmp_path)
     assert "max |logit diff|" in exported and "test crops, batch sizes 1, 8" in exported
