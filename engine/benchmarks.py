@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from faketrace.engine.inference import make_loader
+from faketrace.engine.step_timing import StepTimer
 from faketrace.engine.train import Trainer
 
 
@@ -42,39 +42,69 @@ def _timed(fn, steps: int, warmup: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def train_throughput(cfg: DictConfig, steps: int = 20, warmup: int = 5, repeats: int = 3) -> dict:
-    """(a) model-only, (b) end-to-end with the real loader, (c) loader-only, in images/s."""
+def _timed_loop(trainer: Trainer, batches, steps: int, warmup: int) -> float:
+    """Seconds of `steps` steps of the Trainer's own loop (logging included) after `warmup` untimed ones."""
+    trainer.run_steps(batches, warmup)
+    _sync(trainer.device)
+    t0 = time.perf_counter()
+    trainer.run_steps(batches, steps)
+    _sync(trainer.device)
+    return time.perf_counter() - t0
+
+
+def train_throughput(cfg: DictConfig, steps: int = 20, warmup: int = 5, repeats: int = 3,
+                     breakdown_steps: int | None = None) -> dict:
+    """(a) model-only, (b) end-to-end with the real loader, (c) loader-only, in images/s; then the
+    per-step breakdown of (b) (engine/step_timing.py) over `breakdown_steps` steps (default `steps`;
+    0 skips it).
+
+    (a) and (b) run the Trainer's own loop (Trainer.run_steps: steps, loss kept on the device,
+    logging at its log points), (a) on one synthetic batch already on the device. The breakdown
+    pass synchronises the device between phases, so it runs after the throughput passes, apart.
+    """
     trainer = Trainer(cfg)
     bs = int(cfg.loader.batch_size)
     size = trainer.model.input_size
     device = trainer.device
     synthetic = {"image": torch.randn(bs, 3, size, size, device=device),
-                 "label": torch.randint(0, 2, (bs,), device=device), "index": torch.arange(bs)}
+                 "label": torch.randint(0, 2, (bs,), device=device), "index": torch.arange(bs, device=device)}
 
-    def loader_iter():
+    def repeat_synthetic():
         while True:
-            yield from make_loader(trainer.train_set, bs, int(cfg.loader.num_workers), shuffle=True, seed=0)
+            yield synthetic
 
-    def model_step():
-        trainer.optimizer_step([synthetic])
+    def loader_iter(seed: int = 0):
+        while True:  # epochs back to back, each with its own loader, as fit_loop makes them
+            yield from trainer.train_loader(seed)
+            seed += 1
 
     results: dict[str, list[float]] = {"model_only": [], "end_to_end": [], "loader_only": []}
     for _ in range(repeats):
-        results["model_only"].append(bs * steps / _timed(model_step, steps, warmup, device))
-        it = loader_iter()
-        results["end_to_end"].append(bs * steps / _timed(lambda it=it: trainer.optimizer_step([next(it)]),
-                                                         steps, warmup, device))
+        results["model_only"].append(bs * steps / _timed_loop(trainer, repeat_synthetic(), steps, warmup))
+        results["end_to_end"].append(bs * steps / _timed_loop(trainer, loader_iter(), steps, warmup))
         it = loader_iter()
         # Count loader time including the first workers' start, as a training epoch pays it.
         t0 = time.perf_counter()
         n = sum(len(b["image"]) for b in islice(it, steps + warmup))
         results["loader_only"].append(n / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in results.items()}
-    return {"unit": "images/s", "batch_size": bs, "input_size": size, "backbone": trainer.model.backbone_name,
-            "device": str(device), "precision": trainer.precision, "num_workers": int(cfg.loader.num_workers),
-            "steps": steps, "warmup": warmup, "repeats": repeats, "median": med, "all": results,
-            "ratio_end_to_end_over_model": med["end_to_end"] / med["model_only"],
-            "ratio_loader_over_model": med["loader_only"] / med["model_only"]}
+    out = {"unit": "images/s", "batch_size": bs, "input_size": size, "backbone": trainer.model.backbone_name,
+           "device": str(device), "precision": trainer.precision, "num_workers": trainer.speed["num_workers"],
+           "speed": trainer.speed, "channels_last": trainer.channels_last,
+           "steps": steps, "warmup": warmup, "repeats": repeats, "median": med, "all": results,
+           "ratio_end_to_end_over_model": med["end_to_end"] / med["model_only"],
+           "ratio_loader_over_model": med["loader_only"] / med["model_only"]}
+    n_breakdown = steps if breakdown_steps is None else int(breakdown_steps)
+    if n_breakdown > 0:
+        batches = loader_iter()
+        trainer.run_steps(batches, warmup)
+        trainer.step_timer = StepTimer(device)
+        try:
+            trainer.run_steps(batches, n_breakdown)
+        finally:
+            timer, trainer.step_timer = trainer.step_timer, None
+        out["breakdown"] = timer.summary()
+    return out
 
 
 # -- face preprocessing ---------------------------------------------------------------------

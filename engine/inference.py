@@ -10,6 +10,7 @@ analyst path never imports the research evaluation module.
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 
@@ -40,13 +41,36 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int | None = None,
-                balanced: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+def resolve_num_workers(value) -> int:
+    """Loader processes: an int as given, or 'auto': the CPUs this process may run on, less one for
+    the main process (which feeds the GPU), at most 16.
+
+    Results do not depend on it: every sample's augmentation is seeded from (seed, epoch, sample),
+    not from the worker that happens to load it.
+    """
+    if str(value) != "auto":
+        return int(value)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus - 1, 16))
+
+
+def make_loader(dataset, batch_size: int, num_workers: int | str, shuffle: bool, seed: int | None = None,
+                balanced: bool = False, rank: int = 0, world_size: int = 1, pin_memory: bool | None = None,
+                prefetch_factor: int | None = None) -> DataLoader:
     """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often.
 
     Shuffled training order comes from one permutation of the seed, split across ranks, so N
     processes with batch b see, step by step, the same samples as one process with batch N*b.
+    `pin_memory` (default: whether CUDA is available) lets non-blocking host-to-device copies
+    overlap the GPU; `prefetch_factor` is the batches each worker loads ahead (torch's default 2).
+    Workers are not persistent: a training dataset picks its frames per epoch (set_epoch) in the
+    main process, and workers kept from the last epoch would still hold the old choice.
     """
+    num_workers = resolve_num_workers(num_workers)
+    pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     sampler = None
     if balanced:
@@ -64,7 +88,8 @@ def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed:
         shuffle = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       worker_init_fn=worker_init, generator=generator, drop_last=False,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+                      persistent_workers=False, pin_memory=pin_memory,
+                      prefetch_factor=prefetch_factor if num_workers > 0 else None)
 
 
 # -- model loading -------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from faketrace.engine.checkpoint import (
     versions,
 )
 from faketrace.engine.distributed import init_distributed, shutdown_distributed
-from faketrace.engine.inference import make_loader, resolve_device, score_frames
+from faketrace.engine.inference import make_loader, resolve_device, resolve_num_workers, score_frames
 from faketrace.engine.loggers import MetricsFile
 from faketrace.engine.optim import SAM, build_param_groups
 from faketrace.engine.recipes import check_face_crops
@@ -94,6 +94,33 @@ def autocast_context(device: torch.device, precision: str):
             raise ValueError("fp16 mixed precision needs a GPU; use trainer.precision=bf16 on CPU")
         return torch.autocast("cuda", dtype=torch.float16)
     raise ValueError(f"unknown precision {precision!r}; use 32, bf16 or 16-mixed")
+
+
+# torch.compile modes that replay the compiled step as CUDA graphs (on a GPU).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def speed_settings(cfg: DictConfig, device: torch.device) -> dict:
+    """What the run trades between speed and repeatability, resolved for this device; checkpoints store it.
+
+    `trainer.deterministic` asks PyTorch for deterministic algorithms (warning where none exists);
+    `trainer.cudnn_benchmark` auto lets cuDNN time and pick its fastest kernels exactly when
+    determinism is off, on a GPU (the choice can differ run to run, and so can the results).
+    """
+    t = cfg.trainer
+    deterministic = bool(t.deterministic)
+    bench = t.get("cudnn_benchmark", "auto")
+    cudnn_benchmark = device.type == "cuda" and (not deterministic if str(bench) == "auto" else bool(bench))
+    mode = t.get("compile_mode")
+    if mode is not None and str(mode) not in ("default", *CUDA_GRAPH_MODES, "max-autotune-no-cudagraphs"):
+        raise ValueError(f"trainer.compile_mode must be null, default, reduce-overhead, max-autotune or "
+                         f"max-autotune-no-cudagraphs; got {mode!r}")
+    return {"deterministic": deterministic, "cudnn_benchmark": cudnn_benchmark, "compile": bool(t.compile),
+            "compile_mode": None if mode is None else str(mode),
+            "num_workers": resolve_num_workers(cfg.loader.num_workers),
+            "note": "deterministic algorithms: repeated runs on one machine agree bit for bit on CPU"
+                    if deterministic else "fast path (trainer.deterministic=false): repeated runs agree within "
+                                          "noise, not bit for bit"}
 
 
 class ModelEma:
@@ -154,8 +181,14 @@ class Trainer:
         self.precision = resolve_precision(self.device, cfg.trainer.precision)
         if cfg.trainer.get("threads"):
             torch.set_num_threads(int(cfg.trainer.threads))
-        if cfg.trainer.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic algorithms by default (CPU runs repeat bit for bit); the literature experiments
+        # turn them off for speed on a GPU, and let cuDNN pick its fastest kernels (recorded in checkpoints).
+        self.speed = speed_settings(cfg, self.device)
+        torch.use_deterministic_algorithms(self.speed["deterministic"], warn_only=True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.speed["cudnn_benchmark"]
+        if not self.speed["deterministic"]:
+            log.info("trainer.deterministic=false: the fast path; repeated runs agree within noise, not bit for bit")
         seed_everything(int(cfg.seed))
 
         self.level = str(cfg.data.get("level", "face"))
@@ -194,9 +227,14 @@ class Trainer:
         # EMA of the weights: when on, the EMA model is the one validated and saved.
         self.ema = ModelEma(self.model, float(cfg.trainer.ema_decay)) if cfg.trainer.ema_decay else None
         self.forward_model = self.model
-        if cfg.trainer.compile:
-            # Compiles the forward pass (inductor); weights stay shared with self.model.
-            self.forward_model = torch.compile(self.model)
+        if self.speed["compile"]:
+            # Compiles the forward pass (inductor); weights stay shared with self.model. The mode
+            # "reduce-overhead" replays the step's kernels as CUDA graphs (no launch cost per kernel).
+            self.forward_model = torch.compile(self.model, mode=self.speed["compile_mode"])
+        self.cuda_graphs = self.speed["compile"] and self.speed["compile_mode"] in CUDA_GRAPH_MODES \
+            and self.device.type == "cuda"
+        # StepTimer (engine/step_timing.py) of the benchmark's breakdown pass; None in training.
+        self.step_timer = None
         if self.dist.enabled:
             self.forward_model = DistributedDataParallel(
                 self.forward_model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
@@ -249,6 +287,8 @@ class Trainer:
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),
+            # How fast and how repeatable the run was set to be (the resolved config has the same values).
+            "speed": self.speed,
         }
 
     def resume(self, path: str | Path) -> None:
@@ -272,62 +312,130 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
 
     # -- loop ----------------------------------------------------------------------------------
-    def _forward_loss(self, batch: dict, scale: float) -> torch.Tensor:
-        images = batch["image"].to(self.device, non_blocking=True)
-        if self.channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with autocast_context(self.device, self.precision):
-            outputs = self.forward_model(images, with_aux=True)
-        return self.model.loss(outputs, batch) * scale
+    def _phase(self, name: str):
+        """A phase of the step for the benchmark's breakdown; a no-op in training."""
+        return nullcontext() if self.step_timer is None else self.step_timer.phase(name)
 
-    def _backward(self, window: list[dict], scaler) -> float:
-        """Gradients of the mean loss over all samples of the window (equal to one big batch)."""
+    def _forward_loss(self, batch: dict, scale: float) -> torch.Tensor:
+        with self._phase("h2d"):
+            # One copy of each tensor; non-blocking, so from the loader's pinned memory it overlaps the GPU.
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            images = batch["image"]
+            if self.channels_last and images.ndim == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+        with self._phase("forward"):
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with autocast_context(self.device, self.precision):
+                outputs = self.forward_model(images, with_aux=True)
+            return self.model.loss(outputs, batch) * scale
+
+    def _backward(self, window: list[dict], scaler) -> torch.Tensor:
+        """Gradients of the mean loss over all samples of the window (equal to one big batch).
+
+        Returns the window's loss as a tensor on the device: reading it (`.item()`) would make the
+        host wait for the GPU every step, so the loop reads it only where it logs.
+        """
         total = sum(len(w["image"]) for w in window)
-        loss_sum = 0.0
+        loss_sum = None
         for i, w in enumerate(window):
             # Under DDP, gradients are averaged across ranks once, on the window's last micro-batch.
             sync = not self.dist.enabled or i == len(window) - 1
             with nullcontext() if sync else self.forward_model.no_sync():
                 loss = self._forward_loss(w, len(w["image"]) / total)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            loss_sum += float(loss.detach())
+                with self._phase("backward"):
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+            # A copy, not the output itself: a CUDA-graph replay of the next step overwrites that.
+            loss_sum = loss.detach().float().clone() if loss_sum is None else loss_sum + loss.detach().float()
         return loss_sum
 
-    def optimizer_step(self, window: list[dict], scaler=None) -> float:
-        """One optimiser step over a window of micro-batches (gradient accumulation), SAM-aware."""
+    def optimizer_step(self, window: list[dict], scaler=None) -> torch.Tensor:
+        """One optimiser step over a window of micro-batches (gradient accumulation), SAM-aware.
+
+        Returns the window's mean loss as a 0-d tensor on the device (`float()` it to read it).
+        """
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        with self._phase("optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
         loss = self._backward(window, scaler)
         clip = self.cfg.trainer.grad_clip
         if isinstance(self.optimizer, SAM):
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-            self.optimizer.first_step()
-            self.optimizer.zero_grad(set_to_none=True)
+            with self._phase("optimizer"):
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+                self.optimizer.first_step()
+                self.optimizer.zero_grad(set_to_none=True)
             self._backward(window, scaler)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-            self.optimizer.second_step()
+            with self._phase("optimizer"):
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+                self.optimizer.second_step()
         else:
-            if scaler is not None:
-                scaler.unscale_(self.optimizer)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-            if scaler is not None:
-                scaler.step(self.optimizer)
-                scaler.update()
-            else:
-                self.optimizer.step()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
+            with self._phase("optimizer"):
+                if scaler is not None:
+                    scaler.unscale_(self.optimizer)
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+                if scaler is not None:
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    self.optimizer.step()
+        with self._phase("optimizer"):
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
         self.global_step += 1
         return loss
 
+    def run_steps(self, batches, n_batches: int, scaler=None, epoch: int = 0, logger=None, bar=None) -> dict:
+        """The training loop over up to `n_batches` batches: steps, logging; what fit_loop runs each epoch.
+
+        The loss stays on the device: its running sum is read once per log point
+        (`trainer.log_every_n_steps`) and once at the end, never per step.
+        """
+        log_every = int(self.cfg.trainer.log_every_n_steps)
+        t0, seen, steps = time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        window: list[dict] = []
+        batches = iter(batches)
+        for b in range(n_batches):
+            with self._phase("data"):  # only the batches used are fetched: the caller's iterator goes on
+                batch = next(batches, None)
+            if batch is None:
+                break
+            window.append(batch)
+            if len(window) < self.accumulate and b + 1 < n_batches:
+                continue
+            loss = self.optimizer_step(window, scaler)
+            seen += sum(len(w["image"]) for w in window)
+            window = []
+            loss_sum += loss
+            steps += 1
+            if self.global_step % log_every == 0:
+                with self._phase("host_sync"):
+                    value = float(loss)
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.0f}", refresh=False)
+                    if logger is not None:
+                        logger.log({"step": self.global_step, "epoch": epoch + 1, "train/loss": value,
+                                    "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
+            if self.step_timer is not None:
+                self.step_timer.end_step()
+        return {"seen": seen, "steps": steps, "seconds": time.perf_counter() - t0,
+                "loss_mean": float(loss_sum) / steps if steps else None}
+
+    def train_loader(self, seed: int):
+        """The training loader of one epoch (`seed`), with the run's loader settings."""
+        cfg = self.cfg
+        return make_loader(self.train_set, cfg.loader.batch_size, self.speed["num_workers"], shuffle=True, seed=seed,
+                           balanced=bool(cfg.loader.balanced), rank=self.dist.rank, world_size=self.dist.world_size,
+                           pin_memory=self.device.type == "cuda", prefetch_factor=cfg.loader.get("prefetch_factor"))
+
     def validate(self) -> tuple[dict, pd.DataFrame]:
         evaluated = self.ema.module if self.ema is not None else self.model
-        table = score_frames(evaluated, self.val_set, self.cfg.loader.batch_size, self.cfg.loader.num_workers,
+        table = score_frames(evaluated, self.val_set, self.cfg.loader.batch_size, self.speed["num_workers"],
                              self.device, self.cfg.trainer.limit_val_batches, self.channels_last, self.dist)
         return M.report_levels(table, self.cfg.aggregation), table
 
@@ -342,37 +450,19 @@ class Trainer:
         for epoch in range(self.epoch, int(cfg.trainer.max_epochs)):
             self.model.train()
             self.train_set.set_epoch(epoch)
-            loader = make_loader(self.train_set, cfg.loader.batch_size, cfg.loader.num_workers, shuffle=True,
-                                 seed=int(cfg.seed) * 100_003 + epoch, balanced=bool(cfg.loader.balanced),
-                                 rank=self.dist.rank, world_size=self.dist.world_size)
+            loader = self.train_loader(int(cfg.seed) * 100_003 + epoch)
             # Epochs are counted from 1 wherever a person reads them (log, metrics rows, checkpoint).
             bar = tqdm(loader, total=self.batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
                        unit="batch", leave=False,
                        disable=not cfg.trainer.progress_bar, mininterval=1.0)
-            t0, seen, losses = time.perf_counter(), 0, []
-            window: list[dict] = []
-            for b, batch in enumerate(bar):
-                if b >= self.batches_per_epoch:
-                    break
-                window.append(batch)
-                if len(window) < self.accumulate and b + 1 < self.batches_per_epoch:
-                    continue
-                loss = self.optimizer_step(window, scaler)
-                seen += sum(len(w["image"]) for w in window)
-                window = []
-                losses.append(loss)
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{rate:.0f}", refresh=False)
-                if self.global_step % int(cfg.trainer.log_every_n_steps) == 0:
-                    logger.log({"step": self.global_step, "epoch": epoch + 1, "train/loss": loss,
-                                "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": rate})
+            done = self.run_steps(bar, self.batches_per_epoch, scaler, epoch, logger, bar)
+            bar.close()
             self.epoch = epoch + 1
             val_report, val_table = self.validate()
             score = _monitor_value(val_report, cfg.monitor)
             improved = score is not None and score > self.best_score
-            row = {"step": self.global_step, "epoch": epoch + 1, "train/loss_epoch": float(np.mean(losses)) if losses
-                   else None, "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                   **_flat_val(val_report)}
+            row = {"step": self.global_step, "epoch": epoch + 1, "train/loss_epoch": done["loss_mean"],
+                   "train/images_per_s": done["seen"] / max(done["seconds"], 1e-9), **_flat_val(val_report)}
             if improved and score > self.best_score + float(cfg.trainer.early_stopping.min_delta):
                 self.epochs_without_improvement = 0
             else:

@@ -11,7 +11,10 @@ repeats (timm's protocol).
   evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export; with --people FOLDER
   also with a person of interest (reference photos in FOLDER), and the ratio.
 - `train [hydra overrides]`: (a) model-only, (b) end-to-end with the real loader, (c)
-  loader-only training throughput, and the ratios (b)/(a), (c)/(a).
+  loader-only training throughput, and the ratios (b)/(a), (c)/(a); then a per-step breakdown
+  of (b) (data wait, host-to-device copy, forward, backward, optimiser step, host syncs and
+  logging: median ms and share of the step), in a separate pass that synchronises the device
+  between phases.
 - `infer`: latency at batch 1 and throughput at batch 32 of PyTorch eager and ONNX Runtime on
   CPU (PyTorch AMP and ONNX Runtime CUDA too when a GPU is at hand) for EfficientNet-B4 at 380 px,
   Xception at 299 px and ConvNeXt-T at 224 px, random weights; prints the speed-up ratios.
@@ -62,10 +65,22 @@ def run_metrics(args, extra: list[str]) -> dict:
 
 def run_train(args, overrides: list[str]) -> dict:
     from faketrace.engine.benchmarks import train_throughput
+    from faketrace.engine.step_timing import format_breakdown
 
     cfg = _compose("train", ["trainer.progress_bar=false", *overrides])
-    result = train_throughput(cfg, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
+    result = train_throughput(cfg, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
+                              breakdown_steps=args.breakdown_steps)
     print(json.dumps(result, indent=2))
+    med = result["median"]
+    print(f"{result['backbone']} @ {result['input_size']} px, batch {result['batch_size']}, {result['device']}, "
+          f"precision {result['precision']}, {result['num_workers']} workers: model-only {med['model_only']:.1f}, "
+          f"end-to-end {med['end_to_end']:.1f}, loader-only {med['loader_only']:.1f} img/s; end-to-end / model-only "
+          f"{result['ratio_end_to_end_over_model']:.2f}")
+    if "breakdown" in result:
+        print(format_breakdown(result["breakdown"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -128,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=20)
     train.add_argument("--warmup", type=int, default=5)
     train.add_argument("--repeats", type=int, default=3)
+    train.add_argument("--breakdown-steps", type=int, default=None,
+                       help="steps of the per-step breakdown pass (default: --steps; 0 skips it)")
+    train.add_argument("--json", default=None, help="also write the results here")
     train.set_defaults(run=run_train)
     infer = commands.add_parser("infer", help="PyTorch eager vs ONNX Runtime: batch-1 latency, batch-32 throughput")
     infer.add_argument("--models", nargs="+", default=list(INFER_MODELS), metavar="TIMM_NAME:SIZE")

@@ -165,27 +165,63 @@ def test_torch_compile_trains_like_eager(demo_data, tmp_path):
     assert compiled.forward_model is not compiled.model  # really wrapped
     compiled.model.load_state_dict(eager.model.state_dict())
     batch = next(iter(make_loader(eager.train_set, 8, 0, shuffle=False)))
-    loss_e = eager.optimizer_step([batch])
-    loss_c = compiled.optimizer_step([batch])
+    loss_e = float(eager.optimizer_step([batch]))
+    loss_c = float(compiled.optimizer_step([batch]))
     assert loss_c == pytest.approx(loss_e, rel=1e-4, abs=1e-5)
     for k, v in eager.model.state_dict().items():
         torch.testing.assert_close(compiled.model.state_dict()[k], v, atol=1e-4, rtol=1e-4)
 
 
-def test_train_benchmark_reports_all_three_figures(demo_data):
+def test_train_benchmark_reports_all_three_figures_and_the_step_breakdown(demo_data, tmp_path):
+    import json
     import subprocess
     import sys
+
+    from faketrace.engine.step_timing import LABELS, PHASES
 
     from .conftest import REPO
 
     out = subprocess.run([sys.executable, "scripts/benchmark.py", "train", "--steps", "2", "--warmup", "1",
-                          "--repeats", "1", *demo_data["overrides"], "model=tiny", "loader.num_workers=0",
-                          "loader.batch_size=8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                          "--repeats", "1", "--breakdown-steps", "3", "--json", str(tmp_path / "train.json"),
+                          *demo_data["overrides"], "model=tiny", "loader.num_workers=0", "loader.batch_size=8",
+                          "trainer.log_every_n_steps=2"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    import json
-
-    result = json.loads(out.stdout[out.stdout.index("{"):])
+    result = json.loads((tmp_path / "train.json").read_text())
     assert set(result["median"]) == {"model_only", "end_to_end", "loader_only"}
     assert all(v > 0 for v in result["median"].values())
     assert result["ratio_end_to_end_over_model"] == pytest.approx(
         result["median"]["end_to_end"] / result["median"]["model_only"])
+    # The breakdown: every phase of three real steps, shares of the whole step time that add up.
+    breakdown = result["breakdown"]
+    assert breakdown["steps"] == 3 and set(breakdown["phases"]) == {*PHASES, "other"}
+    assert sum(p["share"] for p in breakdown["phases"].values()) == pytest.approx(1.0)
+    for phase in ("data", "forward", "backward", "optimizer"):  # real work in each of these on every step
+        assert breakdown["phases"][phase]["median_ms"] > 0, phase
+    assert 0 < breakdown["phases"]["forward"]["median_ms"] < breakdown["step_median_ms"]
+    assert "per-step breakdown (3 steps on cpu" in out.stdout
+    for phase in PHASES:
+        assert LABELS[phase] in out.stdout
+
+
+def test_step_timer_times_each_phase_of_the_trainers_own_loop(demo_data, tmp_path):
+    """The timer sees the loop fit_loop runs: data, copy, forward, backward, optimiser, and the log point."""
+    from faketrace.engine.step_timing import StepTimer
+
+    tr = _trainer(demo_data, tmp_path, ["trainer.log_every_n_steps=2"])
+    tr.step_timer = StepTimer(tr.device)
+    done = tr.run_steps(tr.train_loader(0), 4)
+    assert done["steps"] == 4 and len(tr.step_timer.steps) == 4 and tr.global_step == 4
+    logged = [s["host_sync"] > 0 for s in tr.step_timer.steps]
+    assert logged == [False, True, False, True]  # .item() and logging only at the log points
+    for step in tr.step_timer.steps:
+        assert step["forward"] > 0 and step["backward"] > 0 and step["optimizer"] > 0 and step["data"] > 0
+        assert step["step"] == pytest.approx(sum(v for k, v in step.items() if k != "step"))
+    assert done["loss_mean"] is not None and math.isfinite(done["loss_mean"])
+
+
+def test_training_steps_return_the_loss_on_the_device_without_reading_it(demo_data, tmp_path):
+    tr = _trainer(demo_data, tmp_path, [])
+    batch = next(iter(tr.train_loader(0)))
+    loss = tr.optimizer_step([batch])
+    assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.device == tr.device
+    assert not loss.requires_grad and math.isfinite(float(loss))
