@@ -270,9 +270,11 @@ def _step_seconds(fn, steps: int, warmup: int, sync=None) -> list[float]:
     return times
 
 
-def _runtimes(model: torch.nn.Module, onnx_path: Path, threads: int, cuda: bool) -> dict:
+def _runtimes(model: torch.nn.Module, onnx_path: Path, threads: int, cuda: bool, compile_gpu: bool = False) -> dict:
     """name -> (run(batch array) callable, sync): PyTorch eager and ONNX Runtime on CPU, and on a
-    GPU PyTorch AMP (fp16 autocast) and ONNX Runtime's CUDA provider."""
+    GPU PyTorch autocast in fp16 and bf16 (channels_last, host array in and host logits out, as
+    ONNX Runtime's run() does), bf16 on a batch already on the GPU (the model's own rate), the
+    same compiled when `compile_gpu`, and ONNX Runtime's CUDA provider where it is installed."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -287,17 +289,63 @@ def _runtimes(model: torch.nn.Module, onnx_path: Path, threads: int, cuda: bool)
     out = {"pytorch_eager_cpu": (torch_cpu, None),
            "onnxruntime_cpu": (lambda x: cpu.run(["logit"], {"image": x}), None)}
     if cuda:
-        gpu_model = copy.deepcopy(model).cuda().eval()
         device = torch.device("cuda")
+        gpu_model = copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
+        sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
 
-        def torch_amp(x):  # host array in, host logits out: the same work ONNX Runtime's run() does
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-                return gpu_model(torch.from_numpy(x).to(device)).float().cpu()
+        def host_to_host(dtype):
+            def run(x):
+                pinned = torch.from_numpy(x).pin_memory()
+                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+                    images = pinned.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                    return gpu_model(images).float().cpu()
+            return run
 
-        out["pytorch_amp_cuda"] = (torch_amp, lambda: torch.cuda.synchronize(device))
+        def resident(net):
+            cache: dict = {}
+
+            def run(x):
+                key = x.shape
+                if key not in cache:  # the batch is copied once; the timed call is the model alone
+                    cache.clear()
+                    cache[key] = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return net(cache[key])
+            return run
+
+        out["pytorch_fp16_cuda"] = (host_to_host(torch.float16), sync)
+        out["pytorch_bf16_cuda"] = (host_to_host(torch.bfloat16), sync)
+        out["pytorch_bf16_cuda_resident"] = (resident(gpu_model), sync)
+        if compile_gpu:
+            out["pytorch_bf16_cuda_resident_compiled"] = (resident(torch.compile(gpu_model, mode="max-autotune")),
+                                                          sync)
         if "CUDAExecutionProvider" in ort.get_available_providers():
             gpu = ort.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
             out["onnxruntime_cuda"] = (lambda x: gpu.run(["logit"], {"image": x}), None)
+    return out
+
+
+def precision_gaps(model: torch.nn.Module, size: int, device: torch.device, batch: int = 8, seed: int = 0) -> dict:
+    """Max and mean |logit - fp32 logit| of autocast bf16 (and fp16 on a GPU) over one seeded batch.
+
+    The fp32 reference on a GPU runs with TF32 off, so it is full fp32, not TF32 convolutions.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    net = copy.deepcopy(model).to(device).eval()
+    dtypes = {"bf16": torch.bfloat16, **({"fp16": torch.float16} if device.type == "cuda" else {})}
+    with torch.inference_mode():
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            ref = net(x).float()
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        out = {"device": str(device), "batch": batch, "fp32_logit_range": [float(ref.min()), float(ref.max())]}
+        for name, dtype in dtypes.items():
+            with torch.autocast(device.type, dtype=dtype):
+                diff = (net(x).float() - ref).abs()
+            out[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
     return out
 
 
@@ -318,7 +366,8 @@ def bench_infer(args: argparse.Namespace) -> dict:
                "machine": platform.machine(), "cpu_count": os.cpu_count(),
                "plan": {str(b): {"warmup": w, "steps": s} for b, (w, s) in plan.items()}, "models": {}}
     if not cuda:
-        results["gpu_note"] = "no CUDA device: PyTorch AMP and ONNX Runtime CUDA not measured"
+        results["gpu_note"] = ("no CUDA device: PyTorch fp16/bf16 on the GPU and ONNX Runtime CUDA not measured; "
+                               "bf16 vs fp32 logits compared on the CPU")
     for spec in args.models:
         name, size = spec.split(":")
         size = int(size)
@@ -329,7 +378,9 @@ def bench_infer(args: argparse.Namespace) -> dict:
         export_onnx(model, onnx_path, size)
         rng = np.random.default_rng(0)
         row = {"input_size": size, "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "runtimes": {}}
-        for runtime, (run, sync) in _runtimes(model, onnx_path, threads, cuda).items():
+        row["precision"] = precision_gaps(model, size, torch.device("cuda" if cuda else "cpu"),
+                                          batch=args.precision_batch)
+        for runtime, (run, sync) in _runtimes(model, onnx_path, threads, cuda, args.compile).items():
             r = {}
             for batch, (warmup, steps) in plan.items():
                 x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
@@ -339,14 +390,19 @@ def bench_infer(args: argparse.Namespace) -> dict:
             row["runtimes"][runtime] = r
         rt = row["runtimes"]
         row["ratios"] = {}
-        for ref, other in (("pytorch_eager_cpu", "onnxruntime_cpu"), ("pytorch_amp_cuda", "onnxruntime_cuda")):
+        for ref, other in (("pytorch_eager_cpu", "onnxruntime_cpu"), ("pytorch_fp16_cuda", "onnxruntime_cuda")):
             if ref in rt and other in rt:
                 row["ratios"][f"{other}/{ref}"] = {b: rt[ref][b]["median_ms"] / rt[other][b]["median_ms"]
                                                    for b in ("1", "32")}
         results["models"][f"{name}@{size}"] = row
         print(f"{name} @ {size} px ({row['params_m']:.1f} M parameters, {threads} threads)")
         for runtime, r in rt.items():
-            print(f"  {runtime:<20} batch 1: {r['1']['median_ms']:8.1f} ms   batch 32: {r['32']['images_s']:7.1f} img/s")
+            print(f"  {runtime:<36} batch 1: {r['1']['median_ms']:8.1f} ms   batch 32: {r['32']['images_s']:7.1f} img/s")
+        prec = row["precision"]
+        for name in ("bf16", "fp16"):
+            if name in prec:
+                print(f"  {name} vs fp32 logits on {prec['device']} (batch {prec['batch']}): max |diff| "
+                      f"{prec[name]['max_abs_diff']:.4g}, mean {prec[name]['mean_abs_diff']:.4g}")
         for pair, ratio in row["ratios"].items():
             print(f"  speed-up {pair}: batch 1 {ratio['1']:.2f}x, batch 32 {ratio['32']:.2f}x")
         del model

@@ -16,8 +16,10 @@ repeats (timm's protocol).
   logging: median ms and share of the step), in a separate pass that synchronises the device
   between phases.
 - `infer`: latency at batch 1 and throughput at batch 32 of PyTorch eager and ONNX Runtime on
-  CPU (PyTorch AMP and ONNX Runtime CUDA too when a GPU is at hand) for EfficientNet-B4 at 380 px,
-  Xception at 299 px and ConvNeXt-T at 224 px, random weights; prints the speed-up ratios.
+  CPU (on a GPU also PyTorch fp16 and bf16 autocast, bf16 on a batch already on the GPU, with
+  --compile compiled, and ONNX Runtime CUDA where installed) for EfficientNet-B4 at 380 px,
+  Xception at 299 px and ConvNeXt-T at 224 px, random weights; prints the speed-up ratios and
+  the max |logit difference| of bf16 (and fp16 on a GPU) against fp32.
 """
 
 from __future__ import annotations
@@ -155,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--batch32-warmup", type=int, default=2)
     infer.add_argument("--batch32-steps", type=int, default=5)
     infer.add_argument("--device", default="auto", choices=["auto", "cpu"], help="auto: GPU paths too when one exists")
+    infer.add_argument("--compile", action="store_true",
+                       help="on a GPU, also time the bf16 model compiled (torch.compile max-autotune; minutes)")
+    infer.add_argument("--precision-batch", type=int, default=8,
+                       help="images in the fp16/bf16 vs fp32 logit comparison")
     infer.add_argument("--work-dir", default=None, help="where the ONNX files go (default: a new temp folder)")
     infer.add_argument("--json", default=None, help="also write the results here")
     infer.set_defaults(run=run_infer)

@@ -286,6 +286,11 @@ def test_benchmark_infer_subcommand_times_both_runtimes(tmp_path):
         result["runtimes"]["pytorch_eager_cpu"]["1"]["all_ms"]) == 2
     assert set(result["ratios"]["onnxruntime_cpu/pytorch_eager_cpu"]) == {"1", "32"}
     assert "speed-up onnxruntime_cpu/pytorch_eager_cpu" in out.stdout
+    # Without a GPU, bf16 autocast is compared with fp32 on the CPU: a small gap, but not none.
+    prec = result["precision"]
+    assert prec["device"] == "cpu" and "fp16" not in prec
+    assert 0 < prec["bf16"]["max_abs_diff"] < 1 and prec["bf16"]["mean_abs_diff"] <= prec["bf16"]["max_abs_diff"]
+    assert "bf16 vs fp32 logits on cpu" in out.stdout
 
 
 def _train_family(demo_data, out, overrides):
