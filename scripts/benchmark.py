@@ -158,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--batch32-steps", type=int, default=5)
     infer.add_argument("--device", default="auto", choices=["auto", "cpu"], help="auto: GPU paths too when one exists")
     infer.add_argument("--compile", action="store_true",
-                       help="on a GPU, also time the bf16 model compiled (torch.compile max-autotune; minutes)")
+                       help="on a GPU, also time the bf16 model compiled (torch.compile reduce-overhead: CUDA graphs)")
+    infer.add_argument("--runtimes", nargs="+", default=None, metavar="NAME",
+                       help="only these runtimes (pytorch_eager_cpu, onnxruntime_cpu, pytorch_fp16_cuda, pytorch_bf16_cuda, "
+                            "pytorch_bf16_cuda_resident, pytorch_bf16_cuda_resident_compiled, onnxruntime_cuda)")
     infer.add_argument("--precision-batch", type=int, default=8,
                        help="images in the fp16/bf16 vs fp32 logit comparison")
     infer.add_argument("--work-dir", default=None, help="where the ONNX files go (default: a new temp folder)")
