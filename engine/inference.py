@@ -59,7 +59,7 @@ def resolve_num_workers(value) -> int:
 
 def make_loader(dataset, batch_size: int, num_workers: int | str, shuffle: bool, seed: int | None = None,
                 balanced: bool = False, rank: int = 0, world_size: int = 1, pin_memory: bool | None = None,
-                prefetch_factor: int | None = None) -> DataLoader:
+                prefetch_factor: int | None = None, drop_last: bool = False) -> DataLoader:
     """A loader whose order depends only on `seed`; `balanced` draws real and fake equally often.
 
     Shuffled training order comes from one permutation of the seed, split across ranks, so N
@@ -87,7 +87,7 @@ def make_loader(dataset, batch_size: int, num_workers: int | str, shuffle: bool,
                                      drop_last=False)
         shuffle = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
-                      worker_init_fn=worker_init, generator=generator, drop_last=False,
+                      worker_init_fn=worker_init, generator=generator, drop_last=drop_last,
                       persistent_workers=False, pin_memory=pin_memory,
                       prefetch_factor=prefetch_factor if num_workers > 0 else None)
 

@@ -115,8 +115,12 @@ def speed_settings(cfg: DictConfig, device: torch.device) -> dict:
     if mode is not None and str(mode) not in ("default", *CUDA_GRAPH_MODES, "max-autotune-no-cudagraphs"):
         raise ValueError(f"trainer.compile_mode must be null, default, reduce-overhead, max-autotune or "
                          f"max-autotune-no-cudagraphs; got {mode!r}")
+    drop_last = cfg.loader.get("drop_last", False)
     return {"deterministic": deterministic, "cudnn_benchmark": cudnn_benchmark, "compile": bool(t.compile),
             "compile_mode": None if mode is None else str(mode),
+            # A compiled step meets each new batch shape with another compilation (another CUDA
+            # graph): auto drops the epoch's last, partial batch exactly then.
+            "drop_last": bool(t.compile) if str(drop_last) == "auto" else bool(drop_last),
             "num_workers": resolve_num_workers(cfg.loader.num_workers),
             "note": "deterministic algorithms: repeated runs on one machine agree bit for bit on CPU"
                     if deterministic else "fast path (trainer.deterministic=false): repeated runs agree within "
@@ -212,7 +216,8 @@ class Trainer:
         if self.synthesis is not None:
             log.info("synthesis %s: train %s, val %s", list(self.synthesis.methods),
                      _count_by_method(self.train_set.table), _count_by_method(self.val_set.table))
-        self.batches_per_epoch = math.ceil(len(self.train_set) / self.dist.world_size / cfg.loader.batch_size)
+        per_rank, batch_size = math.ceil(len(self.train_set) / self.dist.world_size), int(cfg.loader.batch_size)
+        self.batches_per_epoch = per_rank // batch_size if self.speed["drop_last"] else math.ceil(per_rank / batch_size)
         if cfg.trainer.limit_train_batches:
             self.batches_per_epoch = min(self.batches_per_epoch, int(cfg.trainer.limit_train_batches))
         self.accumulate = max(1, int(cfg.trainer.accumulate_grad_batches))
@@ -431,7 +436,8 @@ class Trainer:
         cfg = self.cfg
         return make_loader(self.train_set, cfg.loader.batch_size, self.speed["num_workers"], shuffle=True, seed=seed,
                            balanced=bool(cfg.loader.balanced), rank=self.dist.rank, world_size=self.dist.world_size,
-                           pin_memory=self.device.type == "cuda", prefetch_factor=cfg.loader.get("prefetch_factor"))
+                           pin_memory=self.device.type == "cuda", prefetch_factor=cfg.loader.get("prefetch_factor"),
+                           drop_last=self.speed["drop_last"])
 
     def validate(self) -> tuple[dict, pd.DataFrame]:
         evaluated = self.ema.module if self.ema is not None else self.model

@@ -225,3 +225,49 @@ def test_training_steps_return_the_loss_on_the_device_without_reading_it(demo_da
     loss = tr.optimizer_step([batch])
     assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.device == tr.device
     assert not loss.requires_grad and math.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("experiment", ["dfdc_efficientnet_b4", "sbi_efficientnet_b4", "ffpp_xception_c23"])
+def test_literature_experiments_default_to_the_fast_path_and_the_demo_stays_deterministic(experiment):
+    from faketrace.engine.inference import resolve_num_workers
+    from faketrace.engine.train import speed_settings
+
+    fast = resolved(compose_config("train", [f"experiment={experiment}"]))
+    demo = resolved(compose_config("train", ["experiment=demo"]))
+    assert fast.trainer.deterministic is False and fast.loader.num_workers == "auto"
+    assert demo.trainer.deterministic is True and demo.loader.num_workers == 2
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")  # settings only: no device is touched
+    assert speed_settings(fast, gpu)["cudnn_benchmark"] is True and speed_settings(demo, gpu)["cudnn_benchmark"] is False
+    assert speed_settings(fast, cpu)["cudnn_benchmark"] is False
+    assert "not bit for bit" in speed_settings(fast, cpu)["note"]
+    assert speed_settings(fast, cpu)["num_workers"] == resolve_num_workers("auto")
+
+
+def test_loader_and_compile_settings_resolve():
+    import os
+
+    from faketrace.engine.inference import resolve_num_workers
+    from faketrace.engine.train import speed_settings
+
+    cpus = len(os.sched_getaffinity(0))
+    assert resolve_num_workers("auto") == max(1, min(cpus - 1, 16)) and resolve_num_workers(3) == 3
+    compiled = resolved(compose_config("train", ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"]))
+    s = speed_settings(compiled, torch.device("cpu"))
+    assert s["compile_mode"] == "reduce-overhead" and s["drop_last"] is True  # one batch shape, one graph
+    assert speed_settings(resolved(compose_config("train", [])), torch.device("cpu"))["drop_last"] is False
+    with pytest.raises(ValueError, match="compile_mode"):
+        speed_settings(resolved(compose_config("train", ["trainer.compile_mode=fastest"])), torch.device("cpu"))
+
+
+def test_checkpoints_record_the_speed_settings_and_compiled_runs_drop_the_partial_batch(demo_data, tmp_path):
+    tr = _trainer(demo_data, tmp_path, ["trainer.deterministic=false", "loader.batch_size=7"])
+    payload = tr._payload({})
+    assert payload["speed"]["deterministic"] is False and "not bit for bit" in payload["speed"]["note"]
+    assert not torch.are_deterministic_algorithms_enabled()
+    n = len(tr.train_set)
+    assert tr.batches_per_epoch == math.ceil(n / 7)
+    dropped = _trainer(demo_data, tmp_path / "d", ["loader.batch_size=7", "loader.drop_last=true"])
+    assert torch.are_deterministic_algorithms_enabled()
+    assert dropped.batches_per_epoch == n // 7
+    sizes = {len(b["image"]) for b in dropped.train_loader(0)}
+    assert sizes == {7}
