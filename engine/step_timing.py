@@ -51,18 +51,21 @@ class StepTimer:
         now = time.perf_counter()
         if self._start is None:
             self._start = now
-        count = self.device.type == "cuda"
-        if count:
-            torch.cuda.set_sync_debug_mode("warn")
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                yield
-                synchronize(self.device)
-        finally:
-            if count:
-                torch.cuda.set_sync_debug_mode("default")
+            if self.device.type == "cuda":
+                # Only the phase's own work is watched: the timer's synchronisations are not counted.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        yield
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
                 self._syncs += sum("synchroniz" in str(w.message) for w in caught)
+            else:
+                yield
+            synchronize(self.device)
+        finally:
             self._current[name] += time.perf_counter() - now
 
     def end_step(self) -> None:
