@@ -365,6 +365,7 @@ class ScanOptions:
     isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
     decode_grace_s: float = 30.0  # the child is killed this long after the item's time limit
     bands_override: dict | None = None
+    decode: str = "cpu"  # where videos are decoded: cpu | cuda | auto (datasets/media.py DECODE_MODES)
 
 
 class MediaScorer:
@@ -478,11 +479,15 @@ class MediaScorer:
         o, spec = self.options, self.spec
         v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
                          time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s,
-                         max_item_pixels=o.max_item_pixels)
+                         max_item_pixels=o.max_item_pixels, decode=o.decode)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
                   "partial": bool(error), "decode_note": error}
+        if o.decode != "cpu":  # asked for the GPU's decoder: say where the frames were decoded, and why not there
+            decode["decoder"] = v.decoder
+            if v.decoder_note:
+                decode["decoder_note"] = v.decoder_note
         if v.note:
             decode["frames_note"] = v.note
         if not v.frames:
