@@ -306,6 +306,10 @@ def _init_worker(root, faces_dir, spec_dict, device, options: RunOptions) -> Non
     global _WORKER
     # One thread per worker process: the parallelism is across videos.
     cv2.setNumThreads(1)
+    if options.detector_runtime == "torch" and not str(device).startswith("cuda"):
+        import torch
+
+        torch.set_num_threads(1)  # PyTorch's detector on the CPU: its threads are per process
     _WORKER = VideoProcessor(root, faces_dir, PreprocessSpec.from_dict(spec_dict), device, options)
 
 
