@@ -333,7 +333,6 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
         scan.codec = stream.codec_context.name
-        scan.on_hardware = hwaccel is not None and bool(stream.codec_context.is_hwaccel)
         scan.claimed = stream.frames or None
         scan.fps = float(stream.average_rate) if stream.average_rate else None
         wanted = keep(scan.claimed) if keep else set()
@@ -350,6 +349,8 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
             scan.error = f"decoding stopped after {len(scan.pts)} frames: {exc}"
         if bad_packets and not scan.error:
             scan.error = f"{len(bad_packets)} packets could not be decoded (first: {bad_packets[0]})"
+        # Asked after decoding: the codec context is opened, and its hardware set up, on the first packet.
+        scan.on_hardware = hwaccel is not None and bool(stream.codec_context.is_hwaccel)
     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
     return scan
 

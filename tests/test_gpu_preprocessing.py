@@ -235,3 +235,62 @@ def test_nvdec_decodes_the_cpus_frames(small_video):
     diff = max(int(np.abs(gpu.frames[i].astype(int) - cpu.frames[i]).max()) for i in cpu.sampled)
     print(f"largest pixel difference NVDEC vs CPU: {diff}")
     assert diff <= 2  # H.264 decoding is exact; the RGB conversion of NV12 vs YUV420P may round differently
+
+
+# -- the benchmarks -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_scan_video_and_preprocess_benchmarks_run_on_the_cpu(tmp_path):
+    """Both subcommands run end to end on small videos and report what the issue asks for."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "scan-video", "--size", "480p", "--seconds", "1",
+                          "--videos", "1", "--frames-per-video", "4", "--model", "resnet18:64", "--decode", "cuda",
+                          "--work-dir", str(tmp_path / "scan"), "--json", str(tmp_path / "scan.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scan = json.loads((tmp_path / "scan.json").read_text())
+    assert scan["frames_per_file"] == 25 and scan["per_video"][0]["frames"] == 4
+    assert scan["per_video"][0]["faces"] == 4  # the demo face is found and classified in every frame
+    assert set(scan["median_seconds"]) == {"decode", "detect", "crop", "classify", "total"}
+    assert "seconds per video" in out.stdout and "videos/s" in out.stdout
+    if not CUDA:
+        assert scan["decoder_used"] == ["cpu"] and "decoded on the CPU" in scan["decoder_notes"][0]
+
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "preprocess", "--sizes", "480p", "--videos", "1",
+                          "--frames", "8", "--frames-per-video", "2", "--workers", "1", "--repeats", "1",
+                          "--work-dir", str(tmp_path / "pre"), "--json", str(tmp_path / "pre.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pre = json.loads((tmp_path / "pre.json").read_text())["sizes"]["480p"]
+    assert {r: pre[r]["runtime"] for r in pre} == {"onnx": "onnx", "torch": "torch"}
+    assert all(pre[r]["pipeline"]["1"]["efficiency"] > 0 for r in pre)
+    assert out.stdout.count("pipeline/detector") == 2
+
+
+@pytest.mark.slow
+def test_a_scan_with_the_gpu_options_on_a_cpu_machine(scan_ckpt, evidence, tmp_path):
+    """scan.detector_runtime and scan.decode reach the scan: the header names the runtime, a video
+    item says where it was decoded and why not on the GPU, and the verdict is the CPU scan's."""
+    from faketrace.forensics.scan import scan_from_config
+
+    from .conftest import results, scan_cfg
+
+    video = [evidence["loose"] / "sub" / "clip_fake.mp4"]
+    model = [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true", "device=cpu"]
+    scan_from_config(scan_cfg(video, tmp_path / "plain", model))
+    scan_from_config(scan_cfg(video, tmp_path / "gpu", model, ["scan.detector_runtime=torch", "scan.decode=cuda"]))
+    plain_header, plain = results(tmp_path / "plain")
+    header, items = results(tmp_path / "gpu")
+    assert plain_header["model"]["face_detector_used"]["runtime"] == "onnxruntime"
+    assert header["model"]["face_detector_used"]["runtime"] == "torch"
+    (item,), (ref,) = items.values(), plain.values()
+    assert item["status"] == ref["status"] == "scanned"
+    assert "decoder" not in ref["decode"]  # not asked: the record is as before
+    if not CUDA:
+        assert item["decode"]["decoder"] == "cpu" and "decoded on the CPU" in item["decode"]["decoder_note"]
+    assert item["score"]["probability"] == pytest.approx(ref["score"]["probability"], abs=1e-4)
+    assert item["n_faces_detected"] == ref["n_faces_detected"]
