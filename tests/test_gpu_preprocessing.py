@@ -273,8 +273,10 @@ def test_scan_video_and_preprocess_benchmarks_run_on_the_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_a_scan_with_the_gpu_options_on_a_cpu_machine(scan_ckpt, evidence, tmp_path):
-    """scan.detector_runtime and scan.decode reach the scan: the header names the runtime, a video
+    """scan.detector_runtime and scan.decode reach the scan: custody.json names the runtime, a video
     item says where it was decoded and why not on the GPU, and the verdict is the CPU scan's."""
+    import json
+
     from faketrace.forensics.scan import scan_from_config
 
     from .conftest import results, scan_cfg
@@ -283,10 +285,12 @@ def test_a_scan_with_the_gpu_options_on_a_cpu_machine(scan_ckpt, evidence, tmp_p
     model = [f"ckpt_path={scan_ckpt}", "allow_unvalidated=true", "device=cpu"]
     scan_from_config(scan_cfg(video, tmp_path / "plain", model))
     scan_from_config(scan_cfg(video, tmp_path / "gpu", model, ["scan.detector_runtime=torch", "scan.decode=cuda"]))
-    plain_header, plain = results(tmp_path / "plain")
-    header, items = results(tmp_path / "gpu")
-    assert plain_header["model"]["face_detector_used"]["runtime"] == "onnxruntime"
-    assert header["model"]["face_detector_used"]["runtime"] == "torch"
+    _, plain = results(tmp_path / "plain")
+    _, items = results(tmp_path / "gpu")
+    used = {case: json.loads((tmp_path / case / "custody.json").read_text())["model"]["face_detector_used"]
+            for case in ("plain", "gpu")}
+    assert (used["plain"]["runtime"], used["gpu"]["runtime"]) == ("onnxruntime", "torch")
+    assert used["gpu"]["weights_sha256"] == used["plain"]["weights_sha256"]
     (item,), (ref,) = items.values(), plain.values()
     assert item["status"] == ref["status"] == "scanned"
     assert "decoder" not in ref["decode"]  # not asked: the record is as before
