@@ -193,14 +193,15 @@ def bench_video_scan(args: argparse.Namespace) -> dict:
     `--device`), the largest face of each frame cropped at the classifier's input size (the face
     pipeline's choose_faces + model_crop), and the crops classified in one batch (random weights:
     speed only). Seconds per video are the median over the folder after one warm-up video; the
-    folder's throughput is its videos over the wall time of the whole loop. Custody (hashing),
-    decoding in a child process and report writing are not included (`scan` times those).
+    folder's throughput is its videos over the wall time of the whole loop. `--isolate` decodes in
+    a child process as the scan does (the frames come back pickled). Custody (hashing) and report
+    writing are not included (`scan` times the whole scan).
     """
     import numpy as np
 
     from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop
     from faketrace.datasets.faces import resolve_detector_runtime
-    from faketrace.datasets.media import read_video_frames
+    from faketrace.datasets.media import IsolatedDecoder
     from faketrace.datasets.preprocess import make_detector
     from faketrace.models.detector import Detector
 
@@ -233,9 +234,11 @@ def bench_video_scan(args: argparse.Namespace) -> dict:
                                                     enabled=device.type == "cuda" and args.precision == "bf16"):
             return torch.sigmoid(model(x).float().reshape(-1)).cpu().numpy()
 
+    decoder = IsolatedDecoder(isolate=bool(args.isolate))
+
     def one(row: dict) -> dict:
         t0 = time.perf_counter()
-        video = read_video_frames(work / "raw" / row["path"], spec.frames_per_video, decode=args.decode)
+        video = decoder("read_video_frames", work / "raw" / row["path"], spec.frames_per_video, decode=args.decode)
         order = sorted(video.frames)
         frames = [video.frames[i] for i in order]
         t1 = time.perf_counter()
@@ -252,16 +255,20 @@ def bench_video_scan(args: argparse.Namespace) -> dict:
                 "frames": len(frames), "faces": len(crops), "decoder": video.decoder,
                 "decoder_note": video.decoder_note, "mean_probability": float(probs.mean()) if len(probs) else None}
 
-    one(rows[0])  # warm-up: imports, cuDNN autotuning, the page cache
-    start = time.perf_counter()
-    per_video = [one(r) for r in rows[1:]]
-    wall = time.perf_counter() - start
+    try:
+        one(rows[0])  # warm-up: imports, cuDNN autotuning, the page cache, the decoder process
+        start = time.perf_counter()
+        per_video = [one(r) for r in rows[1:]]
+        wall = time.perf_counter() - start
+    finally:
+        decoder.close()
     stages = ("decode", "detect", "crop", "classify", "total")
     med = {k: _median([v[k] for v in per_video]) for k in stages}
     results = {"size": args.size, "seconds_of_video": args.seconds, "frames_per_file": n_frames,
                "frames_classified": args.frames_per_video, "videos": args.videos, "model": args.model,
                "device": str(device), "precision": args.precision if device.type == "cuda" else "fp32",
                "detector_runtime": runtime, "detector_device": detector_device, "decode": args.decode,
+               "isolated_decoding": bool(args.isolate),
                "decoder_used": sorted({v["decoder"] for v in per_video}),
                "decoder_notes": sorted({v["decoder_note"] for v in per_video if v["decoder_note"]}),
                "torch_threads": torch.get_num_threads(), "median_seconds": med,
@@ -269,7 +276,8 @@ def bench_video_scan(args: argparse.Namespace) -> dict:
                "folder_seconds": wall, "folder_videos_s": len(per_video) / wall, "per_video": per_video}
     print(f"{len(per_video)} videos of {args.seconds:g} s at {args.size} ({n_frames} frames), "
           f"{args.frames_per_video} sampled, {args.model} on {device} ({results['precision']}), detector "
-          f"{runtime} on {detector_device}, decode={args.decode} (used: {', '.join(results['decoder_used'])})")
+          f"{runtime} on {detector_device}, decode={args.decode} (used: {', '.join(results['decoder_used'])})"
+          f"{', in a decoder process' if args.isolate else ''}")
     print("  seconds per video (median): " + ", ".join(f"{k} {med[k]:.3f}" for k in stages))
     print(f"  folder: {len(per_video)} videos in {wall:.2f} s = {results['folder_videos_s']:.2f} videos/s")
     for note in results["decoder_notes"]:

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     vscan.add_argument("--runtime", default="auto", choices=list(DETECTOR_RUNTIMES), help="face detector runtime")
     vscan.add_argument("--decode", default="cpu", choices=list(DECODE_MODES))
     vscan.add_argument("--detector-batch", type=int, default=32)
+    vscan.add_argument("--isolate", action="store_true",
+                       help="decode in a child process, as the scan does (scan.isolate_decoding)")
     vscan.add_argument("--work-dir", default=None, help="where the videos go (default: a new temp folder)")
     vscan.add_argument("--json", default=None, help="also write the results here")
     vscan.set_defaults(run=run_video_scan)
