@@ -242,10 +242,8 @@ class Trainer:
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
             "selection": self.selection,
-            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))},
-                     # The media the model is trained for; a scan never lets it decide outside them.
-                     "domain": (OmegaConf.to_container(self.cfg.data.domain, resolve=True)
-                                if self.cfg.data.get("domain") else None)},
+            # The training domain (media, faces) is the spec's `domain`: one record, not two.
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),
@@ -529,7 +527,11 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
                               synthetic=bool(index_meta.get("synthetic")))
     # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
     # that never applied to it (a video given to the model later is still sampled at that figure).
-    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)])
+    # The media are what the split held; whether they showed faces and their description come from
+    # the data option's `domain` (configs/data/*.yaml), which the scan's in-domain rule reads.
+    declared = cfg.data.get("domain") or {}
+    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)], faces=declared.get("faces"),
+                        notes=str(declared.get("description") or ""))
     spec = ModelSpec(input=input_spec, trained_on=trained_on, domain=domain, **sections)
     return train_set, val_set, spec, {"index_meta": index_meta, "crop_check": crop_check}
 
