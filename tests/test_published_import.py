@@ -160,6 +160,7 @@ REFERENCE_INPUTS = {
     "deepfakebench_xception": deepfakebench_reference_input, "deepfakebench_core": deepfakebench_reference_input,
     "deepfakebench_efficientnet_b4": deepfakebench_reference_input,
     "deepfakebench_resnet34": deepfakebench_reference_input,
+    "deepfakebench_meso4": deepfakebench_reference_input, "deepfakebench_mesoinception4": deepfakebench_reference_input,
     "ffpp_xception_c23": ffpp_reference_input, "ffpp_xception_c40": ffpp_reference_input,
     "ffpp_xception_raw": ffpp_reference_input, "dfdc_selimsef_b7": selimsef_reference_input,
     "universal_fake_detect": ufd_reference_input,
@@ -386,6 +387,174 @@ def test_deepfakebench_efficientnet_b4_matches_reference(tmp_path):
         # timm's own (input-size dependent) padding would not reproduce the release at 256 px
         plain = model.backbone
         assert type(plain.conv_stem).__name__ == "_StaticPadConv2d"
+
+
+# -- DeepfakeBench MesoNets -----------------------------------------------------------------------
+# Written here from a reading of DeepfakeBench's training/networks/mesonet.py (commit 8a4a7bf), laid
+# out as stage tables rather than as faketrace's block modules: attribute names are the file's keys,
+# every layer is applied where their forward applies it (bn1 / bn2 each twice), PyTorch defaults
+# (BN eps 1e-5), `view(B, -1)` flatten, LeakyReLU(0.1) between the dense layers, a 2-class head.
+class DFBMeso4Reference(nn.Module):
+    STAGES = (("conv1", "bn1", 2), ("conv2", "bn1", 2), ("conv3", "bn2", 2), ("conv4", "bn2", 4))
+
+    def __init__(self):
+        super().__init__()
+        for name, cin, cout, k in (("conv1", 3, 8, 3), ("conv2", 8, 8, 5), ("conv3", 8, 16, 5), ("conv4", 16, 16, 5)):
+            setattr(self, name, nn.Conv2d(cin, cout, k, padding=k // 2, bias=False))
+        self.bn1, self.bn2 = nn.BatchNorm2d(8), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 8 * 8, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        for conv, bn, pool in self.STAGES:
+            x = F.max_pool2d(getattr(self, bn)(F.relu(getattr(self, conv)(x))), pool)
+        return self.fc2(F.leaky_relu(self.fc1(x.reshape(x.shape[0], -1)), 0.1))
+
+
+class DFBMesoInception4Reference(nn.Module):
+    # per inception layer: (branch convs as (name, out, kernel, dilation), in order), its in/out width
+    BRANCHES = ((("conv1", 0, 1, 1),), (("conv2_1", 1, 1, 1), ("conv2_2", 1, 3, 1)),
+                (("conv3_1", 2, 1, 1), ("conv3_2", 2, 3, 2)), (("conv4_1", 3, 1, 1), ("conv4_2", 3, 3, 3)))
+    WIDTHS = {1: (3, (1, 4, 4, 2)), 2: (11, (2, 4, 4, 2))}
+
+    def __init__(self):
+        super().__init__()
+        for layer, (cin, outs) in self.WIDTHS.items():
+            for branch in self.BRANCHES:
+                c = cin
+                for name, index, k, d in branch:
+                    setattr(self, f"Incption{layer}_{name}",
+                            nn.Conv2d(c, outs[index], k, padding=d * (k // 2), dilation=d, bias=False))
+                    c = outs[index]
+            setattr(self, f"Incption{layer}_bn", nn.BatchNorm2d(sum(outs)))
+        self.conv1 = nn.Conv2d(12, 16, 5, padding=2, bias=False)
+        self.conv2 = nn.Conv2d(16, 16, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 8 * 8, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        for layer in self.WIDTHS:
+            outs = []
+            for branch in self.BRANCHES:  # no activation inside a branch
+                y = x
+                for name, *_ in branch:
+                    y = getattr(self, f"Incption{layer}_{name}")(y)
+                outs.append(y)
+            x = F.max_pool2d(getattr(self, f"Incption{layer}_bn")(torch.cat(outs, 1)), 2)
+        x = F.max_pool2d(self.bn1(F.relu(self.conv1(x))), 2)
+        x = F.max_pool2d(self.bn1(F.relu(self.conv2(x))), 4)
+        return self.fc2(F.leaky_relu(self.fc1(x.reshape(x.shape[0], -1)), 0.1))
+
+
+DFB_MESONETS = {"deepfakebench_meso4": (DFBMeso4Reference, "meso4_best.pth"),
+                "deepfakebench_mesoinception4": (DFBMesoInception4Reference, "meso4Incep_best.pth")}
+
+
+def dfb_mesonet_release(tmp_path: Path, name: str, seed: int) -> tuple[nn.Module, Path]:
+    reference, filename = DFB_MESONETS[name]
+    torch.manual_seed(seed)
+    detector = randomize(DeepfakeBenchDetector(reference()), seed=seed)
+    path = tmp_path / filename
+    torch.save(detector.state_dict(), path)  # trainer.save_ckpt: `backbone.` keys, BN counters included
+    return detector, path
+
+
+def published_inputs(name: str, images: list[np.ndarray]) -> torch.Tensor:
+    entry = load_entry(name)
+    return torch.stack([published_tensor(rgb, entry["spec"]["input"], entry["publisher_preprocessing"]["resize"])
+                        for rgb in images])
+
+
+@pytest.mark.parametrize("name", sorted(DFB_MESONETS))
+def test_deepfakebench_mesonet_matches_reference_from_raw_faces(tmp_path, name):
+    """Raw face crops of four sizes -> each side's own preprocessing -> each side's network: the same
+    fake logit; and every DeepfakeBench option of our MesoNet, set the Keras way, moves it."""
+    from faketrace.models.families import MesoNetDetector
+
+    detector, path = dfb_mesonet_release(tmp_path, name, seed=5)
+    model, ckpt = imported(tmp_path, name, {"weights": path})
+    assert type(model) is MesoNetDetector and ckpt["fit_for_casework"] is False
+    entry = load_entry(name)
+    assert ckpt["architecture"]["init"]["model_kwargs"] == entry["architecture"]["model_kwargs"]
+    images = faces()
+    ours_in, ref_in = published_inputs(name, images), torch.stack([deepfakebench_reference_input(f) for f in images])
+    assert torch.equal(ours_in, ref_in)
+    with torch.no_grad():
+        ours, ref = model(ours_in), detector(ref_in)
+        check_two_class(ours, ref)
+        # the shared batch norms are one module on our side, as in their file
+        norms = model.backbone.norms()
+        assert len(norms) == (2 if name == "deepfakebench_meso4" else 3)
+        if name == "deepfakebench_meso4":
+            assert model.backbone.blocks[1].norm is model.backbone.blocks[0].norm
+        # what the options guard against: the Keras MesoNet's choices give other logits
+        init = ckpt["architecture"]["init"]
+        wrong = {"bn_eps": 1e-3, "flatten": "hwc", "hidden_activation": "linear"}
+        if name == "deepfakebench_mesoinception4":
+            wrong["branch_activation"] = "relu"
+        for option, value in wrong.items():
+            other = MesoNetDetector(init["backbone"], model_kwargs={**init["model_kwargs"], option: value},
+                                    input_size=256, mean=init["mean"], std=init["std"])
+            other.load_trained_state(ckpt["model"])
+            diff = (other.eval()(ours_in) - ours).abs().max().item()
+            print(f"{option}={value!r}: max |logit diff| {diff:.2e}")
+            assert diff > 20 * ATOL, f"{option}={value!r} moves the logit by only {diff:.2e}"
+        # and so would the Keras MesoNet's input: x 1/255 without mean/std, PIL NEAREST resizing
+        keras = load_entry("meso4_df")["spec"]["input"]
+        keras_in = torch.stack([published_tensor(rgb, keras, {"rule": "stretch", "backend": "pil",
+                                                              "interpolation": "nearest"}) for rgb in images])
+        diff = (model(keras_in) - ours).abs().max().item()
+        assert diff > 20 * ATOL, f"the Keras input moves the logit by only {diff:.2e}"
+
+
+def test_deepfakebench_mesonet_refuses_other_layouts(tmp_path):
+    from safetensors.torch import load_file
+
+    _, meso4 = dfb_mesonet_release(tmp_path, "deepfakebench_meso4", seed=6)
+    _, inception = dfb_mesonet_release(tmp_path, "deepfakebench_mesoinception4", seed=7)
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.Incption1_conv1\.weight.*Accepted: a Deepfake"):
+        import_published("deepfakebench_meso4", {"weights": inception}, tmp_path / "a.ckpt")
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.conv3\.weight \(DeepfakeBench's mesoinception4"):
+        import_published("deepfakebench_mesoinception4", {"weights": meso4}, tmp_path / "b.ckpt")
+    state = torch.load(meso4, weights_only=True)
+    no_bias = tmp_path / "with_bias.pth"  # a convolution with a bias is not their network
+    torch.save({**state, "backbone.conv1.bias": torch.zeros(8)}, no_bias)
+    with pytest.raises(ImportRefused, match=r"unexpected \['blocks\.0\.conv\.bias'\]"):
+        import_published("deepfakebench_meso4", {"weights": no_bias}, tmp_path / "c.ckpt")
+    unshared = tmp_path / "unshared.pth"  # a batch norm per convolution (Keras-style) is not their layout
+    torch.save({**state, **{k.replace("bn2", "bn3"): v for k, v in state.items() if ".bn2." in k}}, unshared)
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.bn3"):
+        import_published("deepfakebench_meso4", {"weights": unshared}, tmp_path / "d.ckpt")
+    # faketrace's own Keras-MesoNet file is another network: refused, naming the expected prefix
+    from faketrace.models.published import load_entry as registry_entry
+    from faketrace.models.published import shipped_path
+
+    keras = tmp_path / "meso4_df.pth"
+    torch.save(load_file(str(shipped_path(registry_entry("meso4_df")))), keras)
+    with pytest.raises(ImportRefused, match=r"start with 'backbone\.'"):
+        import_published("deepfakebench_meso4", {"weights": keras}, tmp_path / "e.ckpt")
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_deepfakebench_mesoinception4_through_the_command_and_the_scan(tmp_path):
+    detector, path = dfb_mesonet_release(tmp_path, "deepfakebench_mesoinception4", seed=8)
+    ddp = tmp_path / "ddp.pth"  # saved under DDP: module. in front of every key, accepted
+    torch.save({"module." + k: v for k, v in detector.state_dict().items()}, ddp)
+    out = tmp_path / "mesoinception4.ckpt"
+    run = run_import_command("published=deepfakebench_mesoinception4", f"file={ddp}", f"out={out}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "no activation in the inception branches" in run.stdout and "fit_for_casework: false" in run.stdout
+    from faketrace.forensics.scoring import load_torch_model
+
+    scan_model = load_torch_model(out, device="cpu")
+    spec = scan_model.spec
+    assert spec.face.crop_rule == "aligned_5pt" and spec.face.margin == 1.3 and spec.face.crop_size == 256
+    assert spec.input.mean == (0.5, 0.5, 0.5) and spec.input.interpolation == "bicubic"
+    assert spec.source.name == "deepfakebench_mesoinception4" and spec.source.licence == "CC BY-NC 4.0"
+    x = published_inputs("deepfakebench_mesoinception4", faces())
+    with torch.no_grad():
+        ref = detector(x)
+    assert np.allclose(scan_model.logits(x.numpy()), two_class_logit(ref).numpy(), atol=ATOL)
 
 
 # -- SBI -------------------------------------------------------------------------------------------
