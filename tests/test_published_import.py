@@ -590,6 +590,102 @@ def test_sbi_matches_reference(tmp_path):
     assert spec.video.rule == "max_face_mean" and spec.face.detector.name == "retinaface_resnet50"
 
 
+# -- the box_margin crop rule (SBI, DFDC winner) in the scan ----------------------------------------
+def sbi_test_crop(img: np.ndarray, box) -> np.ndarray:
+    # src/utils/funcs.py crop_face(crop_by_bbox=True, phase="test"), as read: w/4 and h/4 halved per side,
+    # start int(v - margin) floored at 0, end int(v + margin) + 1 capped at the frame
+    (x0, y0), (x1, y1) = box
+    h_img, w_img = img.shape[:2]
+    w, h = x1 - x0, y1 - y0
+    y_start, y_end = max(0, int(y0 - h / 8)), min(h_img, int(y1 + h / 8) + 1)
+    x_start, x_end = max(0, int(x0 - w / 8)), min(w_img, int(x1 + w / 8) + 1)
+    return img[y_start:y_end, x_start:x_end]
+
+
+def test_box_margin_crop_is_sbis_rule_and_within_two_pixels_of_the_dfdc_winners():
+    from faketrace.datasets.published_crops import box_margin_bounds, box_margin_crop
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    margin_sbi = load_entry("sbi_efficientnet_b4_c23")["spec"]["face"]["margin"]
+    margin_dfdc = load_entry("dfdc_selimsef_b7")["spec"]["face"]["margin"]
+    worst = 0
+    for _ in range(300):
+        x0, y0 = rng.uniform(-20, 440), rng.uniform(-20, 320)
+        x1, y1 = x0 + rng.uniform(8, 200), y0 + rng.uniform(8, 200)  # some boxes run off the frame
+        ours = box_margin_crop(frame, (x0, y0, x1, y1), margin_sbi)
+        assert np.array_equal(ours, sbi_test_crop(frame, ((x0, y0), (x1, y1))))
+        # the DFDC winner: an integer box (MTCNN on a 2x downscaled frame, times 2), padded by w // 3
+        bx0, by0, bx1, by1 = (int(v) for v in (max(x0, 0), max(y0, 0), x1, y1))
+        pw, ph = (bx1 - bx0) // 3, (by1 - by0) // 3
+        theirs = (max(bx0 - pw, 0), max(by0 - ph, 0), min(bx1 + pw, 480), min(by1 + ph, 360))
+        if theirs[2] <= theirs[0] or theirs[3] <= theirs[1]:
+            continue
+        bounds = box_margin_bounds((bx0, by0, bx1, by1), margin_dfdc, frame.shape)
+        worst = max(worst, max(abs(a - b) for a, b in zip(bounds, theirs, strict=True)))
+    print(f"box_margin vs the DFDC winner's integer rule: at most {worst} px per edge")
+    assert worst <= 2
+    with pytest.raises(ValueError, match="at least 1"):
+        box_margin_crop(frame, (10, 10, 50, 50), 0.8)
+
+
+class SBIReference(nn.Module):  # src/model.py: the EfficientNet as `net`
+    def __init__(self):
+        super().__init__()
+        from efficientnet_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-b4", num_classes=2)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.slow
+def test_box_margin_and_dlib_models_scan_with_their_published_crop(tmp_path):
+    """An imported SBI checkpoint scans a photo: RetinaFace's box, SBI's own crop and resize, and the
+    face's logit is the reference network's on SBI's crop of that box. A DeepfakeBench import (dlib
+    in the publisher's pipeline) scans with RetinaFace standing in, and the scan says so."""
+    import shutil
+
+    from faketrace.forensics.discover import register_case_resolver
+    from faketrace.forensics.scan import scan_from_config
+
+    from .conftest import results, scan_cfg
+
+    register_case_resolver()
+    torch.manual_seed(0)
+    detector = randomize(SBIReference(), seed=9)
+    torch.save({"model": detector.state_dict(), "epoch": 1}, tmp_path / "FFc23.tar")
+    import_published("sbi_efficientnet_b4_c23", {"weights": tmp_path / "FFc23.tar"}, tmp_path / "sbi.ckpt")
+    _, meso = dfb_mesonet_release(tmp_path, "deepfakebench_meso4", seed=10)
+    import_published("deepfakebench_meso4", {"weights": meso}, tmp_path / "meso.ckpt")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    photo = Path(__file__).parent / "data" / "people" / "obama_2012.jpg"
+    shutil.copy(photo, evidence / "photo.jpg")
+    summaries = {name: scan_from_config(scan_cfg([evidence], tmp_path / f"case_{name}",
+                                                 [f"ckpt_path={tmp_path / name}.ckpt", "allow_unvalidated=true"]))
+                 for name in ("sbi", "meso")}
+    _, sbi_items = results(tmp_path / "case_sbi")
+    _, meso_items = results(tmp_path / "case_meso")
+    item = sbi_items["0/photo.jpg"]
+    assert item["status"] == "scanned", item
+    face = item["faces"][0]
+    x0, y0, x1, y1 = face["box"]
+    rgb = np.array(Image.open(photo).convert("RGB"))
+    x = sbi_reference_input(sbi_test_crop(rgb, ((x0, y0), (x1, y1)))).unsqueeze(0)
+    with torch.no_grad():
+        expected = two_class_logit(detector(x)).item()
+    print(f"SBI scan logit {face['logit']:.6f}, reference on SBI's crop {expected:.6f}")
+    assert abs(face["logit"] - expected) <= ATOL
+    assert meso_items["0/photo.jpg"]["status"] == "scanned", meso_items["0/photo.jpg"]
+    custody = json.loads((tmp_path / "case_meso" / "custody.json").read_text())
+    for warnings_given in (summaries["meso"]["warnings"], custody["warnings"]):
+        assert any("found faces with dlib_hog" in w and "RetinaFace stands in" in w for w in warnings_given)
+    # SBI's own detector is a RetinaFace: nothing stands in
+    assert not any("stands in" in w for w in summaries["sbi"]["warnings"])
+
+
 # -- FaceForensics++ (whole pickled model) ----------------------------------------------------------
 def _ffpp_modules():
     """Publisher-named classes (network.xception.*, network.models.TransferModel) around Cadene's code,
