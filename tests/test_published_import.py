@@ -1,7 +1,8 @@
 """Published detectors imported from their released files (issue 20), verified against reference builds.
 
 For every converter the publisher's architecture is built from a reference implementation with
-random weights (efficientnet-pytorch, pretrainedmodels, torchvision, timm, open_clip), saved in the
+random weights (efficientnet-pytorch, pretrainedmodels, torchvision, timm, open_clip; DeepfakeBench's
+MesoNets, which no package holds, rewritten here from a reading of their code), saved in the
 publisher's exact file layout (key names, prefixes, wrapper dicts, file format), imported with the
 real import command, and the faketrace model must give the same logit as the reference on the same
 tensor (|diff| <= 1e-5, fp32; a 2-class head is compared as z_fake - z_real, and its softmax). The
