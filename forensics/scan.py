@@ -231,6 +231,8 @@ class CaseScan:
                                            device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
             self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
                                                    spec.detector_max_side)
+            if face_model.stand_in_detector:
+                self.warnings.append(face_model.stand_in_detector)
             trained_with = face_model.detector.weights_sha256
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
