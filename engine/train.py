@@ -508,7 +508,7 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
         # What the model asks of the data: blending masks as targets, clips instead of frames.
         common = {"crop_spec": face_spec, "clip_length": clip_length if clip_length > 1 else None}
         train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, interp),
-                                    split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+                                    split="train", crops_per_video=cfg.loader.crops_per_video, seed=cfg.seed,
                                     synthesis=synthesis, masks="mask" in targets, **common)
         val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, interp), split="val",
                                   seed=cfg.seed, synthesis=val_synthesis, **common)
