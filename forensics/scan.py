@@ -231,6 +231,8 @@ class CaseScan:
                                            nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
                                            device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
             self.detector_used = self.detector.describe()
+            if face_model.stand_in_detector:
+                self.warnings.append(face_model.stand_in_detector)
             trained_with = face_model.detector.weights_sha256
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "

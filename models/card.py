@@ -204,12 +204,23 @@ def _selection_note(selection: dict | None) -> str:
     return text + (f"; **{selection['warning']}**" if selection.get("warning") else "")
 
 
+def _domain_line(card: dict) -> str:
+    """The training domain a scan holds the model to (spec `domain`; older cards: the data record's)."""
+    d = dict(((card.get("training") or {}).get("data") or {}).get("domain") or {})
+    d.update({k: v for k, v in ((card.get("spec") or {}).get("domain") or {}).items() if v})
+    media = " and ".join({"still": "still images", "video": "videos"}.get(m, m) for m in d.get("media") or [])
+    faces = {"present": "showing faces", "absent": "without faces", "any": "with or without faces"}.get(d.get("faces"))
+    words = ", ".join(w for w in (media or "media not recorded", faces) if w)
+    return f"- training domain: {words}; a scan lets this model decide no item outside it"
+
+
 def _section_training(card: dict) -> list[str]:
     t = card["training"]
     data = t.get("data", {})
     lines = ["## Training data", "",
              f"- data set: `{data.get('name')}`" + (" (synthetic)" if (data.get("index_meta") or {}).get("synthetic")
                                                     else ""),
+             _domain_line(card),
              f"- epoch {t.get('epoch')}, model selected on validation `{t.get('monitor')}` = "
              f"{_num(t.get('best_validation_score'))}" + _selection_note(t.get("selection"))]
     splits = t.get("splits")
