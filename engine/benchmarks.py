@@ -148,7 +148,7 @@ def bench_preprocess(args: argparse.Namespace) -> dict:
         for runtime in runtimes:
             resolved, device = resolve_detector_runtime(runtime, args.device)
             detector = make_detector(spec, args.device, runtime=runtime)
-            detector.detect(per_video[0][:2])  # warm-up
+            detector.detect(per_video[0])  # warm-up at the timed batch size (cuDNN picks its algorithms per shape)
             detector_s = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
