@@ -27,8 +27,9 @@ class ExportIntegrityError(RuntimeError):
 
 
 # The one file hasher is datasets/io.file_digests; models/ may not import datasets/ (DESIGN.md,
-# tests/test_layers.py), and this module must stay importable without them, so it keeps these lines.
-def _sha256(path: Path) -> str:
+# tests/test_layers.py), and this module must stay importable without them, so models/ keeps this
+# one copy (models/published.py uses it too).
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -45,7 +46,7 @@ def folder_files(folder: str | Path) -> list[str]:
 
 def file_hashes(folder: str | Path) -> dict[str, dict]:
     folder = Path(folder)
-    return {rel: {"sha256": _sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+    return {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
             for rel in folder_files(folder)}
 
 
@@ -61,7 +62,7 @@ def check_files(folder: str | Path, files: dict[str, dict]) -> None:
     for rel in sorted(on_disk & set(files)):
         if (folder / rel).is_symlink():
             problems.append(f"{rel}: a symbolic link")
-        elif _sha256(folder / rel) != files[rel]["sha256"]:
+        elif sha256_file(folder / rel) != files[rel]["sha256"]:
             problems.append(f"{rel}: SHA-256 differs from {CARD_FILE}")
     if problems:
         raise ExportIntegrityError(f"export folder {folder} fails its integrity check: " + "; ".join(problems))
