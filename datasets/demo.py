@@ -304,7 +304,7 @@ def generate_demo(root: str | Path, index_path: str | Path, seed: int, gen: dict
                     continue
                 item_rng = np.random.default_rng(rng.integers(0, 2**63))
                 donor = donors[int(item_rng.integers(len(donors)))] if method == "face_swap" else None
-                n_frames = gen["frames_per_video"] if kind == "video" else 1
+                n_frames = gen["video_length"] if kind == "video" else 1
                 frames, frame_truth = _render_item(renderer, ident, patches, geometry, donor, method, n_frames,
                                                    item_rng, gen)
                 item_id = f"{ident.name}_{kind}_{method}_{k}"

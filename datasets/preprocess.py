@@ -63,11 +63,15 @@ class RunOptions:
     detector_batch: int = 32
     progress: bool = True
     fault: FaultPlan | None = None
+    # How, not what: the same network and the same pictures either way (face.detector_runtime, face.decode).
+    detector_runtime: str = "auto"  # auto | onnx | torch (datasets/faces.py DETECTOR_RUNTIMES)
+    decode: str = "cpu"  # cpu | auto | cuda (datasets/media.py DECODE_MODES)
 
 
-def make_detector(spec: PreprocessSpec, device: str = "cpu", threads: int = 1):
-    return build_detector(spec.detector, score_threshold=spec.score_threshold, nms_threshold=spec.nms_threshold,
-                          max_side=spec.detector_max_side, device=device, threads=threads)
+def make_detector(spec: PreprocessSpec, device: str = "cpu", threads: int = 1, runtime: str = "auto"):
+    return build_detector(spec.detector, runtime=runtime, score_threshold=spec.score_threshold,
+                          nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side, device=device,
+                          threads=threads)
 
 
 def spec_fingerprint(spec: PreprocessSpec) -> str:
@@ -180,7 +184,8 @@ class VideoProcessor:
                  options: RunOptions | None = None, detector=None):
         self.root, self.faces_dir, self.spec = Path(root), Path(faces_dir), spec
         self.options = options or RunOptions()
-        self.detector = detector if detector is not None else make_detector(spec, device)
+        self.detector = detector if detector is not None else make_detector(spec, device,
+                                                                             runtime=self.options.detector_runtime)
         self.fault = FaultInjector(self.options.fault)
         self.fingerprint = spec_fingerprint(spec)
 
@@ -218,7 +223,9 @@ class VideoProcessor:
             # Nothing was sampled: one row stands for the whole item (frame -1 for a video).
             return [_error_row(video_id, 0 if media_type == "image" else -1, problem)], video
         decoded = read_video_frames(path, self.spec.frames_per_video, sampling=self.spec.sampling,
-                                    every_k=self.spec.every_k, time_limit_s=self.options.video_time_limit_s)
+                                    every_k=self.spec.every_k, time_limit_s=self.options.video_time_limit_s,
+                                    decode=self.options.decode)
+        video.update(decoder=decoded.decoder, decoder_note=decoded.decoder_note)
         if decoded.error:
             # Decoder messages name the file; the manifest names it relative to the root, as the index does.
             decoded.error = decoded.error.replace(str(path), item["path"])
@@ -299,6 +306,10 @@ def _init_worker(root, faces_dir, spec_dict, device, options: RunOptions) -> Non
     global _WORKER
     # One thread per worker process: the parallelism is across videos.
     cv2.setNumThreads(1)
+    if options.detector_runtime == "torch" and not str(device).startswith("cuda"):
+        import torch
+
+        torch.set_num_threads(1)  # PyTorch's detector on the CPU: its threads are per process
     _WORKER = VideoProcessor(root, faces_dir, PreprocessSpec.from_dict(spec_dict), device, options)
 
 
@@ -413,8 +424,10 @@ def summarize(manifest: pd.DataFrame, videos: pd.DataFrame, limit: int = 10) -> 
     return "\n".join(lines)
 
 
-def _manifest_meta(spec: PreprocessSpec, n_items: int, shard: str | None, extra: dict | None = None) -> dict:
-    detector = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold, spec.detector_max_side)
+def _manifest_meta(spec: PreprocessSpec, n_items: int, shard: str | None, extra: dict | None = None,
+                   runtime: str = "auto", device: str = "cpu") -> dict:
+    detector = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold, spec.detector_max_side,
+                                 runtime, device)
     return {"spec": spec.to_dict(), "detector": detector, "fingerprint": spec_fingerprint(spec),
             "n_items": int(n_items), "shard": shard, **(extra or {})}
 
@@ -446,7 +459,8 @@ def preprocess_index(index: pd.DataFrame, root: str | Path, faces_dir: str | Pat
     out = shard_manifest_path(manifest_path, options.shard)
     meta = _manifest_meta(spec, len(items), options.shard,
                           {"videos_table": videos_path_for(out).name, "frames_by_status":
-                           manifest.groupby("status").size().to_dict() if len(manifest) else {}})
+                           manifest.groupby("status").size().to_dict() if len(manifest) else {},
+                           "decode": options.decode}, runtime=options.detector_runtime, device=device)
     write_videos(videos, videos_path_for(out), meta)
     write_manifest(manifest, out, meta)
     # The counts are printed once, by the caller's summary (preprocess_from_config); the log keeps the time.
@@ -496,11 +510,14 @@ def merge_shards(manifest_path: str | Path, n_shards: int | None = None) -> pd.D
 
 def options_from_config(cfg) -> RunOptions:
     debug = cfg.get("debug") or {}
+    face = cfg.get("face") or {}
     fault = (FaultPlan(debug["fault"], int(debug.get("fault_at", 1)), debug.get("fault_action", "raise"))
              if debug.get("fault") else FaultPlan.parse(os.environ.get(FAULT_ENV)))
     return RunOptions(workers=int(cfg.get("workers", 1)), shard=cfg.get("shard"),
                       video_time_limit_s=cfg.get("video_time_limit_s"), detector_batch=int(cfg.get("detector_batch", 32)),
-                      progress=bool(cfg.get("progress", True)), fault=fault)
+                      progress=bool(cfg.get("progress", True)), fault=fault,
+                      detector_runtime=str(face.get("detector_runtime") or "auto"),
+                      decode=str(face.get("decode") or "cpu"))
 
 
 def preprocess_from_config(cfg) -> dict:

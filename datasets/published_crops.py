@@ -11,6 +11,9 @@ holds the steps that differ from datasets/face_pipeline.py (numpy and OpenCV onl
   rotated so that the eyes-to-mouth axis is vertical. The authors located eyes, nose and mouth
   with face_recognition's 68-point groups; faketrace uses RetinaFace's five points (eye centres,
   nose tip, mouth corners) in their place: the same geometry from slightly different points.
+- `box_margin_crop`: the crop rule `box_margin` of imported detectors (SBI, the DFDC winner): the
+  detector box grown on each side by (margin - 1) / 2 of its own width and height, clipped to the
+  frame, not squared; the publisher's resize (datasets/published_input.py) then makes it the input.
 - `scaled_input`: (N, 3, S, S) float32 in [0, 1] after the spec's resize, then (x - mean) / std.
 """
 
@@ -75,3 +78,28 @@ def mesonet_crop(frame: np.ndarray, landmarks5: np.ndarray, size: int = 256, int
     m[:, 2] = np.array([n / 2, n / 2]) - rot @ centre
     upright = cv2.warpAffine(frame, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return resize(upright, (size, size), interpolation)
+
+
+def box_margin_bounds(box, margin: float, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Pixel bounds (x0, y0, x1, y1), end exclusive, of the `box_margin` crop of a face box (x0, y0, x1, y1).
+
+    The integer rule is SBI's test-time one (src/utils/funcs.py crop_face, phase "test": w/8 and h/8
+    on each side, i.e. margin 1.25): start `int(x0 - pad)`, end `int(x1 + pad) + 1`, clipped to the
+    frame. The DFDC winner pads an integer box by `w // 3` with an exclusive end; at margin 1.67 this
+    rule lands within 2 pixels of that on each edge (tests/test_published_import.py measures it).
+    """
+    if margin < 1:
+        raise ValueError(f"box_margin grows the box: margin must be at least 1, got {margin}")
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box).reshape(-1)[:4])
+    h, w = frame_shape[:2]
+    pad_w, pad_h = (margin - 1) / 2 * (x1 - x0), (margin - 1) / 2 * (y1 - y0)
+    left, top = min(max(0, int(x0 - pad_w)), w - 1), min(max(0, int(y0 - pad_h)), h - 1)
+    # at least one pixel, even for a degenerate box on the frame's edge
+    right, bottom = max(min(w, int(x1 + pad_w) + 1), left + 1), max(min(h, int(y1 + pad_h) + 1), top + 1)
+    return left, top, right, bottom
+
+
+def box_margin_crop(frame: np.ndarray, box, margin: float) -> np.ndarray:
+    """The `box_margin` crop of an (H, W, C) frame at the frame's resolution (no resize)."""
+    left, top, right, bottom = box_margin_bounds(box, margin, frame.shape)
+    return np.ascontiguousarray(frame[top:bottom, left:right])

@@ -83,6 +83,8 @@ VIDEO_COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
     "rows_no_face": (pa.int32(), False, "manifest rows with status no_face"),
     "rows_decode_error": (pa.int32(), False, "manifest rows with status decode_error"),
     "seconds": (pa.float32(), False, "wall time spent on the item"),
+    "decoder": (pa.string(), True, "where the video's frames were decoded: cpu or cuda (face.decode)"),
+    "decoder_note": (pa.string(), True, "why a hardware decoder asked for did not decode them"),
 }
 
 _TABLES = {"index": (INDEX_COLUMNS, INDEX_SCHEMA_VERSION),

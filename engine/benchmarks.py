@@ -154,50 +154,164 @@ def _median(values: list[float]) -> float:
 
 
 def bench_preprocess(args: argparse.Namespace) -> dict:
+    """The face pipeline's frames/s beside the detector alone on the same frames, per video size,
+    detector runtime (ONNX Runtime, PyTorch) and worker count; the ratio is the pipeline's efficiency."""
     import pandas as pd
 
+    from faketrace.datasets.faces import resolve_detector_runtime
     from faketrace.datasets.media import read_video_frames
     from faketrace.datasets.preprocess import PreprocessSpec, RunOptions, make_detector, preprocess_index
 
     spec = PreprocessSpec(frames_per_video=args.frames_per_video, crop_size=args.crop_size)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="faketrace-bench-"))
+    runtimes = list(getattr(args, "runtimes", None) or ["onnx"])
+    decode = getattr(args, "decode", "cpu")
     results: dict = {"spec": spec.to_dict(), "videos": args.videos, "frames_per_video_file": args.frames,
-                     "repeats": args.repeats, "device": args.device, "sizes": {}}
+                     "repeats": args.repeats, "device": args.device, "decode": decode, "sizes": {}}
     for size in args.sizes:
         index = pd.DataFrame(render_videos(work / "raw", size, args.videos, args.frames))
         # The detector alone, on the very frames the pipeline samples, decoded beforehand.
         frames = [read_video_frames(work / "raw" / p, spec.frames_per_video) for p in index.path]
         per_video = [[v.frames[i] for i in sorted(v.frames)] for v in frames]
         n_frames = sum(len(f) for f in per_video)
-        detector = make_detector(spec, args.device)
-        detector.detect(per_video[0][:2])  # warm-up
-        detector_s = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            for batch in per_video:
-                detector.detect(batch)
-            detector_s.append(time.perf_counter() - start)
-        row = {"frames": n_frames, "detector_frames_s": n_frames / _median(detector_s), "pipeline": {}}
-        for workers in args.workers:
-            wall = []
-            for r in range(args.repeats + 1):  # the first run is a warm-up (page cache, imports)
-                faces = work / f"faces_{size}_{workers}_{r}"
+        results["sizes"][size] = {}
+        for runtime in runtimes:
+            resolved, device = resolve_detector_runtime(runtime, args.device)
+            detector = make_detector(spec, args.device, runtime=runtime)
+            detector.detect(per_video[0])  # warm-up at the timed batch size (cuDNN picks its algorithms per shape)
+            detector_s = []
+            for _ in range(args.repeats):
                 start = time.perf_counter()
-                preprocess_index(index, work / "raw", faces, spec, faces / "manifest.parquet", args.device,
-                                 RunOptions(workers=workers, progress=False))
-                if r:
-                    wall.append(time.perf_counter() - start)
-            median = _median(wall)
-            row["pipeline"][workers] = {"seconds": median, "frames_s": n_frames / median,
-                                        "videos_s": len(index) / median,
-                                        "efficiency": n_frames / median / row["detector_frames_s"],
-                                        "all_seconds": wall}
-        results["sizes"][size] = row
-        print(f"{size}: {len(index)} videos x {args.frames} frames, {n_frames} sampled; detector alone "
-              f"{row['detector_frames_s']:.1f} frames/s")
-        for workers, p in row["pipeline"].items():
-            print(f"  workers={workers}: pipeline {p['frames_s']:.1f} frames/s, {p['videos_s']:.2f} videos/s, "
-                  f"efficiency {p['efficiency']:.2f} (median of {args.repeats})")
+                for batch in per_video:
+                    detector.detect(batch)
+                detector_s.append(time.perf_counter() - start)
+            del detector
+            row = {"runtime": resolved, "device": device, "frames": n_frames,
+                   "detector_frames_s": n_frames / _median(detector_s), "pipeline": {}}
+            for workers in args.workers:
+                wall = []
+                for r in range(args.repeats + 1):  # the first run is a warm-up (page cache, imports)
+                    faces = work / f"faces_{size}_{runtime}_{workers}_{r}"
+                    start = time.perf_counter()
+                    preprocess_index(index, work / "raw", faces, spec, faces / "manifest.parquet", args.device,
+                                     RunOptions(workers=workers, progress=False, detector_runtime=runtime,
+                                                decode=decode))
+                    if r:
+                        wall.append(time.perf_counter() - start)
+                median = _median(wall)
+                row["pipeline"][workers] = {"seconds": median, "frames_s": n_frames / median,
+                                            "videos_s": len(index) / median,
+                                            "efficiency": n_frames / median / row["detector_frames_s"],
+                                            "all_seconds": wall}
+            results["sizes"][size][runtime] = row
+            print(f"{size}, detector {resolved} on {device}: {len(index)} videos x {args.frames} frames, "
+                  f"{n_frames} sampled; detector alone {row['detector_frames_s']:.1f} frames/s")
+            for workers, p in row["pipeline"].items():
+                print(f"  workers={workers}, decode={decode}: pipeline {p['frames_s']:.1f} frames/s, "
+                      f"{p['videos_s']:.2f} videos/s, pipeline/detector {p['efficiency']:.2f} "
+                      f"(median of {args.repeats})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def bench_video_scan(args: argparse.Namespace) -> dict:
+    """Decode + detect + classify of whole videos, as the scan does per item, one video after another.
+
+    Each video: its sampled frames decoded (`--decode`), faces detected (`--runtime` on
+    `--device`), the largest face of each frame cropped at the classifier's input size (the face
+    pipeline's choose_faces + model_crop), and the crops classified in one batch (random weights:
+    speed only). Seconds per video are the median over the folder after one warm-up video; the
+    folder's throughput is its videos over the wall time of the whole loop. `--isolate` decodes in
+    a child process as the scan does (the frames come back pickled). Custody (hashing) and report
+    writing are not included (`scan` times the whole scan).
+    """
+    import numpy as np
+
+    from faketrace.datasets.face_pipeline import PreprocessSpec, choose_faces, model_crop
+    from faketrace.datasets.faces import resolve_detector_runtime
+    from faketrace.datasets.media import IsolatedDecoder
+    from faketrace.datasets.preprocess import make_detector
+    from faketrace.models.detector import Detector
+
+    name, input_size = args.model.split(":")
+    input_size = int(input_size)
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: PyTorch sees no CUDA device")
+    runtime, detector_device = resolve_detector_runtime(args.runtime, str(device))
+    spec = PreprocessSpec(frames_per_video=args.frames_per_video, crop_size=input_size)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="faketrace-scanbench-"))
+    n_frames = int(round(args.seconds * 25))  # render_videos writes 25 frames/s
+    rows = render_videos(work / "raw", args.size, args.videos + 1, n_frames)  # +1: the warm-up video
+    detector = make_detector(spec, str(device), runtime=args.runtime)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Detector(name, pretrained=False, input_size=input_size).eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
+
+    def classify(crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros(0, np.float32)
+        x = torch.from_numpy(np.stack(crops)).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = ((x / 255.0 - mean) / std).contiguous(
+            memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=device.type == "cuda" and args.precision == "bf16"):
+            return torch.sigmoid(model(x).float().reshape(-1)).cpu().numpy()
+
+    decoder = IsolatedDecoder(isolate=bool(args.isolate))
+
+    def one(row: dict) -> dict:
+        t0 = time.perf_counter()
+        video = decoder("read_video_frames", work / "raw" / row["path"], spec.frames_per_video, decode=args.decode)
+        order = sorted(video.frames)
+        frames = [video.frames[i] for i in order]
+        t1 = time.perf_counter()
+        detections = []
+        for i in range(0, len(frames), args.detector_batch):
+            detections.extend(detector.detect(frames[i:i + args.detector_batch]))
+        t2 = time.perf_counter()
+        chosen = [c for per in choose_faces(order, detections, spec) for c in per]
+        crops = [model_crop(video.frames[c.frame_index], c.face, spec) for c in chosen]
+        t3 = time.perf_counter()
+        probs = classify(crops)
+        t4 = time.perf_counter()  # .cpu() above waited for the GPU
+        return {"decode": t1 - t0, "detect": t2 - t1, "crop": t3 - t2, "classify": t4 - t3, "total": t4 - t0,
+                "frames": len(frames), "faces": len(crops), "decoder": video.decoder,
+                "decoder_note": video.decoder_note, "mean_probability": float(probs.mean()) if len(probs) else None}
+
+    try:
+        one(rows[0])  # warm-up: imports, cuDNN autotuning, the page cache, the decoder process
+        start = time.perf_counter()
+        per_video = [one(r) for r in rows[1:]]
+        wall = time.perf_counter() - start
+    finally:
+        decoder.close()
+    stages = ("decode", "detect", "crop", "classify", "total")
+    med = {k: _median([v[k] for v in per_video]) for k in stages}
+    results = {"size": args.size, "seconds_of_video": args.seconds, "frames_per_file": n_frames,
+               "frames_classified": args.frames_per_video, "videos": args.videos, "model": args.model,
+               "device": str(device), "precision": args.precision if device.type == "cuda" else "fp32",
+               "detector_runtime": runtime, "detector_device": detector_device, "decode": args.decode,
+               "isolated_decoding": bool(args.isolate),
+               "decoder_used": sorted({v["decoder"] for v in per_video}),
+               "decoder_notes": sorted({v["decoder_note"] for v in per_video if v["decoder_note"]}),
+               "torch_threads": torch.get_num_threads(), "median_seconds": med,
+               "faces_per_video": _median([v["faces"] for v in per_video]),
+               "folder_seconds": wall, "folder_videos_s": len(per_video) / wall, "per_video": per_video}
+    print(f"{len(per_video)} videos of {args.seconds:g} s at {args.size} ({n_frames} frames), "
+          f"{args.frames_per_video} sampled, {args.model} on {device} ({results['precision']}), detector "
+          f"{runtime} on {detector_device}, decode={args.decode} (used: {', '.join(results['decoder_used'])})"
+          f"{', in a decoder process' if args.isolate else ''}")
+    print("  seconds per video (median): " + ", ".join(f"{k} {med[k]:.3f}" for k in stages))
+    print(f"  folder: {len(per_video)} videos in {wall:.2f} s = {results['folder_videos_s']:.2f} videos/s")
+    for note in results["decoder_notes"]:
+        print(f"  decoder note: {note}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

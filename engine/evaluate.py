@@ -154,58 +154,150 @@ def _bootstrap_cfg(cfg: DictConfig) -> dict | None:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """metrics.json of a checkpoint on a split. What the model looks at (face crops, clips of crops,
+    image tiles) is chosen once, from its spec's level, as a LevelEvaluation; the rest is shared."""
     run_dir = Path(cfg.paths.output_dir)
     ckpt = load_checkpoint(cfg.ckpt_path)
-    if checkpoint_level(ckpt) == "image":
-        return evaluate_image_checkpoint(cfg, ckpt)
-    device = resolve_device(cfg.device)
-    faces, index_meta, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
-    mismatch = check_preprocessing(ckpt, manifest_meta)
-    if mismatch:
-        log.warning("face preprocessing differs from the checkpoint's: %s", "; ".join(mismatch))
     spec = checkpoint_spec(ckpt)
+    device = resolve_device(cfg.device)
+    level = (ImageTileEvaluation if spec.level == "image" else FaceCropEvaluation)(cfg, ckpt, spec, device)
     rule = cfg.aggregation or spec.video.rule
-    index, _ = read_index(cfg.data.index_path)
+    index, index_meta = read_index(cfg.data.index_path)
     by = list(cfg.get("breakdown_by") or ["method"])
     boot = _bootstrap_cfg(cfg)
-    frames = with_index_columns(score_split(ckpt, cfg.data, cfg.split, cfg.batch_size, cfg.num_workers, device, faces),
-                                index, by)
-    report = M.report_levels(frames, rule, by=by, bootstrap=boot)
-
+    frames = with_index_columns(level.score(), index, by)
     in_split = index[index["split"] == cfg.split]
-    scored = set(frames["video_id"])
-    unscored = in_split[~in_split["id"].isin(scored)]
-    calibration = ckpt["calibration"]
     result = {
         "schema_version": METRICS_SCHEMA_VERSION,
+        **level.header(),
         "checkpoint": _checkpoint_record(cfg, ckpt),
         "test_set": {"dataset": cfg.data.name, "split": cfg.split, "index": str(cfg.data.index_path),
                      "index_sha256": sha256_file(cfg.data.index_path),
                      "synthetic": bool(index_meta.get("synthetic")), "n_items": int(len(in_split)),
-                     "n_items_scored": int(len(scored)),
-                     "items_without_face": {"n": int(len(unscored)), "handling": "excluded from metrics",
-                                            "ids": unscored["id"].tolist()[:50]}},
+                     "n_items_scored": int(frames["video_id"].nunique()), **level.test_set(in_split, frames)},
         "spec": spec.to_dict(),
-        "preprocessing_mismatch_with_manifest": mismatch,
+        "preprocessing_mismatch_with_manifest": level.mismatch,
         "aggregation": rule,
+        **level.rule_fields(),
         "breakdown_by": by,
         "bootstrap": boot,
-        "definitions": DEFINITIONS,
-        "detector": report,
+        "definitions": level.definitions,
+        "detector": {**level.rule_fields(), **M.report_levels(frames, rule, by=by, bootstrap=boot)},
+        **level.extra_reports(rule, by, boot, index),
         "versions": versions(),
     }
+    calibration = ckpt["calibration"]
     if is_calibrated(calibration):
         result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
     if cfg.get("compare_with"):
-        result["comparison"] = compare_checkpoints(cfg, frames, rule, device, faces, boot)
+        result["comparison"] = compare_checkpoints(cfg, frames, rule, device, level.faces, boot)
     if cfg.baseline:
-        base = colour_baseline_scores(faces, cfg.data.faces_dir, cfg.split, seed=int(cfg.seed))
+        name, base = level.baseline()
         base = with_index_columns(base, index, by)
-        result["baseline"] = {"name": BASELINE_NAME, **M.report_levels(base, rule, by=by, bootstrap=boot)}
+        result["baseline"] = {"name": name, **M.report_levels(base, rule, by=by, bootstrap=boot)}
+    result.update(level.after())
     if (ckpt["data"].get("index_meta") or {}).get("synthetic") or not ckpt["fit_for_casework"]:
         result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
     _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
+    level.write(run_dir)
     return result
+
+
+class FaceCropEvaluation:
+    """Face level (and clip level): the manifest's face crops, compared with the checkpoint's face spec."""
+
+    definitions = DEFINITIONS
+
+    def __init__(self, cfg: DictConfig, ckpt: dict, spec: ModelSpec, device):
+        self.cfg, self.ckpt, self.spec, self.device = cfg, ckpt, spec, device
+        self.faces, _, manifest_meta = load_face_table(cfg.data.index_path, cfg.data.manifest_path)
+        self.mismatch = check_preprocessing(ckpt, manifest_meta)
+        if self.mismatch:
+            log.warning("face preprocessing differs from the checkpoint's: %s", "; ".join(self.mismatch))
+
+    def header(self) -> dict:
+        return {}
+
+    def score(self) -> pd.DataFrame:
+        c = self.cfg
+        return score_split(self.ckpt, c.data, c.split, c.batch_size, c.num_workers, self.device, self.faces)
+
+    def test_set(self, in_split: pd.DataFrame, frames: pd.DataFrame) -> dict:
+        unscored = in_split[~in_split["id"].isin(set(frames["video_id"]))]
+        return {"items_without_face": {"n": int(len(unscored)), "handling": "excluded from metrics",
+                                       "ids": unscored["id"].tolist()[:50]}}
+
+    def rule_fields(self) -> dict:
+        return {}
+
+    def extra_reports(self, rule: str, by: list, boot: dict | None, index: pd.DataFrame) -> dict:
+        return {}
+
+    def baseline(self) -> tuple[str, pd.DataFrame]:
+        return BASELINE_NAME, colour_baseline_scores(self.faces, self.cfg.data.faces_dir, self.cfg.split,
+                                                     seed=int(self.cfg.seed))
+
+    def after(self) -> dict:
+        return {}
+
+    def write(self, run_dir: Path) -> None:
+        pass
+
+
+class ImageTileEvaluation:
+    """Image level: every image or sampled video frame, tiled by the spec's ImageSpec; the image score
+    named by its tile rule, both rules reported, pixel-level localisation when the model has a map."""
+
+    definitions = {**DEFINITIONS, **IMAGE_DEFINITIONS}
+    faces = None
+    mismatch: list = []
+
+    def __init__(self, cfg: DictConfig, ckpt: dict, spec: ModelSpec, device):
+        self.cfg, self.ckpt, self.spec, self.device = cfg, ckpt, spec, device
+        self.model = model_from_checkpoint(ckpt).to(device)
+        self.with_maps = "map" in getattr(self.model, "aux_outputs", ())
+
+    def header(self) -> dict:
+        return {"level": "image"}
+
+    def score(self) -> pd.DataFrame:
+        c = self.cfg
+        dataset = image_dataset(self.ckpt, c.data, c.split, with_masks=self.with_maps)
+        self.tiles, self.maps = predict_tiles(self.model, dataset, c.batch_size, c.num_workers, self.device,
+                                              with_maps=self.with_maps)
+        self.per_rule = {r: frames_from_tiles(self.tiles, r) for r in TILE_AGGREGATIONS}
+        return self.per_rule[self.spec.image.aggregation]
+
+    def test_set(self, in_split: pd.DataFrame, frames: pd.DataFrame) -> dict:
+        errors = self.tiles.attrs.get("errors", {})
+        return {"n_frames_scored": int(len(frames)), "n_tiles": int(len(self.tiles)),
+                "items_without_face": {"n": 0, "handling": "not applicable: image level needs no face"},
+                "frames_not_decoded": {"n": len(errors), "handling": "excluded from metrics",
+                                       "reasons": dict(list(errors.items())[:50])}}
+
+    def rule_fields(self) -> dict:
+        return {"tile_aggregation": self.spec.image.aggregation}
+
+    def extra_reports(self, rule: str, by: list, boot: dict | None, index: pd.DataFrame) -> dict:
+        return {f"detector_tile_{r}": {"tile_aggregation": r, **M.report_levels(with_index_columns(f, index, by), rule,
+                                                                                by=by, bootstrap=boot)}
+                for r, f in self.per_rule.items()}
+
+    def baseline(self) -> tuple[str, pd.DataFrame]:
+        c = self.cfg
+        n_frames = self.spec.video.frames_per_video or 4
+        table, _ = load_image_table(c.data.index_path, n_frames)
+        return IMAGE_BASELINE_NAME, image_colour_baseline_scores(table, c.data.root, self.spec.image, c.split, n_frames,
+                                                                 seed=int(c.seed))
+
+    def after(self) -> dict:
+        out = {"note": DIFFUSION_NOTE}
+        if self.with_maps:
+            out["localization"] = localization_metrics(self.cfg, self.ckpt, self.model, self.maps, self.device)
+        return out
+
+    def write(self, run_dir: Path) -> None:
+        self.tiles.to_csv(run_dir / "tile_scores.csv", index=False)
 
 
 def calibrated_report(frames: pd.DataFrame, calibration: dict, rule: str, by: list, boot: dict | None) -> dict:
@@ -222,71 +314,6 @@ def _checkpoint_record(cfg: DictConfig, ckpt: dict) -> dict:
             "backbone": ckpt["architecture"]["backbone"], "family": ckpt["architecture"]["family"],
             "trained_on": ckpt["data"]["name"], "fit_for_casework": ckpt["fit_for_casework"],
             "casework_note": ckpt["casework_note"], "calibration": ckpt["calibration"]}
-
-
-def evaluate_image_checkpoint(cfg: DictConfig, ckpt: dict) -> dict:
-    """metrics.json of an image-level checkpoint: both tile rules, per-operator AUC, baseline, localisation."""
-    run_dir = Path(cfg.paths.output_dir)
-    device = resolve_device(cfg.device)
-    model_spec = checkpoint_spec(ckpt)
-    spec = model_spec.image
-    rule = cfg.aggregation or model_spec.video.rule
-    index, index_meta = read_index(cfg.data.index_path)
-    by = list(cfg.get("breakdown_by") or ["method"])
-    boot = _bootstrap_cfg(cfg)
-    model = model_from_checkpoint(ckpt).to(device)
-    with_maps = "map" in getattr(model, "aux_outputs", ())
-    dataset = image_dataset(ckpt, cfg.data, cfg.split, with_masks=with_maps)
-    tiles, maps = predict_tiles(model, dataset, cfg.batch_size, cfg.num_workers, device, with_maps=with_maps)
-    per_rule = {r: with_index_columns(frames_from_tiles(tiles, r), index, by) for r in TILE_AGGREGATIONS}
-    frames = per_rule[spec.aggregation]
-    in_split = index[index["split"] == cfg.split]
-    scored = set(frames["video_id"])
-    errors = tiles.attrs.get("errors", {})
-    result = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "level": "image",
-        "checkpoint": _checkpoint_record(cfg, ckpt),
-        "test_set": {"dataset": cfg.data.name, "split": cfg.split, "index": str(cfg.data.index_path),
-                     "index_sha256": sha256_file(cfg.data.index_path),
-                     "synthetic": bool(index_meta.get("synthetic")), "n_items": int(len(in_split)),
-                     "n_items_scored": int(len(scored)), "n_frames_scored": int(len(frames)),
-                     "n_tiles": int(len(tiles)),
-                     "items_without_face": {"n": 0, "handling": "not applicable: image level needs no face"},
-                     "frames_not_decoded": {"n": len(errors), "handling": "excluded from metrics",
-                                            "reasons": dict(list(errors.items())[:50])}},
-        "spec": model_spec.to_dict(),
-        "preprocessing_mismatch_with_manifest": [],
-        "aggregation": rule,
-        "tile_aggregation": spec.aggregation,
-        "breakdown_by": by,
-        "bootstrap": boot,
-        "definitions": {**DEFINITIONS, **IMAGE_DEFINITIONS},
-        "detector": {"tile_aggregation": spec.aggregation,
-                     **M.report_levels(frames, rule, by=by, bootstrap=boot)},
-        **{f"detector_tile_{r}": {"tile_aggregation": r, **M.report_levels(per_rule[r], rule, by=by, bootstrap=boot)}
-           for r in TILE_AGGREGATIONS},
-        "note": DIFFUSION_NOTE,
-        "versions": versions(),
-    }
-    calibration = ckpt["calibration"]
-    if is_calibrated(calibration):
-        result["detector_calibrated"] = calibrated_report(frames, calibration, rule, by, boot)
-    if cfg.get("compare_with"):
-        result["comparison"] = compare_checkpoints(cfg, frames, rule, device, None, boot)
-    if cfg.baseline:
-        n_frames = model_spec.video.frames_per_video or 4
-        table, _ = load_image_table(cfg.data.index_path, n_frames)
-        base = image_colour_baseline_scores(table, cfg.data.root, spec, cfg.split, n_frames, seed=int(cfg.seed))
-        base = with_index_columns(base, index, by)
-        result["baseline"] = {"name": IMAGE_BASELINE_NAME, **M.report_levels(base, rule, by=by, bootstrap=boot)}
-    if with_maps:
-        result["localization"] = localization_metrics(cfg, ckpt, model, maps, device)
-    if not ckpt["fit_for_casework"]:
-        result["warning"] = f"NOT FIT FOR CASEWORK: {ckpt['casework_note']}"
-    _write_outputs(run_dir, result, frames, boot, bool(cfg.get("plots", True)))
-    tiles.to_csv(run_dir / "tile_scores.csv", index=False)
-    return result
 
 
 def localization_metrics(cfg: DictConfig, ckpt: dict, model, maps: dict, device) -> dict:

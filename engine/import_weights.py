@@ -91,9 +91,10 @@ def _check_files(entry: dict, given: dict[str, str | Path | None]) -> tuple[dict
     return files, records
 
 
-SCAN_NOTE = ("faketrace's scan crops faces with its own RetinaFace pipeline at the published margin and crop "
-             "size (crop rules square_margin and aligned_5pt; box_margin is not implemented there yet); the "
-             "publisher's detector (publisher_preprocessing.face) differs, so scores on the same video can differ "
+SCAN_NOTE = ("faketrace's scan finds faces with RetinaFace and crops them by the published rule, margin and "
+             "size (square_margin and aligned_5pt through the face pipeline; box_margin with the publisher's own "
+             "resize, forensics/scoring.published_crop); where the publisher's detector (publisher_preprocessing."
+             "face) is another one, RetinaFace stands in and the scan says so: scores on the same video can differ "
              "from the publisher's")
 
 

@@ -285,10 +285,8 @@ class Trainer:
                             "note": "uncalibrated: probabilities are sigmoid(logit)"},
             "metrics": {"val": val_report, "best_val": self.best_metrics},
             "selection": self.selection,
-            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))},
-                     # The media the model is trained for; a scan never lets it decide outside them.
-                     "domain": (OmegaConf.to_container(self.cfg.data.domain, resolve=True)
-                                if self.cfg.data.get("domain") else None)},
+            # The training domain (media, faces) is the spec's `domain`: one record, not two.
+            "data": {"name": self.cfg.data.name, "index_meta": {"synthetic": bool(self.index_meta.get("synthetic"))}},
             "versions": versions(), "git_sha": git_sha(),
             "fit_for_casework": self.fit, "casework_note": self.fit_reason,
             "rng": rng_state(),
@@ -606,7 +604,7 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
         # What the model asks of the data: blending masks as targets, clips instead of frames.
         common = {"crop_spec": face_spec, "clip_length": clip_length if clip_length > 1 else None}
         train_set = FaceCropDataset(faces, cfg.data.faces_dir, train_transform(size, mean, std, aug, interp),
-                                    split="train", frames_per_video=cfg.loader.frames_per_video, seed=cfg.seed,
+                                    split="train", crops_per_video=cfg.loader.crops_per_video, seed=cfg.seed,
                                     synthesis=synthesis, masks="mask" in targets, **common)
         val_set = FaceCropDataset(faces, cfg.data.faces_dir, eval_transform(size, mean, std, interp), split="val",
                                   seed=cfg.seed, synthesis=val_synthesis, **common)
@@ -625,7 +623,11 @@ def build_datasets(cfg: DictConfig, input_spec: InputSpec, clip_length: int = 1,
                               synthetic=bool(index_meta.get("synthetic")))
     # What the items were: a set of stills is recorded as such, not with a frames-per-video figure
     # that never applied to it (a video given to the model later is still sampled at that figure).
-    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)])
+    # The media are what the split held; whether they showed faces and their description come from
+    # the data option's `domain` (configs/data/*.yaml), which the scan's in-domain rule reads.
+    declared = cfg.data.get("domain") or {}
+    domain = DomainSpec(media=MEDIA_OF[media_of(train_set.table, val_set.table)], faces=declared.get("faces"),
+                        notes=str(declared.get("description") or ""))
     spec = ModelSpec(input=input_spec, trained_on=trained_on, domain=domain, **sections)
     return train_set, val_set, spec, {"index_meta": index_meta, "crop_check": crop_check}
 

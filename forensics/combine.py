@@ -68,17 +68,24 @@ class Domain:
 
     @classmethod
     def of(cls, model) -> Domain:
-        """A scan model's domain: what its training data record says (configs/data/*.yaml `domain`,
-        carried into checkpoints and model cards), else its typed spec's media when it has one."""
-        data = ((getattr(model, "card", None) or {}).get("training") or {}).get("data") or {}
-        recorded = cls.from_dict(data.get("domain"))
-        if recorded.media or recorded.faces:
-            return recorded
-        spec_domain = getattr(getattr(model, "spec", None), "domain", None)
-        if spec_domain is not None and getattr(spec_domain, "media", None):
-            return cls(tuple(spec_domain.media), getattr(spec_domain, "faces", None),
-                       str(getattr(spec_domain, "notes", "") or ""))
-        return recorded
+        """A scan model's domain (a ScanModel, or a report's model record: `spec` and `card`)."""
+        get = model.get if isinstance(model, dict) else (lambda k: getattr(model, k, None))
+        return cls.recorded(get("spec"), get("card"))
+
+    @classmethod
+    def recorded(cls, spec, card: dict | None = None) -> Domain:
+        """The model spec's `domain` (media, faces, notes), the one record since spec `faces` exists.
+
+        Checkpoints and export cards written before it kept whether the training media showed faces
+        in their training data record (`card.training.data.domain`); that fills what the spec lacks.
+        """
+        if spec is not None and not isinstance(spec, dict):
+            spec = spec.to_dict()
+        d = (spec or {}).get("domain") or {}
+        data = ((card or {}).get("training") or {}).get("data") or {}
+        legacy = cls.from_dict(data.get("domain"))
+        media = tuple(d["media"]) if d.get("media") else legacy.media
+        return cls(media, d.get("faces") or legacy.faces, str(d.get("notes") or legacy.description or ""))
 
     def outside(self, media: str, has_face: bool | None) -> list[str]:
         """Why an item (media "still"/"video"; a face found or not, None: nobody looked) lies outside."""

@@ -207,7 +207,7 @@ def _model_text(m: dict, role: str) -> tuple[str, str, list[str]]:
     trained = f"It was trained on {data_name}" + (" (synthetic demo data)" if synthetic else "") + "."
     from faketrace.forensics.combine import Domain
 
-    domain = Domain.from_dict(data.get("domain"))
+    domain = Domain.of(m)
     trained += f" Its training domain: {domain.describe()}; it decides no item outside it."
     val = training.get("validation_metrics") or {}
     vid = val.get("video") or {}

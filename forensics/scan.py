@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from faketrace.datasets.face_pipeline import PreprocessSpec
-from faketrace.datasets.faces import build_detector, describe_detector
+from faketrace.datasets.faces import build_detector
 from faketrace.datasets.faults import FAULT_ENV, FaultInjector, FaultPlan
 from faketrace.datasets.io import atomic_path, atomic_write_text, noatime_report
 from faketrace.datasets.media import sniff_media_type
@@ -146,7 +146,7 @@ def options_from_config(cfg: DictConfig, model: ScanModel, image_model: ScanMode
                        video_time_limit_s=float(s.video_time_limit_s) if s.video_time_limit_s else None,
                        image_time_limit_s=float(s.image_time_limit_s) if s.image_time_limit_s else None,
                        isolate_decoding=bool(s.isolate_decoding), decode_grace_s=float(s.decode_grace_s),
-                       bands_override=bands)
+                       bands_override=bands, decode=str(s.get("decode") or "cpu"))
 
 
 def fault_plan(cfg: DictConfig) -> FaultPlan | None:
@@ -223,14 +223,16 @@ class CaseScan:
         self.warning = " | ".join(m.warning for m in unfit) or None
         face_model = self.model if self.model.level == "face" else None
         self.detector = self.detector_used = None
+        runtime = str(cfg.scan.get("detector_runtime") or "auto")
         self.warnings: list[str] = [self.warning] if self.warning else []
         if face_model is not None:
             spec = face_model.face_spec
-            self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
+            self.detector = build_detector(spec.detector, runtime=runtime, score_threshold=spec.score_threshold,
                                            nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
                                            device=face_model.device, threads=int(cfg.scan.get("threads") or 1))
-            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
-                                                   spec.detector_max_side)
+            self.detector_used = self.detector.describe()
+            if face_model.stand_in_detector:
+                self.warnings.append(face_model.stand_in_detector)
             trained_with = face_model.detector.weights_sha256
             if trained_with and trained_with != self.detector_used["weights_sha256"]:
                 self.warnings.append(f"the face detector weights ({self.detector_used['weights_sha256']}) differ "
@@ -274,8 +276,7 @@ class CaseScan:
             self.detector = build_detector(spec.detector, score_threshold=spec.score_threshold,
                                            nms_threshold=spec.nms_threshold, max_side=spec.detector_max_side,
                                            threads=int(cfg.scan.get("threads") or 1))
-            self.detector_used = describe_detector(spec.detector, spec.score_threshold, spec.nms_threshold,
-                                                   spec.detector_max_side)
+            self.detector_used = self.detector.describe()
         policy = policy_for(float(pm.get("target_fmr", 0.01)), float(pm.get("uncertain_fmr", 0.05)))
         embedder = DlibFaceEmbedder(batch_size=int(pm.get("batch_size", 32)))
         people = []

@@ -172,10 +172,24 @@ class ScanModel:
         """The face pipeline's settings for this model's crops (face and clip levels)."""
         if self.spec.face is None:
             return None
-        spec = self.spec
+        spec, face = self.spec, self.spec.face
         if self.crop is not None:  # the model makes its own crops: the pipeline only detects and chooses faces
-            spec = spec.replace(face=dataclasses.replace(spec.face, crop_rule="square_margin"))
-        return PreprocessSpec.from_dict(spec.face_pipeline_dict())
+            face = dataclasses.replace(face, crop_rule="square_margin")
+        if self.stand_in_detector:
+            face = dataclasses.replace(face, detector=dataclasses.replace(face.detector, name="retinaface"))
+        return PreprocessSpec.from_dict(spec.replace(face=face).face_pipeline_dict())
+
+    @property
+    def stand_in_detector(self) -> str | None:
+        """Why RetinaFace finds the faces for a published model whose publisher used another detector
+        (dlib, MTCNN: not part of faketrace), or None. Its crops then differ from the publisher's; the
+        scan says so in its warnings."""
+        face = self.spec.face
+        if face is None or not self.spec.published or face.detector.name.startswith("retinaface"):
+            return None
+        return (f"the publisher of {self.spec.source.name} found faces with {face.detector.name}, which faketrace does "
+                "not have: RetinaFace stands in, at the published crop rule, margin and size, so crops and scores "
+                "can differ from the publisher's")
 
     @property
     def image_spec(self) -> ImageSpec | None:
@@ -210,9 +224,10 @@ def refuse_clip_models(spec: ModelSpec, source: str | Path) -> None:
 
 
 def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict, raw_outputs: Callable,
-               device: str = "cpu", module: object | None = None) -> ScanModel:
+               device: str = "cpu", module: object | None = None, crop: Callable | None = None) -> ScanModel:
     """The one way a ScanModel is made, whatever the back-end: `record` is the checkpoint or the model
-    card (calibration, casework fitness), `raw_outputs` the network's own outputs for a batch."""
+    card (calibration, casework fitness), `raw_outputs` the network's own outputs for a batch, `crop`
+    a published model's own crop rule (None: the face pipeline's)."""
     refuse_clip_models(spec, path)
 
     def logits(x: np.ndarray) -> np.ndarray:
@@ -221,7 +236,29 @@ def scan_model(kind: str, path: Path, spec: ModelSpec, record: dict, card: dict,
     return ScanModel(kind=kind, path=str(Path(path).resolve()), sha256=sha256_file(path), spec=spec,
                      calibration=record.get("calibration") or {},
                      fit_for_casework=bool(record["fit_for_casework"]), casework_note=record.get("casework_note", ""),
-                     card=card, logits=logits, device=device, module=module)
+                     card=card, logits=logits, device=device, module=module, crop=crop)
+
+
+def published_crop(spec: ModelSpec, record: dict) -> Callable | None:
+    """An imported published model's own crop where the face pipeline has no such rule, else None.
+
+    `box_margin` (SBI, the DFDC winner): the detector box grown on each axis, cut at the frame's
+    resolution, then brought to the input size by the publisher's resize rule, which the import
+    recorded (`published.publisher_preprocessing.resize`: a stretch, or the DFDC winner's isotropic
+    resize onto a black square)."""
+    if spec.face is None or spec.face.crop_rule != "box_margin":
+        return None
+    from faketrace.datasets.published_crops import box_margin_crop
+    from faketrace.datasets.published_input import resize_published
+
+    resize = ((record.get("published") or {}).get("publisher_preprocessing") or {}).get("resize")
+    size = {"size": list(spec.input.size), "interpolation": spec.input.interpolation}
+    margin = spec.face.margin
+
+    def crop(frame: np.ndarray, face) -> np.ndarray:
+        return resize_published(box_margin_crop(frame, face.box, margin), size, resize)
+
+    return crop
 
 
 def load_onnx_model(export_dir: str | Path, threads: int | None = None,
@@ -288,7 +325,8 @@ def load_torch_model(ckpt_path: str | Path, device: str = "auto") -> ScanModel:
             "training": {"data": ckpt.get("data"), "epoch": ckpt.get("epoch"), "monitor": ckpt.get("monitor"),
                          "validation_metrics": (ckpt.get("metrics") or {}).get("best_val")},
             "git_sha": ckpt.get("git_sha"), "versions": ckpt.get("versions")}
-    return scan_model("pytorch", Path(ckpt_path), spec, ckpt, card, raw_outputs, device=device, module=model)
+    return scan_model("pytorch", Path(ckpt_path), spec, ckpt, card, raw_outputs, device=device, module=model,
+                      crop=published_crop(spec, ckpt))
 
 
 def _odd_geometry(decode: dict) -> str | None:
@@ -365,6 +403,7 @@ class ScanOptions:
     isolate_decoding: bool = True  # decode in a child process: a crash or hang costs one item
     decode_grace_s: float = 30.0  # the child is killed this long after the item's time limit
     bands_override: dict | None = None
+    decode: str = "cpu"  # where videos are decoded: cpu | cuda | auto (datasets/media.py DECODE_MODES)
 
 
 class MediaScorer:
@@ -478,11 +517,15 @@ class MediaScorer:
         o, spec = self.options, self.spec
         v = self.decoder("read_video_frames", path, o.frames_per_video, sampling=spec.sampling, every_k=spec.every_k,
                          time_limit_s=o.video_time_limit_s, hard_limit_s=o.video_time_limit_s,
-                         max_item_pixels=o.max_item_pixels)
+                         max_item_pixels=o.max_item_pixels, decode=o.decode)
         error = v.error.replace(str(path), path.name) if v.error else None
         decode = {"frames_claimed": v.expected_frames, "frames_decoded": v.decoded_frames,
                   "frames_sampled": len(v.sampled), "frames_read": len(v.frames), "fps": r6(v.fps),
                   "partial": bool(error), "decode_note": error}
+        if o.decode != "cpu":  # asked for the GPU's decoder: say where the frames were decoded, and why not there
+            decode["decoder"] = v.decoder
+            if v.decoder_note:
+                decode["decoder_note"] = v.decoder_note
         if v.note:
             decode["frames_note"] = v.note
         if not v.frames:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faketrace.datasets.io import sha256_file
+
 MIN_REAL = 100  # documented minimum of scored real items for fit_for_casework (FPR 0.01 needs 100 reals)
 MIN_FAKE = 100
 FPRS = (0.01, 0.05, 0.1)
@@ -74,14 +76,6 @@ def read_index(path: str | Path, split: str | None = None, root: str | Path | No
     group = "identity" if "identity" in df.columns else ("video_id" if "video_id" in df.columns else "path")
     return [LabelledItem((base / p).resolve(), int(y), str(g)) for p, y, g in zip(df["path"], df["label"], df[group],
                                                                                   strict=True)]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def set_sha256(file_hashes: list[tuple[str, int]]) -> str:

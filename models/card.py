@@ -27,8 +27,9 @@ class ExportIntegrityError(RuntimeError):
 
 
 # The one file hasher is datasets/io.file_digests; models/ may not import datasets/ (DESIGN.md,
-# tests/test_layers.py), and this module must stay importable without them, so it keeps these lines.
-def _sha256(path: Path) -> str:
+# tests/test_layers.py), and this module must stay importable without them, so models/ keeps this
+# one copy (models/published.py uses it too).
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -45,7 +46,7 @@ def folder_files(folder: str | Path) -> list[str]:
 
 def file_hashes(folder: str | Path) -> dict[str, dict]:
     folder = Path(folder)
-    return {rel: {"sha256": _sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+    return {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
             for rel in folder_files(folder)}
 
 
@@ -61,7 +62,7 @@ def check_files(folder: str | Path, files: dict[str, dict]) -> None:
     for rel in sorted(on_disk & set(files)):
         if (folder / rel).is_symlink():
             problems.append(f"{rel}: a symbolic link")
-        elif _sha256(folder / rel) != files[rel]["sha256"]:
+        elif sha256_file(folder / rel) != files[rel]["sha256"]:
             problems.append(f"{rel}: SHA-256 differs from {CARD_FILE}")
     if problems:
         raise ExportIntegrityError(f"export folder {folder} fails its integrity check: " + "; ".join(problems))
@@ -204,12 +205,23 @@ def _selection_note(selection: dict | None) -> str:
     return text + (f"; **{selection['warning']}**" if selection.get("warning") else "")
 
 
+def _domain_line(card: dict) -> str:
+    """The training domain a scan holds the model to (spec `domain`; older cards: the data record's)."""
+    d = dict(((card.get("training") or {}).get("data") or {}).get("domain") or {})
+    d.update({k: v for k, v in ((card.get("spec") or {}).get("domain") or {}).items() if v})
+    media = " and ".join({"still": "still images", "video": "videos"}.get(m, m) for m in d.get("media") or [])
+    faces = {"present": "showing faces", "absent": "without faces", "any": "with or without faces"}.get(d.get("faces"))
+    words = ", ".join(w for w in (media or "media not recorded", faces) if w)
+    return f"- training domain: {words}; a scan lets this model decide no item outside it"
+
+
 def _section_training(card: dict) -> list[str]:
     t = card["training"]
     data = t.get("data", {})
     lines = ["## Training data", "",
              f"- data set: `{data.get('name')}`" + (" (synthetic)" if (data.get("index_meta") or {}).get("synthetic")
                                                     else ""),
+             _domain_line(card),
              f"- epoch {t.get('epoch')}, model selected on validation `{t.get('monitor')}` = "
              f"{_num(t.get('best_validation_score'))}" + _selection_note(t.get("selection"))]
     splits = t.get("splits")

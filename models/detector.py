@@ -45,11 +45,9 @@ class Detector(nn.Module):
         kwargs = dict(model_kwargs or {})
         if drop_rate:
             kwargs["drop_rate"] = drop_rate
-        self.backbone, self.weight_report = create_backbone(backbone, num_classes=backbone_classes,
-                                                            pretrained=pretrained, weights_file=weights_file,
-                                                            strict=strict_weights, **kwargs)
+        self.backbone, self.weight_report, cfg = self.make_backbone(backbone, backbone_classes, pretrained,
+                                                                    weights_file, strict_weights, kwargs)
         self.backbone_name = backbone
-        cfg = data_config(self.backbone)
         # Preprocessing comes from the backbone's pretrained config unless explicitly overridden.
         self.input_size = int(input_size or cfg["input_size"][-1])
         self.mean = [float(v) for v in (mean or cfg["mean"])]
@@ -62,6 +60,15 @@ class Detector(nn.Module):
         self.resize = str(resize)
         self.pretrained_interpolation = cfg["interpolation"]
         self.label_smoothing = float(label_smoothing)
+
+    def make_backbone(self, name: str, num_classes: int, pretrained: bool, weights_file: str | None, strict: bool,
+                      model_kwargs: dict) -> tuple[nn.Module, object, dict]:
+        """The backbone, its weight-key report (or None) and its data config (input_size, mean, std,
+        interpolation): a timm model. Only a published architecture that timm does not have
+        (MesoNet, models/families.MesoNetDetector) builds another module here."""
+        model, report = create_backbone(name, num_classes=num_classes, pretrained=pretrained,
+                                        weights_file=weights_file, strict=strict, **model_kwargs)
+        return model, report, data_config(model)
 
     # -- the forward contract ---------------------------------------------------------------------
     def forward(self, images: torch.Tensor, with_aux: bool = False):

@@ -6,6 +6,8 @@
 | frozen foundation features + linear probe | `LinearProbeDetector` | backbone frozen (and kept in eval mode); only a linear probe trains |
 | blending-boundary multi-task | `BoundaryDetector` | a boundary-map decoder; loss adds pixel BCE on Face X-ray's 4 M (1 - M) |
 | video-level temporal | `TemporalDetector` | input is a clip (B, T, C, H, W); per-frame features pooled by a GRU |
+| TF-padded EfficientNet at a foreign size | `StaticPaddingDetector` | paddings frozen for one image size (DeepfakeBench's B4) |
+| MesoNet (published weights) | `MesoNetDetector` | the backbone is models/mesonet.py's network, not a timm model |
 
 Frame-level metric of the video family: the data set gives every face crop the clip of the
 `clip_length` consecutive sampled crops of its video centred on it (clamped at the ends,
@@ -228,3 +230,36 @@ class StaticPaddingDetector(Detector):
             (top, bottom), (left, right) = pads
             conv.__class__ = _StaticPadConv2d
             conv.static_pad = (0, 0, 0, 0) if (name == first and stem_padding == "none") else (left, right, top, bottom)
+
+
+class MesoNetDetector(Detector):
+    """MesoNet (models/mesonet.py) as a faketrace Detector, for imported MesoNet checkpoints.
+
+    timm has no MesoNet, and a 28k-parameter network from 2018 is only used with published weights
+    (DeepfakeBench's Meso-4 and MesoInception-4), so this is the one family whose backbone is not
+    built by timm. `backbone` names the variant (meso4 | mesoinception4); `model_kwargs` are the
+    architecture options of models/mesonet.py (conv bias, BN epsilon, shared norms, branch
+    activation, flatten order, what the output unit means). Dropout is the network's own (0.5).
+    """
+
+    family = "mesonet"
+    plain_timm = False
+
+    def make_backbone(self, name, num_classes, pretrained, weights_file, strict, model_kwargs):
+        from faketrace.models.backbones import load_state_dict_file
+        from faketrace.models.mesonet import INPUT_SIZE, build_mesonet
+
+        if pretrained:
+            raise ValueError("MesoNet has no hub weights: import a published file (scripts/import_weights.py)")
+        if num_classes != 1:
+            raise ValueError(f"MesoNetDetector has one output (the fake logit); got backbone_classes={num_classes}")
+        model = build_mesonet(name, **model_kwargs)
+        if weights_file:
+            model.load_state_dict(load_state_dict_file(weights_file), strict=True)
+        # The Keras authors' input (x 1/255, no mean/std); an import passes its publisher's values.
+        cfg = {"input_size": (3, INPUT_SIZE, INPUT_SIZE), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+               "interpolation": "nearest"}
+        return model, None, cfg
+
+    def forward_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.backbone(images)}  # already (B,): the logit of fake

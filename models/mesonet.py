@@ -24,6 +24,22 @@ LeakyReLU(0.1) in both models, but the layer list saved in the Meso4 files (Meso
 has no activation layer between `dense_3` and `dropout_4`, while the MesoInception files record
 `leaky_re_lu_1` there. The files record the graph that was trained, so Meso4 is built without it
 (a Keras Dense layer's default activation is linear). `hidden_activation` makes the choice explicit.
+
+DeepfakeBench's MesoNets (SCLBD/DeepfakeBench, training/networks/mesonet.py, a PyTorch rewrite)
+are trained from scratch and differ from the Keras graph in ways that change every output; the
+keyword options below describe them, with the Keras graph as the default (`DEEPFAKEBENCH` holds
+their values, models/converters/deepfakebench.py maps the files):
+- `conv_bias=False`: their convolutions have no bias;
+- `bn_eps=1e-5`: PyTorch's BatchNorm default;
+- `shared_norms=True`: a conv block whose width equals the previous block's reuses that block's
+  batch norm (Meso-4: one for convs 1-2, one for convs 3-4; MesoInception-4: one for the two
+  5x5 blocks). Shared for real, not duplicated, so fine-tuning updates one set of statistics as
+  theirs does;
+- `branch_activation="none"`: their inception branches have no ReLU at all (linear up to the
+  batch norm);
+- `flatten="chw"`: `x.view(B, -1)` on NCHW, not Keras' channels-last order;
+- `output="fake"`: the last dense unit is the logit of fake (their 2-class head collapsed to
+  z_fake - z_real), where the Keras unit is the logit of real.
 """
 
 from __future__ import annotations
@@ -38,38 +54,73 @@ BN_MOMENTUM = 0.01  # Keras momentum 0.99 (irrelevant at inference; kept for fin
 INPUT_SIZE = 256
 
 
-def _conv(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Conv2d:
+# The options of DeepfakeBench's PyTorch MesoNets (module docstring); build_mesonet(variant, **DEEPFAKEBENCH).
+DEEPFAKEBENCH = {"conv_bias": False, "bn_eps": 1e-5, "shared_norms": True, "flatten": "chw", "output": "fake",
+                 "hidden_activation": "leaky_relu"}
+DEEPFAKEBENCH_INCEPTION = {**DEEPFAKEBENCH, "branch_activation": "none"}
+
+
+def _conv(cin: int, cout: int, k: int, dilation: int = 1, bias: bool = True) -> nn.Conv2d:
     # "same" padding for an odd kernel at stride 1: dilation * (k - 1) / 2 on each side
-    return nn.Conv2d(cin, cout, k, padding=dilation * (k - 1) // 2, dilation=dilation)
+    return nn.Conv2d(cin, cout, k, padding=dilation * (k - 1) // 2, dilation=dilation, bias=bias)
+
+
+def _norm(channels: int, eps: float) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=BN_MOMENTUM)
 
 
 class _ConvBlock(nn.Module):
-    """conv -> ReLU -> batch norm -> max pool (the order the Keras model applies them)."""
+    """conv -> ReLU -> batch norm -> max pool (the order both the Keras and DeepfakeBench models apply them).
 
-    def __init__(self, cin: int, cout: int, k: int, pool: int):
+    `shared_norm`: another block's batch norm, applied here too. It is held outside the module tree
+    (in a tuple) so that it stays registered once, under its owner: the state dict then holds it
+    once, as the publisher's file does (safetensors also refuses two keys on one tensor).
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, pool: int, bias: bool = True, eps: float = BN_EPS,
+                 shared_norm: nn.BatchNorm2d | None = None):
         super().__init__()
-        self.conv = _conv(cin, cout, k)
-        self.bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.conv = _conv(cin, cout, k, bias=bias)
+        if shared_norm is None:
+            self.bn = _norm(cout, eps)
+            self._shared: tuple[nn.BatchNorm2d, ...] = ()
+        else:
+            if shared_norm.num_features != cout:
+                raise ValueError(f"a shared batch norm of {shared_norm.num_features} channels cannot follow a "
+                                 f"{cout}-channel convolution")
+            self._shared = (shared_norm,)
         self.pool = nn.MaxPool2d(pool)
 
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self._shared[0] if self._shared else self.bn
+
+    @property
+    def owns_norm(self) -> bool:
+        return not self._shared
+
     def forward(self, x):
-        return self.pool(self.bn(torch.relu(self.conv(x))))
+        return self.pool(self.norm(torch.relu(self.conv(x))))
 
 
 class _Inception(nn.Module):
     """Four branches: 1x1; 1x1 -> 3x3; 1x1 -> 3x3 dilated 2; 1x1 -> 3x3 dilated 3; concatenated
-    on channels in that order, each convolution followed by ReLU."""
+    on channels in that order. Keras: each convolution followed by ReLU (`activation="relu"`);
+    DeepfakeBench: no activation anywhere in the branches (`activation="none"`)."""
 
-    def __init__(self, cin: int, a: int, b: int, c: int, d: int):
+    def __init__(self, cin: int, a: int, b: int, c: int, d: int, bias: bool = True, activation: str = "relu"):
         super().__init__()
-        self.b1 = _conv(cin, a, 1)
-        self.b2_reduce, self.b2 = _conv(cin, b, 1), _conv(b, b, 3)
-        self.b3_reduce, self.b3 = _conv(cin, c, 1), _conv(c, c, 3, dilation=2)
-        self.b4_reduce, self.b4 = _conv(cin, d, 1), _conv(d, d, 3, dilation=3)
+        if activation not in ("relu", "none"):
+            raise ValueError(f"branch activation must be relu or none, got {activation!r}")
+        self.activation = activation
+        self.b1 = _conv(cin, a, 1, bias=bias)
+        self.b2_reduce, self.b2 = _conv(cin, b, 1, bias=bias), _conv(b, b, 3, bias=bias)
+        self.b3_reduce, self.b3 = _conv(cin, c, 1, bias=bias), _conv(c, c, 3, dilation=2, bias=bias)
+        self.b4_reduce, self.b4 = _conv(cin, d, 1, bias=bias), _conv(d, d, 3, dilation=3, bias=bias)
         self.out_channels = a + b + c + d
 
     def forward(self, x):
-        r = torch.relu
+        r = torch.relu if self.activation == "relu" else (lambda t: t)
         return torch.cat([r(self.b1(x)), r(self.b2(r(self.b2_reduce(x)))), r(self.b3(r(self.b3_reduce(x)))),
                           r(self.b4(r(self.b4_reduce(x))))], dim=1)
 
@@ -79,13 +130,17 @@ class _Inception(nn.Module):
 
 
 class _MesoBase(nn.Module):
-    """Shared head: flatten (channels-last) -> dropout -> dense 16 -> activation -> dropout -> dense 1."""
+    """Shared head: flatten -> dropout -> dense 16 -> activation -> dropout -> dense 1."""
 
-    def __init__(self, hidden_activation: str):
+    def __init__(self, hidden_activation: str, flatten: str = "hwc", output: str = "real"):
         super().__init__()
         if hidden_activation not in ("linear", "leaky_relu"):
             raise ValueError(f"hidden_activation must be linear or leaky_relu, got {hidden_activation!r}")
-        self.hidden_activation = hidden_activation
+        if flatten not in ("hwc", "chw"):
+            raise ValueError(f"flatten must be hwc (Keras) or chw (PyTorch view), got {flatten!r}")
+        if output not in ("real", "fake"):
+            raise ValueError(f"output must name the class the last unit is the logit of (real or fake), got {output!r}")
+        self.hidden_activation, self.flatten, self.output = hidden_activation, flatten, output
         self.drop1, self.drop2 = nn.Dropout(0.5), nn.Dropout(0.5)
         self.fc1 = nn.Linear(1024, 16)
         self.fc2 = nn.Linear(16, 1)
@@ -93,25 +148,43 @@ class _MesoBase(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def real_logit(self, x: torch.Tensor) -> torch.Tensor:
-        """The pre-sigmoid output of the published model: sigmoid of it is P(real). x: (B, 3, 256, 256) in [0, 1]."""
+    def last_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """The last dense unit, shape (B,): the logit of `self.output`. x: (B, 3, 256, 256)."""
         h = self.features(x)
-        h = h.permute(0, 2, 3, 1).flatten(1)  # Keras Flatten order (H, W, C)
+        # Keras Flatten runs over (H, W, C); DeepfakeBench's view(B, -1) over (C, H, W)
+        h = h.permute(0, 2, 3, 1).flatten(1) if self.flatten == "hwc" else h.flatten(1)
         h = self.fc1(self.drop1(h))
         if self.hidden_activation == "leaky_relu":
             h = nn.functional.leaky_relu(h, 0.1)
         return self.fc2(self.drop2(h)).squeeze(1)
 
+    def real_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """The logit of P(real) (for the Keras models: their pre-sigmoid output)."""
+        z = self.last_unit(x)
+        return z if self.output == "real" else -z
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logit of P(fake), shape (B,) (faketrace's Detector contract)."""
-        return -self.real_logit(x)
+        z = self.last_unit(x)
+        return z if self.output == "fake" else -z
+
+
+def _blocks(specs: list[tuple[int, int, int, int]], bias: bool, eps: float, shared: bool) -> list[_ConvBlock]:
+    """Conv blocks (cin, cout, kernel, pool). With `shared`, blocks pair up: a block as wide as the one
+    before, when that one owns its norm, reuses it (DeepfakeBench's bn1 / bn2 pattern)."""
+    out: list[_ConvBlock] = []
+    for cin, cout, k, pool in specs:
+        share = shared and bool(out) and out[-1].owns_norm and out[-1].conv.out_channels == cout
+        out.append(_ConvBlock(cin, cout, k, pool, bias, eps, shared_norm=out[-1].norm if share else None))
+    return out
 
 
 class Meso4(_MesoBase):
-    def __init__(self, hidden_activation: str = "linear"):
-        super().__init__(hidden_activation)
-        self.blocks = nn.Sequential(_ConvBlock(3, 8, 3, 2), _ConvBlock(8, 8, 5, 2), _ConvBlock(8, 16, 5, 2),
-                                    _ConvBlock(16, 16, 5, 4))
+    def __init__(self, hidden_activation: str = "linear", *, conv_bias: bool = True, bn_eps: float = BN_EPS,
+                 shared_norms: bool = False, flatten: str = "hwc", output: str = "real"):
+        super().__init__(hidden_activation, flatten, output)
+        self.blocks = nn.Sequential(*_blocks([(3, 8, 3, 2), (8, 8, 5, 2), (8, 16, 5, 2), (16, 16, 5, 4)],
+                                             conv_bias, bn_eps, shared_norms))
 
     def features(self, x):
         return self.blocks(x)
@@ -120,18 +193,20 @@ class Meso4(_MesoBase):
         return [b.conv for b in self.blocks]
 
     def norms(self) -> list[nn.BatchNorm2d]:
-        return [b.bn for b in self.blocks]
+        """The distinct batch norms, in order (fewer than the blocks when they are shared)."""
+        return [b.norm for b in self.blocks if b.owns_norm]
 
 
 class MesoInception4(_MesoBase):
-    def __init__(self, hidden_activation: str = "leaky_relu"):
-        super().__init__(hidden_activation)
-        self.inc1 = _Inception(3, 1, 4, 4, 2)
-        self.bn1 = nn.BatchNorm2d(11, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.inc2 = _Inception(11, 2, 4, 4, 2)
-        self.bn2 = nn.BatchNorm2d(12, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.block3 = _ConvBlock(12, 16, 5, 2)
-        self.block4 = _ConvBlock(16, 16, 5, 4)
+    def __init__(self, hidden_activation: str = "leaky_relu", *, conv_bias: bool = True, bn_eps: float = BN_EPS,
+                 shared_norms: bool = False, flatten: str = "hwc", output: str = "real",
+                 branch_activation: str = "relu"):
+        super().__init__(hidden_activation, flatten, output)
+        self.inc1 = _Inception(3, 1, 4, 4, 2, conv_bias, branch_activation)
+        self.bn1 = _norm(11, bn_eps)
+        self.inc2 = _Inception(11, 2, 4, 4, 2, conv_bias, branch_activation)
+        self.bn2 = _norm(12, bn_eps)
+        self.block3, self.block4 = _blocks([(12, 16, 5, 2), (16, 16, 5, 4)], conv_bias, bn_eps, shared_norms)
 
     def features(self, x):
         x = nn.functional.max_pool2d(self.bn1(self.inc1(x)), 2)
@@ -142,17 +217,19 @@ class MesoInception4(_MesoBase):
         return [*self.inc1.convs(), *self.inc2.convs(), self.block3.conv, self.block4.conv]
 
     def norms(self) -> list[nn.BatchNorm2d]:
-        return [self.bn1, self.bn2, self.block3.bn, self.block4.bn]
+        """The distinct batch norms, in order (fewer than the blocks when they are shared)."""
+        return [self.bn1, self.bn2] + [b.norm for b in (self.block3, self.block4) if b.owns_norm]
 
 
 ARCHITECTURES = {"meso4": Meso4, "mesoinception4": MesoInception4}
 
 
-def build_mesonet(variant: str, hidden_activation: str | None = None) -> _MesoBase:
+def build_mesonet(variant: str, hidden_activation: str | None = None, **options) -> _MesoBase:
+    """`options`: the keyword options of Meso4 / MesoInception4 (module docstring); none: the Keras graph."""
     if variant not in ARCHITECTURES:
         raise ValueError(f"unknown MesoNet variant {variant!r}; known: {sorted(ARCHITECTURES)}")
     cls = ARCHITECTURES[variant]
-    return cls() if hidden_activation is None else cls(hidden_activation)
+    return cls(**options) if hidden_activation is None else cls(hidden_activation, **options)
 
 
 # -- converter: the authors' Keras .h5 -> our state dict ------------------------------------------

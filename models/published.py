@@ -15,13 +15,14 @@ from the publishers' originals.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 from pathlib import Path
 
 import torch
 import yaml
+
+from faketrace.models.card import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "published_weights"
 
@@ -80,14 +81,6 @@ def _resolve(target: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def architecture(entry: dict) -> torch.nn.Module:
     """The entry's architecture with untrained weights (`architecture._target_` and its arguments)."""
     arch = {k: v for k, v in entry["architecture"].items() if k not in ("what", "_target_")}
@@ -132,7 +125,7 @@ def build_published(name: str, device: str = "cpu", validated_dir: str | Path | 
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from this installation (it ships with the package; "
                                 "regenerate it with scripts/convert_published.py)")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     expected = entry["shipped"].get("sha256")
     if expected and digest != expected:
         raise ValueError(f"{path} has SHA-256 {digest}, the registry entry lists {expected}: the file was altered")
@@ -166,8 +159,8 @@ def convert_entry(name: str, release_dir: str | Path) -> dict[str, torch.Tensor]
         local = Path(release_dir) / Path(f["filename"]).name
         if not local.is_file():
             raise FileNotFoundError(f"{local} not found (release file {f['filename']} of {name})")
-        if f.get("sha256") and _sha256(local) != f["sha256"]:
-            raise ValueError(f"{local} has SHA-256 {_sha256(local)}, the release lists {f['sha256']}")
+        if f.get("sha256") and sha256_file(local) != f["sha256"]:
+            raise ValueError(f"{local} has SHA-256 {sha256_file(local)}, the release lists {f['sha256']}")
         files[f["role"]] = local
     conv = entry["converter"]
     fn = _resolve(conv["_target_"])

@@ -59,6 +59,7 @@ ACTIVATIONS = (
 )
 POSITIVE_CLASSES = ("fake", "real")
 MEDIA = ("still", "video")
+FACES = ("present", "absent", "any")
 
 
 class SpecError(ValueError):
@@ -302,6 +303,9 @@ class DomainSpec(_Section):
     """The media the model was made for: a score outside this domain is said to be outside it."""
 
     media: tuple[str, ...] = ("still", "video")
+    # Whether its training media showed faces: "present", "absent" (scenes without faces), "any";
+    # None: not recorded. With `media` it is the scan's in-domain test (forensics/combine.py).
+    faces: str | None = None
     min_face_px: int | None = None  # smallest face side (detector box, pixels) it was trained on
     compression: tuple[str, ...] = ()  # e.g. raw, c23, c40 (FaceForensics++), jpeg; () = not recorded
     notes: str = ""
@@ -311,6 +315,8 @@ class DomainSpec(_Section):
             _fail(f"{where}.media", "must name at least one of still, video")
         for i, m in enumerate(self.media):
             _one_of(f"{where}.media[{i}]", m, MEDIA)
+        if self.faces is not None:
+            _one_of(f"{where}.faces", self.faces, FACES)
         if self.min_face_px is not None:
             _positive(f"{where}.min_face_px", self.min_face_px)
 

@@ -6,6 +6,11 @@ repeats (timm's protocol).
 - `preprocess`: frames/s and videos/s of the whole face pipeline on generated 720p and 1080p
   videos beside the detector's own frames/s on the same frames (the ratio is the pipeline's
   efficiency), for each number of worker processes.
+  `--runtimes onnx torch` times the face detector on ONNX Runtime and on PyTorch (the GPU path),
+  `--device cuda` on the GPU, `--decode cuda` with hardware video decoding.
+- `scan-video`: decode + detect + classify of ten-second 1080p videos, 32 frames classified, one
+  video after another as the scan does: seconds per video (median, by stage) and videos/s over
+  the folder; `--device cuda --runtime torch --decode cuda` for the GPU path.
 - `metrics`: the full metric set over N frame scores, without and with the bootstrap.
 - `scan [hydra overrides]`: items/s and faces/s of the evidence scan over a copy of the given
   evidence, PyTorch checkpoint and (with --model-dir) ONNX Runtime export; with --people FOLDER
@@ -52,6 +57,14 @@ def run_preprocess(args, extra: list[str]) -> dict:
     if extra:
         raise SystemExit(f"preprocess takes no overrides, got {extra}")
     return bench_preprocess(args)
+
+
+def run_video_scan(args, extra: list[str]) -> dict:
+    from faketrace.engine.benchmarks import bench_video_scan
+
+    if extra:
+        raise SystemExit(f"scan-video takes no overrides, got {extra}")
+    return bench_video_scan(args)
 
 
 def run_metrics(args, extra: list[str]) -> dict:
@@ -105,6 +118,8 @@ def run_scan(args, overrides: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from faketrace.datasets.faces import DETECTOR_RUNTIMES
+    from faketrace.datasets.media import DECODE_MODES
     from faketrace.engine.benchmarks import INFER_MODELS, SIZES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,10 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--crop-size", type=int, default=128)
     pre.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     pre.add_argument("--repeats", type=int, default=3)
-    pre.add_argument("--device", default="cpu")
+    pre.add_argument("--device", default="cpu", help="cpu | cuda: where the face detector runs")
+    pre.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=list(DETECTOR_RUNTIMES),
+                     help="face detector runtimes to time (ONNX Runtime, PyTorch)")
+    pre.add_argument("--decode", default="cpu", choices=list(DECODE_MODES), help="video decoding of the pipeline")
     pre.add_argument("--work-dir", default=None, help="where videos and crops go (default: a new temp folder)")
     pre.add_argument("--json", default=None, help="also write the results here")
     pre.set_defaults(run=run_preprocess)
+    vscan = commands.add_parser("scan-video", help="decode + detect + classify seconds per video, videos/s")
+    vscan.add_argument("--size", default="1080p", choices=sorted(SIZES))
+    vscan.add_argument("--seconds", type=float, default=10.0, help="length of each generated video (25 frames/s)")
+    vscan.add_argument("--videos", type=int, default=8, help="videos in the folder (plus one warm-up video)")
+    vscan.add_argument("--frames-per-video", type=int, default=32, help="frames sampled and classified per video")
+    vscan.add_argument("--model", default="efficientnet_b4:380", metavar="TIMM_NAME:SIZE",
+                       help="the classifier (random weights) and its input size = the crop size")
+    vscan.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="classifier autocast on a GPU")
+    vscan.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    vscan.add_argument("--runtime", default="auto", choices=list(DETECTOR_RUNTIMES), help="face detector runtime")
+    vscan.add_argument("--decode", default="cpu", choices=list(DECODE_MODES))
+    vscan.add_argument("--detector-batch", type=int, default=32)
+    vscan.add_argument("--isolate", action="store_true",
+                       help="decode in a child process, as the scan does (scan.isolate_decoding)")
+    vscan.add_argument("--work-dir", default=None, help="where the videos go (default: a new temp folder)")
+    vscan.add_argument("--json", default=None, help="also write the results here")
+    vscan.set_defaults(run=run_video_scan)
     metrics = commands.add_parser("metrics", help="metric set over N frame scores, with and without the bootstrap")
     metrics.add_argument("--frames", type=int, default=1_000_000)
     metrics.add_argument("--frames-per-video", type=int, default=32)

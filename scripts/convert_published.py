@@ -42,7 +42,7 @@ def main() -> None:
         save_file(state, str(out), metadata=meta)
         for lic in entry["licence"]["files"]:
             shutil.copyfile(src / lic if (src / lic).is_file() else src.parent / lic, out.parent / lic)
-        digest = published._sha256(out)
+        digest = published.sha256_file(out)
         yaml_path = published.registry_dir() / f"{name}.yaml"
         text = re.sub(r"(shipped:\n  path: .*\n  sha256:) \S+", rf"\1 {digest}", yaml_path.read_text())
         yaml_path.write_text(text)

@@ -134,7 +134,7 @@ def plan(dry: bool, data_dir: Path, out: Path) -> dict:
                 "data.generator.real_videos_per_identity=1"]
         every = ["face.sampling=uniform", "face.frames_per_video=16"]
         crops = {"380": every, "299": every}
-        gpu = ["trainer=gpu", "loader.batch_size=32", "loader.frames_per_video=16"]
+        gpu = ["trainer=gpu", "loader.batch_size=32", "loader.crops_per_video=16"]
         train = {"b4_eager": ["experiment=dfdc_efficientnet_b4", *gpu],
                  "b4_compiled": ["experiment=dfdc_efficientnet_b4", *gpu, "trainer.compile=true",
                                  "trainer.compile_mode=reduce-overhead"],

@@ -22,7 +22,7 @@ CONFIGS = REPO / "configs"
 # Small enough for seconds, big enough for every split to hold real and fake videos of each operator.
 SMALL_DEMO = [
     "data.generator.identities=10",
-    "data.generator.frames_per_video=6",
+    "data.generator.video_length=6",
     "data.generator.frame_size=160",
     "data.generator.real_videos_per_identity=1",
 ]

@@ -75,3 +75,26 @@ def test_domain_records_are_checked():
     with pytest.raises(ValueError, match="domain.media"):
         Domain.from_dict({"media": ["photo"]})
     assert Domain.from_dict(None).outside("video", True) == []  # unrecorded: no claim either way
+
+
+def test_the_training_domain_is_one_record_the_spec_and_old_records_still_read(scan_ckpt):
+    """A trained checkpoint carries its domain (media and faces, from configs/data/demo.yaml) in its
+    spec alone; a checkpoint or card written before that kept `faces` in its data record, and the
+    scan still holds the model to it."""
+    from faketrace.engine.checkpoint import load_checkpoint
+    from faketrace.models.spec import ModelSpec, checkpoint_spec
+
+    ckpt = load_checkpoint(scan_ckpt)
+    spec = checkpoint_spec(ckpt)
+    assert "domain" not in ckpt["data"]
+    assert spec.domain.faces == "present" and set(spec.domain.media) == {"still", "video"}
+    domain = Domain.of({"spec": spec.to_dict(), "card": {}})
+    assert domain.outside("still", False) == ["trained on faces; no face was found in this item"]
+    # Before the fold: no faces in the spec, the data record says "absent" (an image-level model).
+    old_spec = spec.to_dict()
+    old_spec["domain"] = {k: v for k, v in old_spec["domain"].items() if k != "faces"}
+    ModelSpec.from_dict(old_spec)  # still a valid spec
+    old = Domain.of({"spec": old_spec, "card": {"training": {"data": {"domain": {"media": ["still"], "faces": "absent"}}}}})
+    assert old.faces == "absent" and old.outside("still", True) == ["trained on images without faces; this item holds a face"]
+    with pytest.raises(ValueError, match="faces"):
+        ModelSpec.from_dict({**old_spec, "domain": {**old_spec["domain"], "faces": "sometimes"}})

@@ -1,7 +1,8 @@
 """Published detectors imported from their released files (issue 20), verified against reference builds.
 
 For every converter the publisher's architecture is built from a reference implementation with
-random weights (efficientnet-pytorch, pretrainedmodels, torchvision, timm, open_clip), saved in the
+random weights (efficientnet-pytorch, pretrainedmodels, torchvision, timm, open_clip; DeepfakeBench's
+MesoNets, which no package holds, rewritten here from a reading of their code), saved in the
 publisher's exact file layout (key names, prefixes, wrapper dicts, file format), imported with the
 real import command, and the faketrace model must give the same logit as the reference on the same
 tensor (|diff| <= 1e-5, fp32; a 2-class head is compared as z_fake - z_real, and its softmax). The
@@ -160,6 +161,7 @@ REFERENCE_INPUTS = {
     "deepfakebench_xception": deepfakebench_reference_input, "deepfakebench_core": deepfakebench_reference_input,
     "deepfakebench_efficientnet_b4": deepfakebench_reference_input,
     "deepfakebench_resnet34": deepfakebench_reference_input,
+    "deepfakebench_meso4": deepfakebench_reference_input, "deepfakebench_mesoinception4": deepfakebench_reference_input,
     "ffpp_xception_c23": ffpp_reference_input, "ffpp_xception_c40": ffpp_reference_input,
     "ffpp_xception_raw": ffpp_reference_input, "dfdc_selimsef_b7": selimsef_reference_input,
     "universal_fake_detect": ufd_reference_input,
@@ -388,6 +390,174 @@ def test_deepfakebench_efficientnet_b4_matches_reference(tmp_path):
         assert type(plain.conv_stem).__name__ == "_StaticPadConv2d"
 
 
+# -- DeepfakeBench MesoNets -----------------------------------------------------------------------
+# Written here from a reading of DeepfakeBench's training/networks/mesonet.py (commit 8a4a7bf), laid
+# out as stage tables rather than as faketrace's block modules: attribute names are the file's keys,
+# every layer is applied where their forward applies it (bn1 / bn2 each twice), PyTorch defaults
+# (BN eps 1e-5), `view(B, -1)` flatten, LeakyReLU(0.1) between the dense layers, a 2-class head.
+class DFBMeso4Reference(nn.Module):
+    STAGES = (("conv1", "bn1", 2), ("conv2", "bn1", 2), ("conv3", "bn2", 2), ("conv4", "bn2", 4))
+
+    def __init__(self):
+        super().__init__()
+        for name, cin, cout, k in (("conv1", 3, 8, 3), ("conv2", 8, 8, 5), ("conv3", 8, 16, 5), ("conv4", 16, 16, 5)):
+            setattr(self, name, nn.Conv2d(cin, cout, k, padding=k // 2, bias=False))
+        self.bn1, self.bn2 = nn.BatchNorm2d(8), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 8 * 8, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        for conv, bn, pool in self.STAGES:
+            x = F.max_pool2d(getattr(self, bn)(F.relu(getattr(self, conv)(x))), pool)
+        return self.fc2(F.leaky_relu(self.fc1(x.reshape(x.shape[0], -1)), 0.1))
+
+
+class DFBMesoInception4Reference(nn.Module):
+    # per inception layer: (branch convs as (name, out, kernel, dilation), in order), its in/out width
+    BRANCHES = ((("conv1", 0, 1, 1),), (("conv2_1", 1, 1, 1), ("conv2_2", 1, 3, 1)),
+                (("conv3_1", 2, 1, 1), ("conv3_2", 2, 3, 2)), (("conv4_1", 3, 1, 1), ("conv4_2", 3, 3, 3)))
+    WIDTHS = {1: (3, (1, 4, 4, 2)), 2: (11, (2, 4, 4, 2))}
+
+    def __init__(self):
+        super().__init__()
+        for layer, (cin, outs) in self.WIDTHS.items():
+            for branch in self.BRANCHES:
+                c = cin
+                for name, index, k, d in branch:
+                    setattr(self, f"Incption{layer}_{name}",
+                            nn.Conv2d(c, outs[index], k, padding=d * (k // 2), dilation=d, bias=False))
+                    c = outs[index]
+            setattr(self, f"Incption{layer}_bn", nn.BatchNorm2d(sum(outs)))
+        self.conv1 = nn.Conv2d(12, 16, 5, padding=2, bias=False)
+        self.conv2 = nn.Conv2d(16, 16, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 8 * 8, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        for layer in self.WIDTHS:
+            outs = []
+            for branch in self.BRANCHES:  # no activation inside a branch
+                y = x
+                for name, *_ in branch:
+                    y = getattr(self, f"Incption{layer}_{name}")(y)
+                outs.append(y)
+            x = F.max_pool2d(getattr(self, f"Incption{layer}_bn")(torch.cat(outs, 1)), 2)
+        x = F.max_pool2d(self.bn1(F.relu(self.conv1(x))), 2)
+        x = F.max_pool2d(self.bn1(F.relu(self.conv2(x))), 4)
+        return self.fc2(F.leaky_relu(self.fc1(x.reshape(x.shape[0], -1)), 0.1))
+
+
+DFB_MESONETS = {"deepfakebench_meso4": (DFBMeso4Reference, "meso4_best.pth"),
+                "deepfakebench_mesoinception4": (DFBMesoInception4Reference, "meso4Incep_best.pth")}
+
+
+def dfb_mesonet_release(tmp_path: Path, name: str, seed: int) -> tuple[nn.Module, Path]:
+    reference, filename = DFB_MESONETS[name]
+    torch.manual_seed(seed)
+    detector = randomize(DeepfakeBenchDetector(reference()), seed=seed)
+    path = tmp_path / filename
+    torch.save(detector.state_dict(), path)  # trainer.save_ckpt: `backbone.` keys, BN counters included
+    return detector, path
+
+
+def published_inputs(name: str, images: list[np.ndarray]) -> torch.Tensor:
+    entry = load_entry(name)
+    return torch.stack([published_tensor(rgb, entry["spec"]["input"], entry["publisher_preprocessing"]["resize"])
+                        for rgb in images])
+
+
+@pytest.mark.parametrize("name", sorted(DFB_MESONETS))
+def test_deepfakebench_mesonet_matches_reference_from_raw_faces(tmp_path, name):
+    """Raw face crops of four sizes -> each side's own preprocessing -> each side's network: the same
+    fake logit; and every DeepfakeBench option of our MesoNet, set the Keras way, moves it."""
+    from faketrace.models.families import MesoNetDetector
+
+    detector, path = dfb_mesonet_release(tmp_path, name, seed=5)
+    model, ckpt = imported(tmp_path, name, {"weights": path})
+    assert type(model) is MesoNetDetector and ckpt["fit_for_casework"] is False
+    entry = load_entry(name)
+    assert ckpt["architecture"]["init"]["model_kwargs"] == entry["architecture"]["model_kwargs"]
+    images = faces()
+    ours_in, ref_in = published_inputs(name, images), torch.stack([deepfakebench_reference_input(f) for f in images])
+    assert torch.equal(ours_in, ref_in)
+    with torch.no_grad():
+        ours, ref = model(ours_in), detector(ref_in)
+        check_two_class(ours, ref)
+        # the shared batch norms are one module on our side, as in their file
+        norms = model.backbone.norms()
+        assert len(norms) == (2 if name == "deepfakebench_meso4" else 3)
+        if name == "deepfakebench_meso4":
+            assert model.backbone.blocks[1].norm is model.backbone.blocks[0].norm
+        # what the options guard against: the Keras MesoNet's choices give other logits
+        init = ckpt["architecture"]["init"]
+        wrong = {"bn_eps": 1e-3, "flatten": "hwc", "hidden_activation": "linear"}
+        if name == "deepfakebench_mesoinception4":
+            wrong["branch_activation"] = "relu"
+        for option, value in wrong.items():
+            other = MesoNetDetector(init["backbone"], model_kwargs={**init["model_kwargs"], option: value},
+                                    input_size=256, mean=init["mean"], std=init["std"])
+            other.load_trained_state(ckpt["model"])
+            diff = (other.eval()(ours_in) - ours).abs().max().item()
+            print(f"{option}={value!r}: max |logit diff| {diff:.2e}")
+            assert diff > 20 * ATOL, f"{option}={value!r} moves the logit by only {diff:.2e}"
+        # and so would the Keras MesoNet's input: x 1/255 without mean/std, PIL NEAREST resizing
+        keras = load_entry("meso4_df")["spec"]["input"]
+        keras_in = torch.stack([published_tensor(rgb, keras, {"rule": "stretch", "backend": "pil",
+                                                              "interpolation": "nearest"}) for rgb in images])
+        diff = (model(keras_in) - ours).abs().max().item()
+        assert diff > 20 * ATOL, f"the Keras input moves the logit by only {diff:.2e}"
+
+
+def test_deepfakebench_mesonet_refuses_other_layouts(tmp_path):
+    from safetensors.torch import load_file
+
+    _, meso4 = dfb_mesonet_release(tmp_path, "deepfakebench_meso4", seed=6)
+    _, inception = dfb_mesonet_release(tmp_path, "deepfakebench_mesoinception4", seed=7)
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.Incption1_conv1\.weight.*Accepted: a Deepfake"):
+        import_published("deepfakebench_meso4", {"weights": inception}, tmp_path / "a.ckpt")
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.conv3\.weight \(DeepfakeBench's mesoinception4"):
+        import_published("deepfakebench_mesoinception4", {"weights": meso4}, tmp_path / "b.ckpt")
+    state = torch.load(meso4, weights_only=True)
+    no_bias = tmp_path / "with_bias.pth"  # a convolution with a bias is not their network
+    torch.save({**state, "backbone.conv1.bias": torch.zeros(8)}, no_bias)
+    with pytest.raises(ImportRefused, match=r"unexpected \['blocks\.0\.conv\.bias'\]"):
+        import_published("deepfakebench_meso4", {"weights": no_bias}, tmp_path / "c.ckpt")
+    unshared = tmp_path / "unshared.pth"  # a batch norm per convolution (Keras-style) is not their layout
+    torch.save({**state, **{k.replace("bn2", "bn3"): v for k, v in state.items() if ".bn2." in k}}, unshared)
+    with pytest.raises(ImportRefused, match=r"unexpected key backbone\.bn3"):
+        import_published("deepfakebench_meso4", {"weights": unshared}, tmp_path / "d.ckpt")
+    # faketrace's own Keras-MesoNet file is another network: refused, naming the expected prefix
+    from faketrace.models.published import load_entry as registry_entry
+    from faketrace.models.published import shipped_path
+
+    keras = tmp_path / "meso4_df.pth"
+    torch.save(load_file(str(shipped_path(registry_entry("meso4_df")))), keras)
+    with pytest.raises(ImportRefused, match=r"start with 'backbone\.'"):
+        import_published("deepfakebench_meso4", {"weights": keras}, tmp_path / "e.ckpt")
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_deepfakebench_mesoinception4_through_the_command_and_the_scan(tmp_path):
+    detector, path = dfb_mesonet_release(tmp_path, "deepfakebench_mesoinception4", seed=8)
+    ddp = tmp_path / "ddp.pth"  # saved under DDP: module. in front of every key, accepted
+    torch.save({"module." + k: v for k, v in detector.state_dict().items()}, ddp)
+    out = tmp_path / "mesoinception4.ckpt"
+    run = run_import_command("published=deepfakebench_mesoinception4", f"file={ddp}", f"out={out}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "no activation in the inception branches" in run.stdout and "fit_for_casework: false" in run.stdout
+    from faketrace.forensics.scoring import load_torch_model
+
+    scan_model = load_torch_model(out, device="cpu")
+    spec = scan_model.spec
+    assert spec.face.crop_rule == "aligned_5pt" and spec.face.margin == 1.3 and spec.face.crop_size == 256
+    assert spec.input.mean == (0.5, 0.5, 0.5) and spec.input.interpolation == "bicubic"
+    assert spec.source.name == "deepfakebench_mesoinception4" and spec.source.licence == "CC BY-NC 4.0"
+    x = published_inputs("deepfakebench_mesoinception4", faces())
+    with torch.no_grad():
+        ref = detector(x)
+    assert np.allclose(scan_model.logits(x.numpy()), two_class_logit(ref).numpy(), atol=ATOL)
+
+
 # -- SBI -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sbi_matches_reference(tmp_path):
@@ -419,6 +589,102 @@ def test_sbi_matches_reference(tmp_path):
     assert spec.output.activation == "logit" and ckpt["published_spec"]["output"]["activation"] == "softmax2"
     assert spec.source.files[0].sha256 == ckpt["published"]["files"][0]["sha256"]
     assert spec.video.rule == "max_face_mean" and spec.face.detector.name == "retinaface_resnet50"
+
+
+# -- the box_margin crop rule (SBI, DFDC winner) in the scan ----------------------------------------
+def sbi_test_crop(img: np.ndarray, box) -> np.ndarray:
+    # src/utils/funcs.py crop_face(crop_by_bbox=True, phase="test"), as read: w/4 and h/4 halved per side,
+    # start int(v - margin) floored at 0, end int(v + margin) + 1 capped at the frame
+    (x0, y0), (x1, y1) = box
+    h_img, w_img = img.shape[:2]
+    w, h = x1 - x0, y1 - y0
+    y_start, y_end = max(0, int(y0 - h / 8)), min(h_img, int(y1 + h / 8) + 1)
+    x_start, x_end = max(0, int(x0 - w / 8)), min(w_img, int(x1 + w / 8) + 1)
+    return img[y_start:y_end, x_start:x_end]
+
+
+def test_box_margin_crop_is_sbis_rule_and_within_two_pixels_of_the_dfdc_winners():
+    from faketrace.datasets.published_crops import box_margin_bounds, box_margin_crop
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    margin_sbi = load_entry("sbi_efficientnet_b4_c23")["spec"]["face"]["margin"]
+    margin_dfdc = load_entry("dfdc_selimsef_b7")["spec"]["face"]["margin"]
+    worst = 0
+    for _ in range(300):
+        x0, y0 = rng.uniform(-20, 440), rng.uniform(-20, 320)
+        x1, y1 = x0 + rng.uniform(8, 200), y0 + rng.uniform(8, 200)  # some boxes run off the frame
+        ours = box_margin_crop(frame, (x0, y0, x1, y1), margin_sbi)
+        assert np.array_equal(ours, sbi_test_crop(frame, ((x0, y0), (x1, y1))))
+        # the DFDC winner: an integer box (MTCNN on a 2x downscaled frame, times 2), padded by w // 3
+        bx0, by0, bx1, by1 = (int(v) for v in (max(x0, 0), max(y0, 0), x1, y1))
+        pw, ph = (bx1 - bx0) // 3, (by1 - by0) // 3
+        theirs = (max(bx0 - pw, 0), max(by0 - ph, 0), min(bx1 + pw, 480), min(by1 + ph, 360))
+        if theirs[2] <= theirs[0] or theirs[3] <= theirs[1]:
+            continue
+        bounds = box_margin_bounds((bx0, by0, bx1, by1), margin_dfdc, frame.shape)
+        worst = max(worst, max(abs(a - b) for a, b in zip(bounds, theirs, strict=True)))
+    print(f"box_margin vs the DFDC winner's integer rule: at most {worst} px per edge")
+    assert worst <= 2
+    with pytest.raises(ValueError, match="at least 1"):
+        box_margin_crop(frame, (10, 10, 50, 50), 0.8)
+
+
+class SBIReference(nn.Module):  # src/model.py: the EfficientNet as `net`
+    def __init__(self):
+        super().__init__()
+        from efficientnet_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-b4", num_classes=2)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.slow
+def test_box_margin_and_dlib_models_scan_with_their_published_crop(tmp_path):
+    """An imported SBI checkpoint scans a photo: RetinaFace's box, SBI's own crop and resize, and the
+    face's logit is the reference network's on SBI's crop of that box. A DeepfakeBench import (dlib
+    in the publisher's pipeline) scans with RetinaFace standing in, and the scan says so."""
+    import shutil
+
+    from faketrace.forensics.discover import register_case_resolver
+    from faketrace.forensics.scan import scan_from_config
+
+    from .conftest import results, scan_cfg
+
+    register_case_resolver()
+    torch.manual_seed(0)
+    detector = randomize(SBIReference(), seed=9)
+    torch.save({"model": detector.state_dict(), "epoch": 1}, tmp_path / "FFc23.tar")
+    import_published("sbi_efficientnet_b4_c23", {"weights": tmp_path / "FFc23.tar"}, tmp_path / "sbi.ckpt")
+    _, meso = dfb_mesonet_release(tmp_path, "deepfakebench_meso4", seed=10)
+    import_published("deepfakebench_meso4", {"weights": meso}, tmp_path / "meso.ckpt")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    photo = Path(__file__).parent / "data" / "people" / "obama_2012.jpg"
+    shutil.copy(photo, evidence / "photo.jpg")
+    summaries = {name: scan_from_config(scan_cfg([evidence], tmp_path / f"case_{name}",
+                                                 [f"ckpt_path={tmp_path / name}.ckpt", "allow_unvalidated=true"]))
+                 for name in ("sbi", "meso")}
+    _, sbi_items = results(tmp_path / "case_sbi")
+    _, meso_items = results(tmp_path / "case_meso")
+    item = sbi_items["0/photo.jpg"]
+    assert item["status"] == "scanned", item
+    face = item["faces"][0]
+    x0, y0, x1, y1 = face["box"]
+    rgb = np.array(Image.open(photo).convert("RGB"))
+    x = sbi_reference_input(sbi_test_crop(rgb, ((x0, y0), (x1, y1)))).unsqueeze(0)
+    with torch.no_grad():
+        expected = two_class_logit(detector(x)).item()
+    print(f"SBI scan logit {face['logit']:.6f}, reference on SBI's crop {expected:.6f}")
+    assert abs(face["logit"] - expected) <= ATOL
+    assert meso_items["0/photo.jpg"]["status"] == "scanned", meso_items["0/photo.jpg"]
+    custody = json.loads((tmp_path / "case_meso" / "custody.json").read_text())
+    for warnings_given in (summaries["meso"]["warnings"], custody["warnings"]):
+        assert any("found faces with dlib_hog" in w and "RetinaFace stands in" in w for w in warnings_given)
+    # SBI's own detector is a RetinaFace: nothing stands in
+    assert not any("stands in" in w for w in summaries["sbi"]["warnings"])
 
 
 # -- FaceForensics++ (whole pickled model) ----------------------------------------------------------

@@ -13,11 +13,17 @@ dlib-aligned face crop resized to 256 x 256 with cv2 INTER_CUBIC, ToTensor, Norm
   (`_fc` replaced by Identity), `last_layer` the head; the stem is replaced by an unpadded
   `nn.Conv2d(3, 48, 3, stride=2)` and the other paddings stay those computed for 380 px, which
   `StaticPaddingDetector` reproduces at 256 px.
+- Meso4 / MesoInception4 (`networks/mesonet.py`, DeepfakeBench's rewrite of HongguLiu/MesoNet-Pytorch):
+  not the Keras MesoNet (models/mesonet.py lists the differences: bias-free convolutions, shared
+  batch norms, PyTorch's BN epsilon, channel-first flatten, no ReLU in the inception branches);
+  their attribute names map onto models/mesonet.py's keys, each shared batch norm once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from faketrace.models.converters.common import (
     Converted,
@@ -114,3 +120,57 @@ def convert_resnet34(files: dict[str, Path], input_size: int = 256, fake_index: 
             "mean": _MEAN, "std": _MEAN}
     return Converted(init=init, backbone=mapped, dropped={f"backbone.{k}": v for k, v in dropped.items()},
                      notes=[f"2-class head -> one logit: softmax column {fake_index} minus column {1 - fake_index}"])
+
+
+# networks/mesonet.py attribute -> models/mesonet.py module. Their Meso4 applies bn1 after conv1 and
+# conv2 and bn2 after conv3 and conv4; MesoInception4 applies bn1 after both 5x5 convolutions. Each
+# shared norm has one owner on our side (the first block that uses it).
+_MESO4_MODULES = {"conv1": "blocks.0.conv", "conv2": "blocks.1.conv", "conv3": "blocks.2.conv",
+                  "conv4": "blocks.3.conv", "bn1": "blocks.0.bn", "bn2": "blocks.2.bn", "fc1": "fc1", "fc2": "fc2"}
+_MESOINCEPTION4_MODULES = {
+    **{f"Incption{i}_{theirs}": f"inc{i}.{ours}" for i in (1, 2) for theirs, ours in (
+        ("conv1", "b1"), ("conv2_1", "b2_reduce"), ("conv2_2", "b2"), ("conv3_1", "b3_reduce"), ("conv3_2", "b3"),
+        ("conv4_1", "b4_reduce"), ("conv4_2", "b4"))},
+    "Incption1_bn": "bn1", "Incption2_bn": "bn2",
+    "conv1": "block3.conv", "conv2": "block4.conv", "bn1": "block3.bn", "fc1": "fc1", "fc2": "fc2"}
+
+
+def _convert_mesonet(path: Path, variant: str, modules: dict[str, str], options: dict, input_size: int,
+                     fake_index: int) -> Converted:
+    from faketrace.models.mesonet import build_mesonet
+
+    state = _read(path)
+    mapped = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module not in modules:
+            raise refuse(path, f"unexpected key backbone.{key} (DeepfakeBench's {variant} has modules "
+                         f"{sorted(modules)})", ACCEPTED)
+        mapped[f"{modules[module]}.{leaf}"] = value
+    with torch.device("meta"):
+        target = build_mesonet(variant, **options).state_dict()
+    # the file's head has two classes; ours one unit (collapsed below)
+    target["fc2.weight"], target["fc2.bias"] = torch.empty(2, 16, device="meta"), torch.empty(2, device="meta")
+    expect_keys(mapped, target, path, ACCEPTED, f"DeepfakeBench's {variant} with a 2-class head")
+    mapped["fc2.weight"], mapped["fc2.bias"] = two_class_to_logit(mapped["fc2.weight"], mapped["fc2.bias"], fake_index)
+    init = {"_target_": "faketrace.models.families.MesoNetDetector", "backbone": variant,
+            "model_kwargs": dict(options), "input_size": input_size, "mean": _MEAN, "std": _MEAN}
+    shared = "bn1 (conv1, conv2) and bn2 (conv3, conv4)" if variant == "meso4" else "bn1 (conv1, conv2)"
+    return Converted(init=init, backbone=mapped, notes=[
+        f"DeepfakeBench's PyTorch {variant}, not the Keras MesoNet: bias-free convolutions, BN eps 1e-5, shared "
+        f"batch norms {shared} kept shared, channel-first flatten"
+        + (", no activation in the inception branches" if variant == "mesoinception4" else ""),
+        f"2-class head -> one logit: softmax column {fake_index} minus column {1 - fake_index}"])
+
+
+def convert_meso4(files: dict[str, Path], input_size: int = 256, fake_index: int = 1) -> Converted:
+    from faketrace.models.mesonet import DEEPFAKEBENCH
+
+    return _convert_mesonet(Path(files["weights"]), "meso4", _MESO4_MODULES, DEEPFAKEBENCH, input_size, fake_index)
+
+
+def convert_mesoinception4(files: dict[str, Path], input_size: int = 256, fake_index: int = 1) -> Converted:
+    from faketrace.models.mesonet import DEEPFAKEBENCH_INCEPTION
+
+    return _convert_mesonet(Path(files["weights"]), "mesoinception4", _MESOINCEPTION4_MODULES,
+                            DEEPFAKEBENCH_INCEPTION, input_size, fake_index)
