@@ -104,10 +104,16 @@ def _subcommand_has(sub: str, flag: str) -> bool:
     return out.returncode == 0 and flag in out.stdout
 
 
+def onnx_importable() -> bool:
+    """The PyTorch RetinaFace reads its weights from the ONNX file with the `onnx` package, which the
+    default wheels leave out (GPU_WHEELS_EXTRA="onnx ml_dtypes"); without it ONNX Runtime detects."""
+    return subprocess.run([PY, "-c", "import onnx"], capture_output=True).returncode == 0
+
+
 def plan(dry: bool, data_dir: Path, out: Path) -> dict:
     """Sizes and overrides of every step: the real figures, or tiny ones on CPU for --dry-run."""
     if dry:
-        demo = ["data.generator.identities=10", "data.generator.frames_per_video=6", "data.generator.frame_size=160",
+        demo = ["data.generator.identities=10", "data.generator.video_length=6", "data.generator.frame_size=160",
                 "data.generator.real_videos_per_identity=1"]
         crops = {"380": ["face.crop_size=64", "face.sampling=uniform", "face.frames_per_video=4"],
                  "299": ["face.crop_size=64", "face.sampling=uniform", "face.frames_per_video=4"]}
@@ -126,11 +132,13 @@ def plan(dry: bool, data_dir: Path, out: Path) -> dict:
         infer_compiled = ["--models", "test_efficientnet:64", "--device", "cpu", "--runtimes",
                           "pytorch_bf16_cuda_resident_compiled", "--compile", "--batch1-warmup", "1", "--batch1-steps",
                           "2", "--batch32-warmup", "0", "--batch32-steps", "1", "--precision-batch", "2"]
-        preprocess = ["--device", "cpu", "--sizes", "480p", "--videos", "1", "--frames", "4", "--frames-per-video",
-                      "2", "--workers", "1", "--repeats", "1"]
+        preprocess = ["--device", "cpu", "--runtimes", "onnx", "--sizes", "480p", "--videos", "1", "--frames", "4",
+                      "--frames-per-video", "2", "--workers", "1", "--repeats", "1"]
+        scan_video = ["--device", "cpu", "--runtime", "onnx", "--size", "480p", "--seconds", "0.4", "--videos", "1",
+                      "--frames-per-video", "4", "--model", "test_efficientnet:64"]
     else:
         # Enough crops that an epoch is tens of batches of 32, so epoch starts do not dominate.
-        demo = ["data.generator.identities=60", "data.generator.frames_per_video=16", "data.generator.frame_size=256",
+        demo = ["data.generator.identities=60", "data.generator.video_length=16", "data.generator.frame_size=256",
                 "data.generator.real_videos_per_identity=1"]
         every = ["face.sampling=uniform", "face.frames_per_video=16"]
         crops = {"380": every, "299": every}
@@ -140,14 +148,17 @@ def plan(dry: bool, data_dir: Path, out: Path) -> dict:
                                  "trainer.compile_mode=reduce-overhead"],
                  "xception": ["experiment=ffpp_xception_c23", *gpu],
                  "convnext_t": ["model=convnext_tiny", "model.input_size=224", *gpu]}
-        steps = ["--steps", "20", "--warmup", "5", "--repeats", "2"]
+        steps = ["--steps", "20", "--warmup", "5", "--repeats", "3"]
         timing = ["--batch1-warmup", "5", "--batch1-steps", "30", "--batch32-warmup", "3", "--batch32-steps", "10"]
         infer = ["--models", "efficientnet_b4:380", "legacy_xception:299", "convnext_tiny:224", "--runtimes",
                  "pytorch_fp16_cuda", "pytorch_bf16_cuda", "pytorch_bf16_cuda_resident", *timing]
         infer_compiled = ["--models", "efficientnet_b4:380", "--runtimes", "pytorch_bf16_cuda_resident_compiled",
                           "--compile", *timing]
-        preprocess = ["--device", "cuda", "--sizes", "720p", "1080p", "--videos", "4", "--frames", "60",
-                      "--workers", "1", "4", "--repeats", "2"]
+        detector = ["torch", "onnx"] if onnx_importable() else ["onnx"]
+        preprocess = ["--device", "cuda", "--decode", "cuda", "--runtimes", *detector, "--sizes", "720p", "1080p",
+                      "--videos", "4", "--frames", "60", "--workers", "1", "4", "--repeats", "2"]
+        scan_video = ["--device", "cuda", "--runtime", detector[0], "--decode", "cuda", "--precision", "bf16",
+                      "--size", "1080p", "--seconds", "10", "--videos", "4"]
     base = [f"paths.data_dir={data_dir}"]
     faces = {k: f"data.faces_dir={data_dir}/demo/faces_{k}" for k in crops}
     recipe = {"380": "face=dfdc_efficientnet_b4", "299": "face=ffpp_xception_c23"}
@@ -163,9 +174,13 @@ def plan(dry: bool, data_dir: Path, out: Path) -> dict:
                   "--json", str(out / "infer.json")],
         "infer_compiled": [PY, "scripts/benchmark.py", "infer", *infer_compiled, "--work-dir", str(out / "infer"),
                            "--json", str(out / "infer_compiled.json")],
-        "tests": [PY, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider"],
+        # The training side's tests (marked gpu) and, where `onnx` is there, the preprocessing side's.
+        "tests": [PY, "-m", "pytest", "-q", "tests/test_gpu.py",
+                  *(["tests/test_gpu_preprocessing.py"] if onnx_importable() else []), "-p", "no:cacheprovider"],
         "preprocess_bench": [PY, "scripts/benchmark.py", "preprocess", *preprocess, "--work-dir",
                              str(out / "preprocess"), "--json", str(out / "preprocess.json")],
+        "scan_video_bench": [PY, "scripts/benchmark.py", "scan-video", *scan_video, "--work-dir", str(out / "scan_video"),
+                             "--json", str(out / "scan_video.json")],
     }
 
 
@@ -179,9 +194,11 @@ def table(rows: list, out: Path, dry: bool) -> str:
              f"{'figure':<58}{'value':>12}  {'target':<10}{'met':<5}"]
 
     def add(name, value, fmt="{:.1f}", target=None, higher=True):
-        met = "" if target is None or value is None or dry else ("yes" if (value >= target) == higher else "no")
+        met = "" if target is None or value is None or dry else (
+            "yes" if (value >= target if higher else value < target) else "no")
         shown = "n/a" if value is None else fmt.format(value)
-        lines.append(f"{name:<58}{shown:>12}  {'' if target is None else f'>= {target:g}':<10}{met:<5}")
+        bound = "" if target is None else f"{'>=' if higher else '<'} {target:g}"
+        lines.append(f"{name:<58}{shown:>12}  {bound:<10}{met:<5}")
 
     for name, label in (("b4_eager", "EfficientNet-B4@380 bf16 eager"),
                         ("b4_compiled", "EfficientNet-B4@380 bf16 compiled (CUDA graphs)"),
@@ -214,11 +231,19 @@ def table(rows: list, out: Path, dry: bool) -> str:
                 add(f"infer {model} {dtype} vs fp32 max |logit diff| ({row['precision']['device']})",
                     row["precision"][dtype]["max_abs_diff"], "{:.3g}")
     pre = _load(out / "preprocess.json")
-    for size, row in (pre or {}).get("sizes", {}).items():
-        add(f"preprocess {size} detector alone frames/s", row["detector_frames_s"])
-        for workers, p in row["pipeline"].items():
-            add(f"preprocess {size} pipeline frames/s, {workers} workers (ratio {p['efficiency']:.2f})",
-                p["frames_s"])
+    for size, by_runtime in (pre or {}).get("sizes", {}).items():
+        for runtime, row in by_runtime.items():
+            add(f"preprocess {size} detector {runtime} on {row['device']} alone frames/s", row["detector_frames_s"])
+            for workers, p in row["pipeline"].items():
+                add(f"preprocess {size} {runtime}, {workers} workers: pipeline / detector", p["efficiency"], "{:.2f}",
+                    target=0.8)
+    sv = _load(out / "scan_video.json")
+    if sv:
+        med = sv["median_seconds"]
+        add(f"scan-video {sv['size']} {sv['seconds_of_video']:g} s, {sv['frames_classified']} classified: s per video",
+            med["total"], "{:.3f}", target=0.5, higher=False)
+        lines.append("    " + ", ".join(f"{k} {med[k]:.3f} s" for k in ("decode", "detect", "crop", "classify")) +
+                     f"; decoder {', '.join(sv['decoder_used'])}; folder {sv['folder_videos_s']:.2f} videos/s")
     lines.append("")
     lines.append(f"{'step':<22}{'status':<14}{'seconds':>8}  note")
     for r in _load(out / "steps.json") or []:
@@ -267,16 +292,12 @@ def run(args) -> int:
     if crops_ok["380"]:
         step("train_convnext_t", p["train"]["convnext_t"], 90)
     step("infer_b4_compiled", p["infer_compiled"], 150)
-    # Other work on issue 24 adds the GPU paths of preprocessing and the scan: run them if present.
-    if _subcommand_has("preprocess", "cuda" if not dry else "--device"):
-        step("preprocess_bench", p["preprocess_bench"], 120)
-    else:
-        rows.append({"step": "preprocess_bench", "status": "absent", "note": "benchmark.py preprocess has no GPU option"})
-    if _subcommand_has("scan", "--device"):
-        step("scan_bench", [PY, "scripts/benchmark.py", "scan", "--device", "cuda" if not dry else "cpu",
-                            "--json", str(out / "scan.json")], 120)
-    else:
-        rows.append({"step": "scan_bench", "status": "absent", "note": "benchmark.py scan has no --device option"})
+    # The preprocessing side of issue 24 (docs/gpu_preprocessing.md): run where its benchmarks exist.
+    for name, sub, flag in (("preprocess_bench", "preprocess", "--decode"), ("scan_video_bench", "scan-video", "--device")):
+        if _subcommand_has(sub, flag):
+            step(name, p[name], 150)
+        else:
+            rows.append({"step": name, "status": "absent", "note": f"benchmark.py {sub} has no {flag} option"})
     (out / "steps.json").write_text(json.dumps(rows, indent=2))
     text = table(rows, out, dry)
     print(text)
