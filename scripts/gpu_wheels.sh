@@ -8,7 +8,10 @@
 # fetched without its dependencies, and scripts/gpu_check.sh installs only those not installed there.
 # albumentations and albucore declare opencv-python-headless; the image's OpenCV serves them.
 # Prints the total size: it must stay under about 50 MiB (the GPU machine takes 64 MiB of files
-# with the checkout). GPU_WHEELS_EXTRA="pkg ..." adds packages (e.g. onnx for ONNX Runtime figures).
+# with the checkout). GPU_WHEELS_EXTRA="pkg ..." adds packages: "onnx ml_dtypes" (about 9 MiB more)
+# lets the GPU check run the PyTorch RetinaFace (it reads its weights from the ONNX file with onnx;
+# docs/gpu_preprocessing.md); without them the check detects faces with ONNX Runtime. Raise
+# GPU_WHEELS_LIMIT_MIB to 57 for that set: with the checkout (about 5 MiB) it still fits in 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-gpu_wheels}
