@@ -123,16 +123,28 @@ def to_crop_grid(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.rint((p - boxes[:, None, :2]) * scale[:, None, None]).astype(np.int64)
 
 
-def face_crops(frames_rgb: list[np.ndarray], boxes: np.ndarray) -> list[np.ndarray]:
-    """Each frame's crop resized to CROP_SIDE, in OpenCV's BGR channel order (the publisher decoded with OpenCV)."""
+def face_crop(frame_rgb: np.ndarray, box) -> np.ndarray:
+    """One frame's crop resized to CROP_SIDE, in OpenCV's BGR channel order (the publisher decoded with OpenCV)."""
     import cv2
 
-    crops = []
-    for frame, (x0, y0, side) in zip(frames_rgb, boxes, strict=True):
-        patch = np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side, ::-1])
-        method = cv2.INTER_CUBIC if side < CROP_SIDE else cv2.INTER_AREA
-        crops.append(cv2.resize(patch, (CROP_SIDE, CROP_SIDE), interpolation=method))
-    return crops
+    x0, y0, side = (int(v) for v in box)
+    patch = np.ascontiguousarray(frame_rgb[y0:y0 + side, x0:x0 + side, ::-1])
+    method = cv2.INTER_CUBIC if side < CROP_SIDE else cv2.INTER_AREA
+    return cv2.resize(patch, (CROP_SIDE, CROP_SIDE), interpolation=method)
+
+
+class _CropsOnDemand:
+    """crops[i] made when asked, the last two kept: the tracker walks forward one frame at a time,
+    so a long video never holds all its crops at once."""
+
+    def __init__(self, frames_rgb: list[np.ndarray], boxes: np.ndarray):
+        self.frames, self.boxes, self.kept = frames_rgb, boxes, {}
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self.kept:
+            self.kept = {k: v for k, v in self.kept.items() if k >= i - 1}
+            self.kept[i] = face_crop(self.frames[i], self.boxes[i])
+        return self.kept[i]
 
 
 @dataclass
@@ -149,8 +161,9 @@ class Flow:
 Tracker = Callable[[int, np.ndarray, np.ndarray], Flow]
 
 
-def lk_tracker(crops: list[np.ndarray]) -> Tracker:
-    """Pyramidal Lucas-Kanade forward and backward between consecutive crops (step 3)."""
+def lk_tracker(crops) -> Tracker:
+    """Pyramidal Lucas-Kanade forward and backward between consecutive crops (step 3); `crops[i]` is
+    frame i's crop (a list, or crops made on demand)."""
     import cv2
 
     params = {"winSize": (LK_WINDOW, LK_WINDOW), "maxLevel": LK_LEVELS,
@@ -219,4 +232,4 @@ def calibrate_landmarks(frames_rgb: list[np.ndarray], points: np.ndarray) -> tup
     if len(frames_rgb) != len(points):
         raise ValueError(f"{len(frames_rgb)} frames for {len(points)} landmark sets")
     height, width = frames_rgb[0].shape[:2]
-    return calibrate_track(points, width, height, lambda boxes: lk_tracker(face_crops(frames_rgb, boxes)))
+    return calibrate_track(points, width, height, lambda boxes: lk_tracker(_CropsOnDemand(frames_rgb, boxes)))
