@@ -14,8 +14,11 @@ Normalisation (what LRNet's released models were trained on, rewritten from the 
 description): per video, a square face box of side 1.2 x the mean landmark extent (the larger of
 the point cloud's width and height), centred on each frame's landmark-extent centre, mapped to
 [-1, 1]; features are the 68 points interleaved x0, y0, x1, y1, ... (dlib / iBUG point order).
-The publisher also smooths landmark tracks with optical flow and a Kalman merge; that calibration
-is not ported (the registry entry says `calibration_ported: false`).
+The publisher also smooths landmark tracks with optical flow and a Kalman merge before normalising
+them in a 400-pixel face crop: datasets/landmark_calibration.py is our implementation, and
+`lrnet_features` applies it when the registry entry says `landmark_calibration.calibration_ported: true`
+(`normalise_sequence` above is the uncalibrated path, kept for entries and validated copies that
+were measured without it).
 """
 
 from __future__ import annotations
@@ -126,3 +129,17 @@ def measure_box_offsets(frames: list[np.ndarray], boxes: list[np.ndarray], predi
     return {"n": len(rows), "median": np.median(a, axis=0).round(3).tolist(),
             "iqr": (np.percentile(a, 75, axis=0) - np.percentile(a, 25, axis=0)).round(3).tolist(),
             "columns": ["left_shift", "top_shift", "width_scale", "height_scale"]}
+
+
+def lrnet_features(frames_rgb: list[np.ndarray], points: np.ndarray, calibrate: bool) -> tuple[np.ndarray, dict]:
+    """(T, 136) LRNet features of one face track and a record of how they were made.
+
+    `points` (T, 68, 2) are pixel landmarks on the T consecutive `frames_rgb`. With `calibrate`, the
+    publisher's calibration (datasets/landmark_calibration.py: optical flow + Kalman merge, 400-pixel
+    crop grid); without it, `normalise_sequence` on the raw detections.
+    """
+    if not calibrate:
+        return normalise_sequence(points), {"calibrated": False}
+    from faketrace.datasets.landmark_calibration import calibrate_landmarks
+
+    return calibrate_landmarks(frames_rgb, points)

@@ -9,7 +9,9 @@ Members:
 - face-crop models (the trained checkpoint or export, MesoNet): a MediaScorer each, with the
   model's own crop rule and input spec (published preprocessing: datasets/published_crops.py);
 - landmark-sequence models (LRNet): consecutive video frames, RetinaFace boxes, dlib 68-point
-  landmarks (optional stage, datasets/landmarks.py), windows of 30 frames, the published vote.
+  landmarks (optional stage, datasets/landmarks.py), the publisher's landmark calibration when the
+  registry entry says it is ported (datasets/landmark_calibration.py), windows of 30 frames, the
+  published vote.
 
 Domain: a model gives "not_applicable", never a verdict, on media outside its registry `domain`
 (LRNet on a still; any model on faces below its minimum size). Combination: every member's result
@@ -141,13 +143,17 @@ class LandmarkMember:
         fit, note, calibration = _validation(entry)
         self.fit_for_casework, self.casework_note, self.calibration = fit, note, calibration
         self.bands = bands_for(calibration, "video", options.bands_override)
+        # An entry without the key (a lab's copy validated before the calibration was ported) keeps the
+        # uncalibrated features its certificate was measured on.
+        self.landmark_calibration = entry.get("landmark_calibration") or {"calibration_ported": False}
+        self.calibrate = bool(self.landmark_calibration.get("calibration_ported"))
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": "published", "level": "clip", "path": self.entry["shipped"]["file"],
                 "sha256": self.entry["shipped"]["sha256"], "fit_for_casework": self.fit_for_casework,
                 "casework_note": self.casework_note, "domain": self.domain, "bands": {"item": vars(self.bands)},
                 "landmarks": self.predictor.describe() if self.predictor else {"error": self.predictor_error},
-                "card": _card(self.entry)}
+                "landmark_calibration": self.landmark_calibration, "card": _card(self.entry)}
 
     def score(self, path: Path, result: dict | None = None) -> dict:
         kind = (result or {}).get("media_type") or sniff_media_type(path)
@@ -169,7 +175,7 @@ class LandmarkMember:
     def _score_video(self, path: Path, decode: dict | None) -> dict:
         import torch
 
-        from faketrace.datasets.landmarks import normalise_sequence
+        from faketrace.datasets.landmarks import lrnet_features
         from faketrace.models.lrnet import video_vote, windows
 
         o = self.options
@@ -192,7 +198,7 @@ class LandmarkMember:
         for i in range(0, len(frames), o.detector_batch):
             detections.extend(self.detector.detect(frames[i:i + o.detector_batch]))
         chosen = choose_faces(order, detections, PreprocessSpec(face_policy="largest"))
-        points, reused, sizes, started = [], 0, [], False
+        points, reused, sizes, started, tracked_frames = [], 0, [], False, []
         for frame, per_frame in zip(frames, chosen, strict=True):
             if per_frame:
                 face = per_frame[0].face
@@ -202,13 +208,16 @@ class LandmarkMember:
             elif started:  # as the publisher does: a frame without a face keeps the previous landmarks
                 points.append(points[-1])
                 reused += 1
+            if started:
+                tracked_frames.append(frame)
         if len(points) < int(self.domain["min_frames"]):
             return {"status": "no_face", "reason": f"a face in {len(points)} of {len(frames)} consecutive frames; "
                                                    f"{self.name} needs {self.domain['min_frames']}"}
         min_px = float(self.domain.get("min_face_px", 0))
         if np.median(sizes) < min_px:
             return {"status": "not_applicable", "reason": f"median face {np.median(sizes):.0f} px, below {min_px:.0f}"}
-        x = windows(normalise_sequence(np.stack(points)), int(self.clip["length"]))
+        features, landmark_record = lrnet_features(tracked_frames, np.stack(points), self.calibrate)
+        x = windows(features, int(self.clip["length"]))
         with torch.inference_mode():
             p1, p2 = self.module.stream_probabilities(torch.from_numpy(x))
         window_p = ((p1 + p2) / 2).numpy().astype(np.float64)
@@ -221,6 +230,7 @@ class LandmarkMember:
                           "window_probabilities": [r6(p) for p in window_p], "mean_window_probability": r6(window_p.mean())},
                 "frames": {"decoded": len(frames), "with_landmarks": len(points) - reused, "reused_previous": reused,
                            "windows": int(len(window_p))},
+                "landmark_calibration": landmark_record,
                 "verdict": verdict, "score_band": verdict,
                 "bands": {"lower": r6(self.bands.lower), "upper": r6(self.bands.upper), "source": self.bands.source}}
 

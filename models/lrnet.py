@@ -12,7 +12,8 @@ class-1 probabilities; the published video rule is the fraction of windows whose
 at least 0.5.
 
 Inputs (features): each frame is 136 numbers, the 68 (x, y) points interleaved x0, y0, x1, y1, ...
-in dlib's 68-point order, normalised to [-1, 1] in a square face box (datasets/landmarks.py).
+in dlib's 68-point order, normalised to [-1, 1] in a square face box after the publisher's landmark
+calibration (datasets/landmarks.py lrnet_features, datasets/landmark_calibration.py).
 The released models were trained on windows of 30 frames taken without overlap.
 
 The state-dict keys are the publisher's, so the released files load strictly without renaming:

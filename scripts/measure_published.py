@@ -5,8 +5,9 @@
 MesoNet: every shipped MesoNet model on the images under --meso-images (folders df/ and real/),
 through the authors' input path (whole image, the spec's resize and scale). LRNet: both shipped
 models on each clip of --lrnet-demo/input/ from the publisher's landmark file (--lrnet-demo/landmarks/)
-and from faketrace's own landmark path (RetinaFace, dlib 68 points, datasets/landmarks.py), with
-the landmark difference, jitter and the dlib time per face. The media are the publishers' and are
+and from faketrace's own landmark path (RetinaFace, dlib 68 points, datasets/landmarks.py), both
+without and with the publisher's landmark calibration (datasets/landmark_calibration.py), with the
+landmark difference, jitter and the dlib time per face. The media are the publishers' and are
 never committed. Prints a JSON record (and writes it to --out).
 """
 
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from faketrace.datasets.faces import build_detector
-from faketrace.datasets.landmarks import load_landmark_predictor, normalise_sequence
+from faketrace.datasets.landmarks import load_landmark_predictor, lrnet_features
 from faketrace.datasets.media import read_first_frames
 from faketrace.datasets.published_crops import scaled_input
 from faketrace.models.lrnet import video_vote, windows
@@ -50,17 +51,36 @@ def lrnet(demo: Path, max_frames: int) -> dict:
         for i in range(0, len(frames), 16):
             boxes += [max(d, key=lambda f: f.area).box if d else None for d in detector.detect(frames[i:i + 16])]
         t0 = time.perf_counter()
-        points = [predictor(f, b) for f, b in zip(frames, boxes, strict=True) if b is not None]
-        ms = (time.perf_counter() - t0) * 1000 / max(len(points), 1)
-        ours = normalise_sequence(np.stack(points))
+        # as the scan does (forensics/panel.py): frames before the first face are skipped, a later
+        # frame without a face keeps the previous frame's landmarks
+        first = next((i for i, b in enumerate(boxes) if b is not None), None)
+        if first is None:
+            out[clip.stem] = {"frames": len(frames), "with_face": 0}
+            continue
+        points, detected = [], 0
+        for f, b in zip(frames[first:], boxes[first:], strict=True):
+            if b is not None:
+                points.append(predictor(f, b))
+                detected += 1
+            else:
+                points.append(points[-1])
+        ms = (time.perf_counter() - t0) * 1000 / max(detected, 1)
+        ours, _ = lrnet_features(frames[first:], np.stack(points), calibrate=False)
+        t0 = time.perf_counter()
+        calibrated, calibration = lrnet_features(frames[first:], np.stack(points), calibrate=True)
+        calibration_ms = (time.perf_counter() - t0) * 1000 / len(points)
         theirs = np.loadtxt(demo / "landmarks" / f"{clip.stem}.txt")
         n = min(len(ours), len(theirs))
-        rec = {"frames": len(frames), "with_face": len(points), "dlib_ms_per_face": round(ms, 2),
+        rec = {"frames": len(frames), "with_face": detected, "dlib_ms_per_face": round(ms, 2),
+               "calibration": calibration, "calibration_ms_per_frame": round(calibration_ms, 2),
                "mean_abs_diff_vs_publisher": round(float(np.abs(ours[-n:] - theirs[-n:]).mean()), 4),
+               "mean_abs_diff_vs_publisher_calibrated": round(float(np.abs(calibrated[-n:] - theirs[-n:]).mean()), 4),
                "jitter_ours": round(float(np.abs(np.diff(ours, axis=0)).mean()), 4),
+               "jitter_ours_calibrated": round(float(np.abs(np.diff(calibrated, axis=0)).mean()), 4),
                "jitter_publisher": round(float(np.abs(np.diff(theirs, axis=0)).mean()), 4)}
         for name, model in models.items():
-            for source, feats in (("publisher_landmarks", theirs), ("our_landmarks", ours)):
+            for source, feats in (("publisher_landmarks", theirs), ("our_landmarks", ours),
+                                  ("our_landmarks_calibrated", calibrated)):
                 with torch.no_grad():
                     p = model.window_probability(torch.from_numpy(windows(feats.astype(np.float32)))).numpy()
                 rec[f"{name}/{source}"] = {"vote": round(video_vote(p), 3), "windows": len(p),

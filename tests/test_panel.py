@@ -67,6 +67,8 @@ def test_published_models_scan_as_a_panel_with_not_applicable(panel_evidence, tm
     scan_from_config(cfg)
     header, items = results(case)
     assert [m["name"] for m in header["panel"]] == ["meso4_df", "lrnet_ffpp"]
+    lrnet = header["panel"][1]
+    assert lrnet["landmark_calibration"]["calibration_ported"] is True and lrnet["landmark_calibration"]["parameters"]
     assert all(not m["fit_for_casework"] for m in header["panel"])
     assert header["model"]["kind"] == "published"
     by_name = {r["rel_path"]: r for r in items.values()}
@@ -83,6 +85,9 @@ def test_published_models_scan_as_a_panel_with_not_applicable(panel_evidence, tm
         assert clip["status"] in ("scanned", "no_face"), clip
         if clip["status"] == "scanned":
             assert 0.0 <= clip["score"]["probability"] <= 1.0 and clip["score"]["rule"] == "vote"
+            # the publisher's landmark calibration ran, and the record says what it did
+            assert clip["landmark_calibration"]["calibrated"] is True
+            assert 0.0 <= clip["landmark_calibration"]["tracked_point_fraction"] <= 1.0
     else:
         assert clip["status"] == "not_applicable" and "landmark stage" in clip["reason"]
     report = json.loads((case / "report.json").read_text())
