@@ -606,6 +606,13 @@ def _legacy_trained_on(data: dict | None, methods=()) -> TrainingSpec:
                         synthetic=bool((data.get("index_meta") or {}).get("synthetic")))
 
 
+def _legacy_domain(data: dict | None) -> DomainSpec:
+    """The training domain older checkpoints and cards kept in their data record (`data.domain`)."""
+    d = (data or {}).get("domain") or {}
+    return DomainSpec(media=tuple(d.get("media") or ("still", "video")), faces=d.get("faces"),
+                      notes=str(d.get("description") or ""))
+
+
 def _legacy_spec(level: str, inp: dict, face: dict | None, det: dict | None, image: dict | None,
                  frames_per_video, rule: str, data: dict | None, methods=()) -> ModelSpec:
     level = level or "face"
@@ -617,13 +624,13 @@ def _legacy_spec(level: str, inp: dict, face: dict | None, det: dict | None, ima
         return ModelSpec(level="image", input=input_spec, image=image_spec,
                          video=VideoSpec(frames_per_video=None if frames_per_video is None else int(frames_per_video),
                                          rule=rule or "mean"),
-                         trained_on=_legacy_trained_on(data, methods))
+                         trained_on=_legacy_trained_on(data, methods), domain=_legacy_domain(data))
     video = VideoSpec(frames_per_video=int(frames_per_video or face.get("frames_per_video", 32)), rule=rule or "mean",
                       sampling=face.get("sampling", "uniform"),
                       every_k=int(face["every_k"]) if face.get("sampling") == "every_k" else None)
     return ModelSpec(level="clip" if clip > 1 else "face", input=input_spec, face=face_spec_from_pipeline(face, det),
                      clip=ClipSpec(length=clip) if clip > 1 else None, video=video,
-                     trained_on=_legacy_trained_on(data, methods))
+                     trained_on=_legacy_trained_on(data, methods), domain=_legacy_domain(data))
 
 
 def migrate_checkpoint(ckpt: dict) -> ModelSpec:

@@ -220,6 +220,9 @@ def _legacy_checkpoint(ckpt: dict) -> dict:
                                           "nms_threshold": d.nms_threshold, "max_side": d.max_side},
                              "input": legacy_input, "aggregation": spec.video.rule}
     ckpt["model_spec"] = {**arch, "input": legacy_input}
+    # The training domain lived in the data record then (media, faces, description).
+    ckpt["data"] = {**ckpt["data"], "domain": {"media": list(spec.domain.media), "faces": spec.domain.faces,
+                                               "description": spec.domain.notes}}
     return ckpt
 
 
@@ -229,6 +232,9 @@ def _legacy_card(card: dict) -> dict:
 
     spec = ModelSpec.from_dict(card.pop("spec"))
     d = spec.face.detector
+    training = card["training"]
+    card["training"] = {**training, "data": {**training["data"], "domain": {
+        "media": list(spec.domain.media), "faces": spec.domain.faces, "description": spec.domain.notes}}}
     return {**card, "model_card_version": 2,
             "input": {"input_size": spec.input.side, "mean": list(spec.input.mean), "std": list(spec.input.std),
                       "interpolation": "bicubic", "channels": "RGB", "layout": "NCHW"},
