@@ -716,6 +716,12 @@ class IsolatedDecoder:
             for proc in procs:
                 proc.join(timeout=2)  # reaped, so that its exit code says how it ended
             codes = [p.exitcode for p in procs]
+            # The pool's own manager thread may reap the process at the same moment: our waitpid then
+            # finds no child (exitcode None) until that thread has stored the status. Wait for it.
+            settle = time.monotonic() + 2
+            while None in codes and time.monotonic() < settle:
+                time.sleep(0.01)
+                codes = [p.exitcode for p in procs]
             self._kill()
             if -signal.SIGKILL in codes:
                 # Not our kill (ours raise above): on Linux the kernel's out-of-memory killer sends SIGKILL.
