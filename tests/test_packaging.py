@@ -83,16 +83,24 @@ def test_exactly_one_headless_cv2_and_pip_check_passes():
     assert so and all(f.locate().exists() for f in so)
 
 
-def test_every_config_folder_is_a_declared_package():
-    """An undeclared config folder makes every install print setuptools' BuildBackendWarning lines
-    (about 590 of them for 14 folders) and is installed only by accident."""
+def test_every_folder_the_package_reads_is_a_declared_package():
+    """An undeclared folder (config groups, report templates, the shipped published weights) makes
+    every install print setuptools' BuildBackendWarning lines (about 590 of them for 14 config
+    folders) and is installed only by accident."""
     import tomllib
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {p.parent for p in (REPO / "configs").rglob("*.yaml")}
-    expected = {"faketrace." + ".".join(f.relative_to(REPO).parts) for f in folders}
-    assert expected <= set(project["packages"]), sorted(expected - set(project["packages"]))
-    assert "*.yaml" in project["package-data"]["*"]
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    grafted = {Path(src): name for name, src in setuptools_cfg["package-dir"].items()}
+    expected = set()
+    for src, name in grafted.items():
+        for f in (REPO / src).rglob("*"):
+            if f.is_file() and "__pycache__" not in f.parts:
+                rel = f.parent.relative_to(REPO / src).parts
+                expected.add(".".join((name, *rel)))
+    declared = set(setuptools_cfg["packages"])
+    assert expected <= declared, sorted(expected - declared)
+    assert "faketrace.models.published_weights.mesonet" in expected  # the walk reaches nested data folders
+    assert "*.yaml" in setuptools_cfg["package-data"]["*"]
 
 
 def test_console_commands_run_from_any_directory(tmp_path):
