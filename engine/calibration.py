@@ -302,23 +302,52 @@ def _quality(frames: pd.DataFrame, videos: pd.DataFrame) -> dict:
     return out
 
 
+def upper_threshold(labels, scores, target_fpr: float) -> dict:
+    """The upper band's threshold on validation scores, and how it was set.
+
+    Empirical: the lowest threshold whose false-positive rate on these reals stays at or below the
+    target. With fewer reals than the target can resolve, that threshold is just above the highest
+    real score, and one in two new real sets of the same size holds an item above it; the threshold is
+    then the larger of it and a one-sided 95 % tolerance bound on the real scores' (1 - target) quantile
+    (engine/metrics.py upper_tolerance_threshold), and the record says which decided.
+    """
+    y, s = np.asarray(labels), np.asarray(scores, np.float64)
+    empirical = M.threshold_at_fpr(y, s, target_fpr)
+    n_real, needed = int((y == 0).sum()), math.ceil(round(1 / target_fpr, 9))
+    out = {"threshold": empirical, "empirical": empirical, "rule": "empirical"}
+    if empirical is None or n_real >= needed:
+        return out
+    bound = M.upper_tolerance_threshold(s[y == 0], target_fpr)
+    out["tolerance_bound"] = bound
+    if bound is not None and bound["threshold"] > empirical:
+        out.update(threshold=bound["threshold"], rule="tolerance bound")
+    which = ("a one-sided 95 % tolerance bound on the real scores' {q:g} quantile (normal fit to their logits, "
+             "{n} items), above the highest real validation score" if out["rule"] == "tolerance bound" else
+             "just above the highest real validation score (a one-sided 95 % tolerance bound on their {q:g} quantile, "
+             "from a normal fit to their logits, lies below it)")
+    # Said wherever the band is explained (forensics/report.py).
+    out["resolution_note"] = (
+        f"{n_real} real validation items cannot measure a rate of {target_fpr:g} (that needs at least {needed}): "
+        "the highest-scoring real item alone would set the threshold, and a new set of real items as large is "
+        "as likely as not to hold one above it; the upper threshold is "
+        + which.format(q=1 - target_fpr, n=n_real))
+    return out
+
+
 def thresholds(frames: pd.DataFrame, videos: pd.DataFrame, target_fpr: float) -> dict:
     """EER and target-FPR thresholds at frame and video level, on the scores given."""
     out = {}
     for level, table in (("frame", frames), ("video", videos)):
         y, s = table["label"].to_numpy(), table["score"].to_numpy()
-        eer_t, upper = M.eer(y, s)[1], M.threshold_at_fpr(y, s, target_fpr)
-        out[level] = {"eer": eer_t, "target_fpr": target_fpr, "at_target_fpr": upper,
+        eer_t, upper = M.eer(y, s)[1], upper_threshold(y, s, target_fpr)
+        out[level] = {"eer": eer_t, "target_fpr": target_fpr, "at_target_fpr": upper["threshold"],
+                      "upper_rule": upper["rule"], "at_target_fpr_empirical": upper["empirical"],
                       # What each threshold did on the items it was fitted on, for plain-language reports.
-                      "rates": {"eer": rates_at(y, s, eer_t), "at_target_fpr": rates_at(y, s, upper)}}
-        n_real, needed = int((y == 0).sum()), math.ceil(round(1 / target_fpr, 9))
-        if upper is not None and n_real < needed:
-            # Fewer reals than the target can resolve: the threshold is simply just above the highest
-            # real score, one item's score, and moves with it. Said wherever the band is explained.
-            out[level]["resolution_note"] = (
-                f"{n_real} real validation items cannot measure a rate of {target_fpr:g} (that needs at least "
-                f"{needed}): the upper threshold lies just above the highest-scoring real validation item, so it "
-                "rests on one item's score")
+                      "rates": {"eer": rates_at(y, s, eer_t), "at_target_fpr": rates_at(y, s, upper["threshold"])}}
+        if "tolerance_bound" in upper:
+            out[level]["tolerance_bound"] = upper["tolerance_bound"]
+        if "resolution_note" in upper:
+            out[level]["resolution_note"] = upper["resolution_note"]
     return out
 
 

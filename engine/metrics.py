@@ -152,6 +152,36 @@ def threshold_at_fpr(labels, scores, target_fpr: float) -> float | None:
     return float(np.nextafter(neg[allowed], np.inf))
 
 
+def normal_tolerance_factor(n: int, coverage: float, confidence: float) -> float:
+    """k such that mean + k * sd of n normal draws lies above the `coverage` quantile of their
+    distribution with probability `confidence` (one-sided tolerance bound, exact via the noncentral t)."""
+    from scipy.stats import nct, norm
+
+    if n < 2:
+        raise ValueError("a tolerance bound needs at least 2 scores")
+    return float(nct.ppf(confidence, df=n - 1, nc=norm.ppf(coverage) * math.sqrt(n)) / math.sqrt(n))
+
+
+def upper_tolerance_threshold(real_scores, target_fpr: float, confidence: float = 0.95) -> dict | None:
+    """A probability threshold that real items exceed with probability at most `target_fpr`, with
+    `confidence`, if the logits of real scores are normal: sigmoid(mean + k * sd) of those logits.
+
+    Why: with fewer than 1 / target_fpr real items, the empirical threshold is just above the highest
+    real score, and by exchangeability at least one of m new real items scores above the highest of n
+    with probability m / (n + m) -- one in two for a test set as large as the validation set. The bound
+    extrapolates the real scores' tail instead; its assumption (normal logits) is stated with it.
+    """
+    p = np.clip(np.asarray(real_scores, np.float64), 1e-12, 1 - 1e-12)
+    if len(p) < 2:
+        return None
+    z = np.log(p) - np.log1p(-p)
+    k = normal_tolerance_factor(len(z), 1 - target_fpr, confidence)
+    mean, sd = float(z.mean()), float(z.std(ddof=1))
+    return {"threshold": float(1 / (1 + math.exp(-(mean + k * sd)))), "k": k, "n_real": int(len(z)),
+            "logit_mean": mean, "logit_sd": sd, "coverage": 1 - target_fpr, "confidence": confidence,
+            "assumption": "logits of real scores normally distributed"}
+
+
 def log_loss(labels, scores, eps: float = LOG_LOSS_EPS) -> float:
     y, s = _check(labels, scores)
     p = np.clip(s, eps, 1 - eps)

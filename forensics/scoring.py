@@ -376,9 +376,11 @@ def bands_for(calibration: dict, level: str, override: dict | None = None) -> Ba
         return Bands(*DEFAULT_BANDS, "defaults: this model has no thresholds fitted on validation data "
                                      "(run scripts/calibrate.py), so the bands are not backed by measured error rates")
     fpr = t.get("target_fpr")
+    upper_how = (f"upper = one-sided 95 % tolerance bound on the real validation scores' {1 - fpr:g} quantile "
+                 f"(too few reals to measure FPR {fpr} directly)" if t.get("upper_rule") == "tolerance bound"
+                 else f"upper = threshold keeping FPR <= {fpr}")
     return Bands(min(float(lower), float(upper)), float(upper),
-                 f"fitted on validation data at {level} level: upper = threshold keeping FPR <= {fpr}, "
-                 "lower = equal-error-rate threshold")
+                 f"fitted on validation data at {level} level: {upper_how}, lower = equal-error-rate threshold")
 
 
 # -- items ----------------------------------------------------------------------------------------

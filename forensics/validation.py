@@ -113,19 +113,21 @@ def metrics_with_intervals(labels, scores, groups, n_resamples: int = 1000, seed
 
 def fit_calibration(labels, scores, target_fpr: float) -> dict:
     """Item-level map sigmoid(logit(p) / T + b) and the bands on its output (as bands_for reads them)."""
-    from faketrace.engine.calibration import fit_temperature_and_bias
-    from faketrace.engine.metrics import eer, threshold_at_fpr
+    from faketrace.engine.calibration import fit_temperature_and_bias, upper_threshold
+    from faketrace.engine.metrics import eer
     from faketrace.forensics.scoring import logit, sigmoid
 
     y, s = np.asarray(labels, int), np.asarray(scores, np.float64)
     t, b = fit_temperature_and_bias(logit(s), y)
     cal = sigmoid(logit(s) / t + b)
     _, eer_thr = eer(y, cal)
+    upper = upper_threshold(y, cal, target_fpr)
     return {"method": "item-level temperature and bias (Platt) fitted by scripts/validate.py",
             "temperature": 1.0, "bias": 0.0, "video_temperature": float(t), "video_bias": float(b),
             "video_min_frames": 1,
-            "thresholds": {"video": {"at_target_fpr": threshold_at_fpr(y, cal, target_fpr), "eer": eer_thr,
-                                     "target_fpr": target_fpr}}}
+            "thresholds": {"video": {"at_target_fpr": upper["threshold"], "eer": eer_thr, "target_fpr": target_fpr,
+                                     "upper_rule": upper["rule"],
+                                     **{k: upper[k] for k in ("tolerance_bound", "resolution_note") if k in upper}}}}
 
 
 def certificate(items: list[LabelledItem], hashes: list[str], scored: list[dict], operator: str, model: dict,

@@ -172,6 +172,25 @@ def test_threshold_at_fpr_keeps_the_false_positive_rate():
         assert ((s >= np.max(s[(y == 0) & (s < t)])) & (y == 0)).sum() / (y == 0).sum() > target
 
 
+def test_the_tolerance_bound_lies_above_the_quantile_as_often_as_it_says():
+    """mean + k sd of n normal draws exceeds their 0.99 quantile in 95 % of draws (k from the noncentral t)."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(3)
+    q99 = NormalDist().inv_cdf(0.99)
+    k = M.normal_tolerance_factor(64, 0.99, 0.95)
+    assert 2.33 < k < 3.0 and M.normal_tolerance_factor(100_000, 0.99, 0.95) == pytest.approx(q99, abs=0.02)
+    z = rng.normal(size=(4000, 64))
+    covered = (z.mean(1) + k * z.std(1, ddof=1) >= q99).mean()
+    assert covered == pytest.approx(0.95, abs=0.012)
+    # On probabilities, the bound works on their logits.
+    real = 1 / (1 + np.exp(-rng.normal(-3, 1.5, 64)))
+    bound = M.upper_tolerance_threshold(real, 0.01)
+    logit = np.log(real / (1 - real))
+    assert bound["threshold"] == pytest.approx(1 / (1 + np.exp(-(logit.mean() + bound["k"] * logit.std(ddof=1)))))
+    assert bound["n_real"] == 64 and "normal" in bound["assumption"]
+
+
 def test_max_face_mean_median_and_confident_aggregation():
     frames = pd.DataFrame({"video_id": ["a"] * 4 + ["b"] * 2, "frame_index": [0, 0, 1, 1, 0, 1],
                            "face_index": [0, 1, 0, 1, 0, 0], "label": [1, 1, 1, 1, 0, 0],
