@@ -70,3 +70,24 @@ def test_every_sampled_frame_has_one_manifest_row(demo_data):
     assert (per_item[videos] == 4).all()  # face.frames_per_video=4 in the fixture
     assert (per_item[images] == 1).all()
     assert not manifest.duplicated(["video_id", "frame_index"]).any()
+
+
+def test_a_real_face_carries_no_recolouring_seam():
+    """A pseudo-identity's skin tone tints its whole head, so a real demo face holds no soft colour
+    boundary around the face -- the trace face_swap leaves. (Tinting an ellipse over the face gave
+    dark-toned real faces a seam stronger than a swap's, and the demo detector called them fakes.)"""
+    from faketrace.datasets.demo import DemoRenderer, Identity
+
+    renderer = DemoRenderer(224, (0.38, 0.5))
+    dark = Identity(name="id000", warp_seed=0, warp_amplitude=0.0, aspect=1.0, skin_gain=(0.7, 0.6, 0.53),
+                    hair_hue_shift=0, hair_value=1.0)
+    patch = renderer.identity_patch(dark)
+    x0, y0, x1, y1 = renderer.box.astype(int)
+    # Face centre and the rim around the face box (forehead, cheeks' edge, chin): the same tint.
+    ratio = patch / np.maximum(renderer.patch, 1.0)
+    lit = renderer.patch.min(axis=2) > 40  # pixels bright enough that rounding cannot move the ratio
+    centre = ratio[(y0 + y1) // 2 - 10:(y0 + y1) // 2 + 10, (x0 + x1) // 2 - 10:(x0 + x1) // 2 + 10]
+    rim = np.concatenate([ratio[y1 - 6:y1 + 6, x0:x1][lit[y1 - 6:y1 + 6, x0:x1]],
+                          ratio[y0:y1, x0 - 6:x0 + 6][lit[y0:y1, x0 - 6:x0 + 6]]])
+    assert len(rim) > 100
+    assert np.abs(np.median(centre.reshape(-1, 3), axis=0) - np.median(rim, axis=0)).max() < 0.02
