@@ -98,7 +98,11 @@ class DemoRenderer:
         fx, fy = (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2 + 4
         skin = ((xx - fx) / 50) ** 2 + ((yy - fy) / 64) ** 2
         self.skin_mask = cv2.GaussianBlur(np.clip((1.0 - skin) / 0.25, 0, 1), (0, 0), 4)[..., None]
-        self.hair_mask = np.clip(self.head_mask - self.skin_mask * 1.5, 0, 1) * (yy < fy + 10)[..., None]
+        # The hair recolouring fades out over 40 px below the forehead: a hard cut at one row drew a
+        # straight colour edge beside the cheeks of every real face, a splice-like trace (the demo
+        # detector's most confident false positives had the strongest hair recolouring).
+        fade = np.clip((fy + 10 - yy) / 40 + 0.5, 0, 1)
+        self.hair_mask = (np.clip(self.head_mask - self.skin_mask * 1.5, 0, 1) * fade[..., None]).astype(np.float32)
 
     # -- identity appearance -------------------------------------------------------------
     def identity_patch(self, ident: Identity) -> np.ndarray:

@@ -74,8 +74,9 @@ def test_every_sampled_frame_has_one_manifest_row(demo_data):
 
 def test_a_real_face_carries_no_recolouring_seam():
     """A pseudo-identity's skin tone tints its whole head, so a real demo face holds no soft colour
-    boundary around the face -- the trace face_swap leaves. (Tinting an ellipse over the face gave
-    dark-toned real faces a seam stronger than a swap's, and the demo detector called them fakes.)"""
+    boundary around the face -- the trace face_swap leaves -- and its hair colour fades in. (Tinting
+    an ellipse over the face gave dark-toned real faces a seam stronger than a swap's, a hard cut of
+    the hair colour a straight edge; the demo detector called such real faces fakes.)"""
     from faketrace.datasets.demo import DemoRenderer, Identity
 
     renderer = DemoRenderer(224, (0.38, 0.5))
@@ -91,3 +92,5 @@ def test_a_real_face_carries_no_recolouring_seam():
                           ratio[y0:y1, x0 - 6:x0 + 6][lit[y0:y1, x0 - 6:x0 + 6]]])
     assert len(rim) > 100
     assert np.abs(np.median(centre.reshape(-1, 3), axis=0) - np.median(rim, axis=0)).max() < 0.02
+    # The hair recolouring fades in: no row where it switches on at once (a straight edge by the cheeks).
+    assert np.abs(np.diff(renderer.hair_mask[..., 0], axis=0)).max() < 0.2  # a hard cut steps by up to 1
