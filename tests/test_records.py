@@ -53,8 +53,13 @@ def test_literature_recipe_names_its_crop_at_the_model_input_size(experiment, tm
 def test_generic_crops_stay_small_and_the_demo_keeps_its_own():
     pre = resolved(compose_config("preprocess", []))
     train = resolved(compose_config("train", ["experiment=demo"]))
-    assert pre.face.crop_size == 128 == train.model.input_size
+    assert pre.face.crop_size == 128
+    # The demo reads the generic 128 px crops at 96 px: a shrink, which the crop check accepts
+    # silently (only enlarging a crop is warned about).
+    assert train.model.input_size == 96 < pre.face.crop_size
     assert train.recipe.literature is False
+    record = check_face_crops(OmegaConf.to_container(pre.face), train.model.input_size, None, False)
+    assert record["outcome"] == "ok" and record["problems"] == []
 
 
 def test_crop_check_refuses_for_literature_and_warns_otherwise(caplog):

@@ -101,10 +101,11 @@ def test_ema_weights_are_the_ones_validated_and_saved(demo_data, tmp_path):
 
 
 def test_early_stopping_stops_on_a_plateau(demo_data, tmp_path):
-    # lr 0: validation can never improve after the first epoch.
+    # An AUC cannot rise by a whole 1.0, so no epoch after the first counts as an improvement.
+    # (lr 0 alone is not a plateau: batch-norm running statistics still move in training mode.)
     result = train(resolved(compose_config("train", demo_data["overrides"] + TINY + [
         "trainer.max_epochs=10", "trainer.limit_train_batches=1", "optim.lr=0", "scheduler=constant",
-        "trainer.early_stopping.patience=2"], output_dir=tmp_path)))
+        "trainer.early_stopping.patience=2", "trainer.early_stopping.min_delta=1.0"], output_dir=tmp_path)))
     assert result["stopped_early"] and result["epochs_run"] == 3
 
 
