@@ -23,7 +23,7 @@ from faketrace.datasets.face_pipeline import resize_flag  # noqa: E402
 
 # Augmentations added after the first release: absent from older configs, off by default.
 _OPTIONAL = {"gray_p": 0.0, "affine_p": 0.0, "affine_shift": 0.1, "affine_scale": 0.2, "affine_rotate": 10.0,
-             "blur_sigma": None}
+             "blur_sigma": None, "white_balance_p": 0.0, "white_balance": [0.8, 1.2]}
 
 
 def _finish(input_size: int, mean, std, resize: str = "bilinear") -> list:
@@ -56,6 +56,11 @@ def train_transform(input_size: int, mean, std, augment: dict, resize: str = "bi
         A.GaussNoise(std_range=tuple(a["noise_std"]), p=a["noise_p"]),
         A.ColorJitter(brightness=a["brightness"], contrast=a["contrast"], saturation=a["saturation"], hue=a["hue"],
                       p=a["color_p"]),
+        # A colour cast over the whole picture (one gain per channel, as a camera's white balance):
+        # no manipulation leaves one, so a detector should not learn skin colour as a cue. ColorJitter's
+        # hue rotation is a different change (it keeps the channels' balance along the grey axis).
+        A.MultiplicativeNoise(multiplier=tuple(a["white_balance"]), per_channel=True, elementwise=False,
+                              p=a["white_balance_p"]),
         A.ToGray(p=a["gray_p"]),
         A.Downscale(scale_range=tuple(a["downscale"]), p=a["downscale_p"]),
         A.Affine(translate_percent=(-a["affine_shift"], a["affine_shift"]),

@@ -126,6 +126,30 @@ def test_recorded_resize_is_what_every_feeding_path_does(backbone):
     assert np.abs(((bicubic / 255.0 - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1) - scan).max() > 0.05
 
 
+_NO_AUG = {"hflip": 0, "jpeg_p": 0, "jpeg_quality": [90, 100], "blur_p": 0, "blur_limit": [3, 3], "noise_p": 0,
+           "noise_std": [0.01, 0.02], "color_p": 0, "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0,
+           "downscale_p": 0, "downscale": [0.7, 0.9]}
+
+
+def test_white_balance_casts_the_whole_picture_with_one_gain_per_channel():
+    crop = np.random.default_rng(1).integers(60, 200, (32, 32, 3), dtype=np.uint8)
+    identity = ([0.0] * 3, [1.0] * 3)  # Normalize to crop / 255
+    cast = train_transform(32, *identity, {**_NO_AUG, "white_balance_p": 1.0, "white_balance": [0.8, 1.2]})
+    gains = []
+    for seed in range(6):
+        out = apply(cast, crop, seed).numpy().transpose(1, 2, 0) * 255
+        ratio = out / crop
+        # One gain per channel over every pixel (up to uint8 rounding), inside the configured range.
+        assert (ratio.std(axis=(0, 1)) < 0.01).all()
+        gains.append(ratio.mean(axis=(0, 1)))
+        assert ((gains[-1] > 0.79) & (gains[-1] < 1.21)).all()
+    gains = np.array(gains)
+    assert np.ptp(gains[:, 0] - gains[:, 2]) > 0.05  # the channels' balance changes, not only brightness
+    # Off unless asked for: older configs have no such key and see their colours unchanged.
+    plain = apply(train_transform(32, *identity, _NO_AUG), crop, 0).numpy().transpose(1, 2, 0) * 255
+    assert np.abs(plain - crop).max() < 1e-3
+
+
 def test_a_chosen_resize_is_recorded_and_used_and_old_records_mean_bilinear(demo_data, tmp_path):
     from faketrace.engine.evaluate import score_split
     from faketrace.engine.train import resolve_device, train
