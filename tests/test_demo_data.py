@@ -94,3 +94,22 @@ def test_a_real_face_carries_no_recolouring_seam():
     assert np.abs(np.median(centre.reshape(-1, 3), axis=0) - np.median(rim, axis=0)).max() < 0.02
     # The hair recolouring fades in: no row where it switches on at once (a straight edge by the cheeks).
     assert np.abs(np.diff(renderer.hair_mask[..., 0], axis=0)).max() < 0.2  # a hard cut steps by up to 1
+
+
+def test_no_validation_or_test_face_is_coloured_beyond_every_training_face():
+    """The demo's identity split keeps each skin-colour axis's extremes in training: with the shipped
+    settings, a test identity redder than every training one was otherwise called manipulated by
+    every demo model tried (docs: README "The demo data")."""
+    from faketrace.datasets.demo import make_identities, split_identities
+
+    for seed, n in ((1234, 80), (7, 80), (3, 10)):
+        cfg = compose_config("demo_data", [f"data.seed={seed}", f"data.generator.identities={n}"])
+        gen = OmegaConf.to_container(cfg.data.generator)
+        identities = make_identities(n, seed, gen)
+        split = split_identities(identities, gen["split_fractions"])
+        assert sorted(set(split.values())) == ["test", "train", "val"]
+        assert sum(s == "test" for s in split.values()) == max(1, round(n * gen["split_fractions"]["test"]))
+        for axis in (lambda i: float(np.mean(i.skin_gain)), lambda i: i.skin_gain[0] / i.skin_gain[2]):
+            train = [axis(i) for i in identities if split[i.name] == "train"]
+            held_out = [axis(i) for i in identities if split[i.name] != "train"]
+            assert min(train) <= min(held_out) and max(held_out) <= max(train)
