@@ -42,9 +42,9 @@ def test_same_seed_gives_identical_media(demo_data, tmp_path):
         assert sha256_file(tmp_path / "a" / rel) == sha256_file(tmp_path / "b" / rel), rel
     c = generate_demo(tmp_path / "c", tmp_path / "c.parquet", int(cfg.data.seed) + 1, gen)
     # Another seed gives other media (the same item may sit in another split's folder).
-    path_a = dict(zip(a.id, a.path))
+    path_a = dict(zip(a.id, a.path, strict=True))
     assert set(c.id) == set(path_a)
-    assert any(sha256_file(tmp_path / "a" / path_a[i]) != sha256_file(tmp_path / "c" / r) for i, r in zip(c.id, c.path))
+    assert any(sha256_file(tmp_path / "a" / path_a[i]) != sha256_file(tmp_path / "c" / r) for i, r in zip(c.id, c.path, strict=True))
 
 
 def test_real_detector_finds_every_demo_face_near_the_truth(demo_data):
